@@ -1,0 +1,333 @@
+//! Project automation, run from anywhere in the workspace as `cargo xtask <job>`.
+//!
+//! - `lint`: rustfmt check, clippy with warnings denied, rustdoc with warnings denied;
+//! - `test`: every unit, property, integration and doc test, with all features
+//!   and with none;
+//! - `ci`: `lint` then `test` (what `.ci/run` runs);
+//! - `bench`: the criterion benchmarks and the memory measurement, written as
+//!   a table to `docs/benchmarks.md`.
+//!
+//! `test` ends with one line totalling every test binary's results
+//! (`tests: N passed, N failed, N skipped`). It depends on nothing but
+//! `serde_json` (to read criterion's estimates), so it compiles in seconds.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::{env, fs};
+
+type Result<T> = std::result::Result<T, String>;
+
+fn main() -> ExitCode {
+    let job = env::args().nth(1).unwrap_or_default();
+    let result = match job.as_str() {
+        "lint" => lint(),
+        "test" => test(),
+        "ci" => lint().and_then(|()| test()),
+        "bench" => bench(),
+        _ => Err(format!(
+            "unknown job {job:?}\nusage: cargo xtask <lint|test|ci|bench>"
+        )),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+/// Runs `cargo <args>` at the workspace root with extra environment variables.
+fn cargo(args: &[&str], envs: &[(&str, &str)]) -> Result<()> {
+    eprintln!("$ cargo {}", args.join(" "));
+    let status = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(args)
+        .envs(envs.iter().copied())
+        .current_dir(root())
+        .status()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`cargo {}` failed ({status})", args.join(" ")))
+    }
+}
+
+fn cargo_output(args: &[&str]) -> Result<String> {
+    eprintln!("$ cargo {}", args.join(" "));
+    let out = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`cargo {}` failed:\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn lint() -> Result<()> {
+    cargo(&["fmt", "--all", "--check"], &[])?;
+    cargo(
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--all-features",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        &[],
+    )?;
+    cargo(
+        &["doc", "--workspace", "--no-deps", "--all-features"],
+        &[("RUSTDOCFLAGS", "-D warnings")],
+    )
+}
+
+fn test() -> Result<()> {
+    // Unit, integration, property and bench-smoke tests, then doc tests
+    // (`--all-targets` leaves those out), with all features and with none.
+    let mut total = Tally::default();
+    for args in [
+        &["test", "--workspace", "--all-targets", "--all-features"][..],
+        &["test", "--workspace", "--doc", "--all-features"],
+        &[
+            "test",
+            "--workspace",
+            "--lib",
+            "--tests",
+            "--no-default-features",
+        ],
+    ] {
+        let (tally, outcome) = cargo_tests(args);
+        total.add(tally);
+        if let Err(e) = outcome {
+            println!("{}", total.line());
+            return Err(e);
+        }
+    }
+    // One closing line for the whole run, in the plain form CI reads.
+    println!("{}", total.line());
+    if total.passed == 0 {
+        return Err("no test ran".into());
+    }
+    Ok(())
+}
+
+/// Test counts summed over every test binary's `test result:` line.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Tally {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Tally {
+    fn add(&mut self, other: Tally) {
+        self.passed += other.passed;
+        self.failed += other.failed;
+        self.ignored += other.ignored;
+    }
+
+    /// Reads `test result: ok. 55 passed; 0 failed; 1 ignored; ...`.
+    fn parse(line: &str) -> Option<Tally> {
+        let rest = line.trim().strip_prefix("test result: ")?;
+        let count = |what: &str| {
+            rest.split(';')
+                .filter_map(|part| part.trim().rsplit_once(' '))
+                .find(|(_, w)| *w == what)
+                .and_then(|(n, _)| n.rsplit(' ').next()?.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Some(Tally {
+            passed: count("passed"),
+            failed: count("failed"),
+            ignored: count("ignored"),
+        })
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "tests: {} passed, {} failed, {} skipped",
+            self.passed, self.failed, self.ignored
+        )
+    }
+}
+
+/// Runs `cargo test ...`, passing its output through and counting results.
+fn cargo_tests(args: &[&str]) -> (Tally, Result<()>) {
+    use std::io::{BufRead, BufReader};
+    eprintln!("$ cargo {}", args.join(" "));
+    let mut tally = Tally::default();
+    let spawned = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(args)
+        .current_dir(root())
+        .stdout(std::process::Stdio::piped())
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(e) => return (tally, Err(format!("cannot run cargo: {e}"))),
+    };
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out)
+            .lines()
+            .map_while(std::result::Result::ok)
+        {
+            println!("{line}");
+            if let Some(t) = Tally::parse(&line) {
+                tally.add(t);
+            }
+        }
+    }
+    let outcome = match child.wait() {
+        Ok(status) if status.success() => Ok(()),
+        Ok(status) => Err(format!("`cargo {}` failed ({status})", args.join(" "))),
+        Err(e) => Err(format!("cannot wait for cargo: {e}")),
+    };
+    (tally, outcome)
+}
+
+fn bench() -> Result<()> {
+    cargo(&["bench", "-p", "keypool-core", "--bench", "pool"], &[])?;
+    let memory = cargo_output(&[
+        "test",
+        "--release",
+        "-p",
+        "keypool-core",
+        "--test",
+        "memory",
+        "--",
+        "--nocapture",
+    ])?;
+
+    let criterion = root().join("target/criterion");
+    let mut rows = Vec::new();
+    for (group, bench, target_ns) in [
+        ("acquire_report", "least_used/10000", 1000.0),
+        ("acquire_report", "round_robin/10000", 1000.0),
+        ("acquire_report", "weighted/10000", 1000.0),
+        ("acquire_report", "power_of_two/10000", 1000.0),
+        ("acquire_report", "least_used/100000", 2000.0),
+        ("acquire_report", "round_robin/100000", 2000.0),
+        ("acquire_report", "weighted/100000", 2000.0),
+        ("acquire_report", "power_of_two/100000", 2000.0),
+    ] {
+        let path = criterion.join(group).join(bench).join("new/estimates.json");
+        let text = fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let median = json
+            .get("median")
+            .and_then(|m| m.get("point_estimate"))
+            .and_then(serde_json::Value::as_f64)
+            .ok_or_else(|| format!("{}: no median", path.display()))?;
+        let verdict = if median <= target_ns { "met" } else { "MISSED" };
+        rows.push(format!(
+            "| `{group}/{bench}` | {median:.0} ns | ≤ {target_ns:.0} ns | {verdict} |"
+        ));
+    }
+    let memory_rows: Vec<String> = memory
+        .lines()
+        .filter_map(|l| l.strip_prefix("memory: "))
+        .map(|l| {
+            let (what, figure) = l.split_once(": ").unwrap_or((l, ""));
+            format!("| {what} | {figure} | ≤ 256 bytes per key |")
+        })
+        .collect();
+
+    let doc = format!(
+        "# Benchmarks\n\n\
+         Written by `cargo xtask bench` from a real run; do not edit by hand.\n\n\
+         Machine: {machine}.\n\n\
+         ## keypool-core: acquire + report\n\n\
+         One `acquire` and one `report(Success)` on a pool of N keys with a daily token \
+         limit each, time advancing 10 µs per iteration, events drained. Median of \
+         criterion's samples.\n\n\
+         | benchmark | median | target | |\n|---|---|---|---|\n{rows}\n\n\
+         ## keypool-core: memory\n\n\
+         Heap bytes the pool holds per key (counted by an instrumented allocator in \
+         `crates/keypool-core/tests/memory.rs`), beyond each secret's own bytes: the \
+         record, the name, the index, the secret map and the slot table, including \
+         the spare capacity of growing tables. The test fails above 256.\n\n\
+         | pool | measured | budget |\n|---|---|---|\n{memory_rows}\n",
+        machine = machine(),
+        rows = rows.join("\n"),
+        memory_rows = memory_rows.join("\n"),
+    );
+    let out = root().join("docs/benchmarks.md");
+    fs::write(&out, doc).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    eprintln!("wrote {}", out.display());
+    if rows.iter().any(|r| r.contains("MISSED")) {
+        return Err("a benchmark missed its target (see docs/benchmarks.md)".into());
+    }
+    Ok(())
+}
+
+/// CPU model, core count, memory and compiler, for the benchmark page.
+fn machine() -> String {
+    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map_or_else(
+            || "unknown CPU".to_owned(),
+            |l| l.trim_start_matches([' ', '\t', ':']).to_owned(),
+        );
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem_gib = fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|l| l.trim().trim_end_matches(" kB").parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1024 / 1024);
+    let rustc = Command::new("rustc")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    format!("{model}, {cores} cores, {mem_gib} GiB, {rustc}, `--release` (bench profile)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Tally;
+
+    #[test]
+    fn parses_test_result_lines() {
+        let t = Tally::parse(
+            "test result: ok. 55 passed; 2 failed; 1 ignored; 0 measured; 0 filtered out; finished in 1.40s",
+        );
+        assert_eq!(
+            t,
+            Some(Tally {
+                passed: 55,
+                failed: 2,
+                ignored: 1
+            })
+        );
+        assert_eq!(Tally::parse("running 55 tests"), None);
+        assert_eq!(
+            Tally {
+                passed: 3,
+                failed: 0,
+                ignored: 1
+            }
+            .line(),
+            "tests: 3 passed, 0 failed, 1 skipped"
+        );
+    }
+}
