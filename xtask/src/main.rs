@@ -202,6 +202,7 @@ fn cargo_tests(args: &[&str]) -> (Tally, Result<()>) {
 
 fn bench() -> Result<()> {
     cargo(&["bench", "-p", "keypool-core", "--bench", "pool"], &[])?;
+    cargo(&["bench", "-p", "canary", "--bench", "assign"], &[])?;
     let memory = cargo_output(&[
         "test",
         "--release",
@@ -224,6 +225,9 @@ fn bench() -> Result<()> {
         ("acquire_report", "round_robin/100000", 2000.0),
         ("acquire_report", "weighted/100000", 2000.0),
         ("acquire_report", "power_of_two/100000", 2000.0),
+        ("assign", "salted", 250.0),
+        ("assign", "seed_compat", 250.0),
+        ("assign", "salted_with_overrides", 250.0),
     ] {
         let path = criterion.join(group).join(bench).join("new/estimates.json");
         let text = fs::read_to_string(&path)
@@ -253,10 +257,13 @@ fn bench() -> Result<()> {
         "# Benchmarks\n\n\
          Written by `cargo xtask bench` from a real run; do not edit by hand.\n\n\
          Machine: {machine}.\n\n\
-         ## keypool-core: acquire + report\n\n\
-         One `acquire` and one `report(Success)` on a pool of N keys with a daily token \
-         limit each, time advancing 10 µs per iteration, events drained. Median of \
-         criterion's samples.\n\n\
+         ## Speed\n\n\
+         `acquire_report`: one `acquire` and one `report(Success)` on a pool of N keys \
+         with a daily token limit each, time advancing 10 µs per iteration, events \
+         drained. `assign`: one `Rollout::assign` for a 10% rollout over 1 024 rotating \
+         subjects (salted; the seeds' unsalted 1000-bucket scheme; salted with a \
+         1 000-entry allow-list, a 1 000-entry deny-list and a key-name rule). \
+         Median of criterion's samples.\n\n\
          | benchmark | median | target | |\n|---|---|---|---|\n{rows}\n\n\
          ## keypool-core: memory\n\n\
          Heap bytes the pool holds per key (counted by an instrumented allocator in \

@@ -763,3 +763,12 @@ fn daily_reset_at_midnight_of_the_configured_offset() {
     assert_eq!(sim.pool.state(b), Some(KeyState::Active));
     assert!(sim.pool.key_snapshot(a).unwrap().selectable);
 }
+
+#[test]
+fn pool_lease_and_errors_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<KeyPool>();
+    assert_send_sync::<keypool_core::Lease>();
+    assert_send_sync::<keypool_core::NoKeyAvailable>();
+    assert_send_sync::<AddKeyError>();
+}
