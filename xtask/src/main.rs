@@ -203,6 +203,7 @@ fn cargo_tests(args: &[&str]) -> (Tally, Result<()>) {
 fn bench() -> Result<()> {
     cargo(&["bench", "-p", "keypool-core", "--bench", "pool"], &[])?;
     cargo(&["bench", "-p", "canary", "--bench", "assign"], &[])?;
+    cargo(&["bench", "-p", "budget", "--bench", "ledger"], &[])?;
     let memory = cargo_output(&[
         "test",
         "--release",
@@ -228,6 +229,7 @@ fn bench() -> Result<()> {
         ("assign", "salted", 250.0),
         ("assign", "seed_compat", 250.0),
         ("assign", "salted_with_overrides", 250.0),
+        ("ledger", "reserve_settle_4_scopes", 300.0),
     ] {
         let path = criterion.join(group).join(bench).join("new/estimates.json");
         let text = fs::read_to_string(&path)
@@ -263,7 +265,9 @@ fn bench() -> Result<()> {
          drained. `assign`: one `Rollout::assign` for a 10% rollout over 1 024 rotating \
          subjects (salted; the seeds' unsalted 1000-bucket scheme; salted with a \
          1 000-entry allow-list, a 1 000-entry deny-list and a key-name rule). \
-         Median of criterion's samples.\n\n\
+         `ledger/reserve_settle_4_scopes`: one `reserve` and one `settle` against a \
+         global, a team, a key and a model limit, among 2 000 other limits that do \
+         not apply. Median of criterion's samples.\n\n\
          | benchmark | median | target | |\n|---|---|---|---|\n{rows}\n\n\
          ## keypool-core: memory\n\n\
          Heap bytes the pool holds per key (counted by an instrumented allocator in \
