@@ -1,0 +1,59 @@
+//! The I/O boundary: sends requests to OpenAI-compatible upstreams, and the
+//! one function that turns their answers into outcomes the key pool understands.
+//!
+//! - [`Transport`]: an async trait that sends one request ([`Transport::send`])
+//!   or a stream ([`Transport::send_stream`]). Backends: [`ReqwestTransport`]
+//!   (feature `reqwest`) and [`MockTransport`] (feature `mock`), which the layers
+//!   above use in their tests.
+//! - [`classify`]: status, headers and body to a [`Class`], the
+//!   [`keypool_core::Outcome`] to report, usage, OpenAI's rate-limit headers and
+//!   the upstream's own error. Pure, and the only code that knows HTTP.
+//! - [`TransportError`]: one error type with `is_timeout()`-style predicates
+//!   that never holds a secret.
+//!
+//! # Key design decision: classification is a pure function
+//!
+//! Everything the pool, budget and client decide depends on reading answers
+//! right: a 429 with `insufficient_quota` is not a rate limit, a 400 about the
+//! context length is not the key's fault. So that reading is one pure
+//! function, tested against every case and fuzzed with arbitrary input, and
+//! the backends only move bytes.
+//!
+//! # Example
+//!
+//! ```
+//! use std::time::{Duration, SystemTime};
+//! use transport::{Answer, Class, classify};
+//! use keypool_core::Outcome;
+//!
+//! let answer = Answer {
+//!     status: 429,
+//!     headers: [(http::header::RETRY_AFTER, http::HeaderValue::from_static("20"))].into_iter().collect(),
+//!     body: r#"{"error":{"type":"requests","code":"rate_limit_exceeded","message":"slow down"}}"#.into(),
+//! };
+//! let c = classify(&answer, Duration::from_millis(120), SystemTime::now());
+//! assert_eq!(c.class, Class::RateLimited { retry_after: Some(Duration::from_secs(20)) });
+//! assert_eq!(c.outcome, Outcome::RateLimited { retry_after: Some(Duration::from_secs(20)) });
+//! ```
+
+mod classify;
+mod error;
+#[cfg(feature = "mock")]
+mod mock;
+#[cfg(feature = "reqwest")]
+mod reqwest_backend;
+mod transport;
+
+pub use classify::{
+    Answer, Class, Classification, RateLimits, UpstreamError, classify, parse_duration,
+    rate_limits, retry_after, usage_of,
+};
+pub use error::{ErrorKind, TransportError};
+#[cfg(feature = "mock")]
+pub use mock::{MockReply, MockTransport, Recorded};
+#[cfg(feature = "reqwest")]
+pub use reqwest_backend::{ReqwestConfig, ReqwestTransport};
+pub use transport::{
+    ChatStream, DEFAULT_MAX_BODY, RawEvents, Request, StreamEvent, StreamStart, Transport,
+    chat_stream,
+};

@@ -1,0 +1,205 @@
+//! The transport trait, its request and answer types, and chat streams.
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
+use http::{HeaderMap, HeaderName, HeaderValue};
+use keypool_core::{Secret, Usage};
+
+use crate::classify::{Answer, usage_of};
+use crate::error::{ErrorKind, TransportError};
+
+/// The default largest body read from an upstream: 16 MiB.
+pub const DEFAULT_MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// One request to an upstream.
+#[derive(Clone, Debug)]
+pub struct Request {
+    /// The upstream's base URL, e.g. `https://api.openai.com/v1`.
+    pub base_url: Arc<str>,
+    /// The path under it, e.g. `/chat/completions`.
+    pub path: Arc<str>,
+    /// The key's secret, sent as `Authorization: Bearer …` and nowhere else.
+    pub secret: Secret,
+    /// The JSON body.
+    pub body: serde_json::Value,
+    /// The time allowed for this attempt (for a stream: until the first byte,
+    /// and then between chunks).
+    pub timeout: Duration,
+    /// Extra headers (never logged).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Request {
+    /// A POST of `body` to `base_url` + `path` with `secret`, 60 s timeout, no extra headers.
+    pub fn new(
+        base_url: impl Into<Arc<str>>,
+        path: impl Into<Arc<str>>,
+        secret: Secret,
+        body: serde_json::Value,
+    ) -> Self {
+        Request {
+            base_url: base_url.into(),
+            path: path.into(),
+            secret,
+            body,
+            timeout: Duration::from_secs(60),
+            headers: Vec::new(),
+        }
+    }
+
+    /// The full URL.
+    pub fn url(&self) -> String {
+        format!(
+            "{}/{}",
+            self.base_url.trim_end_matches('/'),
+            self.path.trim_start_matches('/')
+        )
+    }
+
+    /// The body with `stream: true` and `stream_options.include_usage: true`,
+    /// so the final chunk carries the usage.
+    pub fn streaming_body(&self) -> serde_json::Value {
+        let mut body = self.body.clone();
+        if let Some(obj) = body.as_object_mut() {
+            obj.insert("stream".into(), serde_json::Value::Bool(true));
+            let options = obj
+                .entry("stream_options")
+                .or_insert_with(|| serde_json::json!({}));
+            if let Some(options) = options.as_object_mut() {
+                options.insert("include_usage".into(), serde_json::Value::Bool(true));
+            }
+        }
+        body
+    }
+}
+
+/// One server-sent event's payload as it arrived.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamEvent {
+    /// A chunk's `data` (JSON text), passed on as it arrives.
+    Chunk(String),
+    /// `[DONE]`: the stream ended properly; the usage from its last chunk.
+    Done {
+        /// Usage, if a chunk carried it.
+        usage: Option<Usage>,
+    },
+}
+
+/// A stream of chat chunks: yields each as it arrives, then `Done` with the
+/// usage, or an error (a stream that ends without `[DONE]`, goes idle past
+/// its timeout, carries an error, or passes the size limit). Nothing follows
+/// `Done` or an error.
+pub type ChatStream = Pin<Box<dyn Stream<Item = Result<StreamEvent, TransportError>> + Send>>;
+
+/// Raw server-sent events, as a backend produces them.
+pub type RawEvents = Pin<Box<dyn Stream<Item = Result<String, TransportError>> + Send>>;
+
+/// The start of a streamed answer.
+pub enum StreamStart {
+    /// 2xx: chunks follow.
+    Events {
+        /// The status.
+        status: u16,
+        /// The headers (rate limits among them).
+        headers: HeaderMap,
+        /// The chunks.
+        events: ChatStream,
+    },
+    /// Not 2xx: the whole (error) answer, to classify.
+    Answered(Answer),
+}
+
+impl fmt::Debug for StreamStart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StreamStart::Events { status, .. } => f
+                .debug_struct("Events")
+                .field("status", status)
+                .finish_non_exhaustive(),
+            StreamStart::Answered(a) => f.debug_tuple("Answered").field(&a.status).finish(),
+        }
+    }
+}
+
+/// Sends requests upstream. The only I/O in the workspace's libraries.
+#[async_trait::async_trait]
+pub trait Transport: Send + Sync + fmt::Debug {
+    /// Sends a request and reads the whole answer (up to the body limit).
+    async fn send(&self, request: Request) -> Result<Answer, TransportError>;
+
+    /// Sends a streaming request ([`Request::streaming_body`]) and returns
+    /// chunks as they arrive.
+    async fn send_stream(&self, request: Request) -> Result<StreamStart, TransportError>;
+}
+
+/// Wraps raw SSE data into a [`ChatStream`]: tracks `[DONE]` and the usage,
+/// applies the idle timeout between chunks and the total size limit.
+pub fn chat_stream(raw: RawEvents, idle: Duration, max_bytes: usize) -> ChatStream {
+    struct State {
+        raw: RawEvents,
+        usage: Option<Usage>,
+        bytes: usize,
+        finished: bool,
+    }
+    let state = State {
+        raw,
+        usage: None,
+        bytes: 0,
+        finished: false,
+    };
+    let stream = futures_util::stream::unfold(state, move |mut st| async move {
+        if st.finished {
+            return None;
+        }
+        let fail = |mut st: State, kind, msg: &str| {
+            st.finished = true;
+            Some((Err(TransportError::new(kind, msg)), st))
+        };
+        let data = match tokio::time::timeout(idle, st.raw.next()).await {
+            Err(_) => return fail(st, ErrorKind::Timeout, "upstream stream went idle"),
+            Ok(None) => {
+                return fail(
+                    st,
+                    ErrorKind::Stream,
+                    "upstream stream ended without [DONE]",
+                );
+            }
+            Ok(Some(Err(e))) => {
+                st.finished = true;
+                return Some((Err(e), st));
+            }
+            Ok(Some(Ok(data))) => data,
+        };
+        st.bytes = st.bytes.saturating_add(data.len());
+        if st.bytes > max_bytes {
+            return fail(
+                st,
+                ErrorKind::BodyTooLarge,
+                "upstream stream passed the body size limit",
+            );
+        }
+        if data.trim() == "[DONE]" {
+            st.finished = true;
+            let usage = st.usage;
+            return Some((Ok(StreamEvent::Done { usage }), st));
+        }
+        if let Ok(json) = serde_json::from_str::<serde_json::Value>(&data) {
+            if json.get("error").is_some_and(|e| !e.is_null()) {
+                return fail(
+                    st,
+                    ErrorKind::Stream,
+                    "upstream sent an error in the stream",
+                );
+            }
+            if let Some(u) = usage_of(&json) {
+                st.usage = Some(u);
+            }
+        }
+        Some((Ok(StreamEvent::Chunk(data)), st))
+    });
+    Box::pin(stream)
+}
