@@ -960,6 +960,21 @@ impl KeyPool {
         effective
     }
 
+    /// Rests a key until `until` because the upstream said it has (about) no
+    /// requests or tokens left until then: it is not selected, so the 429 is
+    /// never paid for. Like a rate-limit cooldown, a later time extends the
+    /// rest and an earlier one never shortens it; disabled and exhausted keys
+    /// stay as they are.
+    pub fn defer(&mut self, id: KeyId, until: Timestamp, now: Timestamp) -> Result<(), UnknownKey> {
+        self.advance(now);
+        let found = self.with_entry(id, |pool, id, e| {
+            if until > pool.now {
+                pool.cool_down(id, e, until, CooldownCause::Deferred);
+            }
+        });
+        found.then_some(()).ok_or(UnknownKey(id))
+    }
+
     /// Disables a key until [`enable`](Self::enable).
     pub fn disable(&mut self, id: KeyId, now: Timestamp) -> Result<(), UnknownKey> {
         self.advance(now);
@@ -1174,7 +1189,9 @@ impl KeyPool {
             Health::Disabled(DisableCause::Forbidden) => return Some(Block::Forbidden),
             Health::Disabled(DisableCause::Manual) => return Some(Block::Disabled),
             Health::Exhausted => return Some(Block::Exhausted),
-            Health::Cooling(CooldownCause::RateLimited) => return Some(Block::CoolingDown),
+            Health::Cooling(CooldownCause::RateLimited | CooldownCause::Deferred) => {
+                return Some(Block::CoolingDown);
+            }
             Health::Cooling(CooldownCause::BreakerOpen) => return Some(Block::BreakerOpen),
             Health::HalfOpen if e.probe_out() => return Some(Block::BreakerOpen),
             Health::HalfOpen | Health::Active => {}

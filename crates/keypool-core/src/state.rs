@@ -54,6 +54,9 @@ pub enum CooldownCause {
     RateLimited,
     /// The circuit breaker opened.
     BreakerOpen,
+    /// The upstream said the key has nothing left until then (rate-limit
+    /// headers), so it rests before paying for a 429.
+    Deferred,
 }
 
 /// Why a key is disabled.
@@ -139,6 +142,7 @@ impl fmt::Display for KeyState {
                 let why = match cause {
                     CooldownCause::RateLimited => "rate limited",
                     CooldownCause::BreakerOpen => "breaker open",
+                    CooldownCause::Deferred => "out of requests or tokens",
                 };
                 write!(f, "cooling down ({why}) until {until}")
             }

@@ -52,6 +52,20 @@ impl Timestamp {
         Duration::from_millis(self.0.saturating_sub(earlier.0))
     }
 
+    /// Converts a wall-clock `SystemTime` (a value the caller read; this
+    /// reads no clock). Times before the epoch become the epoch.
+    pub fn from_system_time(t: std::time::SystemTime) -> Self {
+        let ms = t
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        Timestamp(ms)
+    }
+
+    /// This time as a `SystemTime`.
+    pub fn to_system_time(self) -> std::time::SystemTime {
+        std::time::SystemTime::UNIX_EPOCH + Duration::from_millis(self.0)
+    }
+
     /// Index of the UTC minute this time falls in (minutes since the epoch).
     pub(crate) fn minute_index(self) -> u64 {
         self.0 / MS_PER_MINUTE
@@ -282,6 +296,14 @@ mod tests {
         let ny = UtcOffset::from_hm(-5, 0).unwrap();
         let t = Timestamp::from_unix_secs(1_795_322_452); // 23:40 on the 21st in UTC-5
         assert_eq!(ny.next_midnight(t).to_string(), "2026-11-22T05:00:00.000Z");
+    }
+
+    #[test]
+    fn system_time_round_trip() {
+        let t = Timestamp::from_unix_millis(1_795_322_452_123);
+        assert_eq!(Timestamp::from_system_time(t.to_system_time()), t);
+        let before_epoch = std::time::SystemTime::UNIX_EPOCH - Duration::from_secs(5);
+        assert_eq!(Timestamp::from_system_time(before_epoch), Timestamp::EPOCH);
     }
 
     #[test]

@@ -772,3 +772,29 @@ fn pool_lease_and_errors_are_send_and_sync() {
     assert_send_sync::<keypool_core::NoKeyAvailable>();
     assert_send_sync::<AddKeyError>();
 }
+
+#[test]
+fn defer_rests_a_key_that_has_nothing_left_until_its_reset() {
+    let mut sim = Sim::new();
+    let [a, b] = sim.keys(["A", "B"]);
+    let until = T0.saturating_add(secs(6));
+    sim.pool.defer(a, until, sim.now).unwrap();
+    assert_eq!(
+        sim.pool.state(a),
+        Some(KeyState::CoolingDown {
+            until,
+            cause: CooldownCause::Deferred
+        })
+    );
+    for _ in 0..3 {
+        assert_eq!(sim.serve(ok(1, 1)), b);
+    }
+    // A shorter deferral never shortens it; a time in the past does nothing.
+    sim.pool
+        .defer(a, T0.saturating_add(secs(1)), sim.now)
+        .unwrap();
+    sim.pool.defer(b, T0, sim.now).unwrap();
+    assert_eq!(sim.pool.state(b), Some(KeyState::Active));
+    sim.drive_until(until);
+    assert_eq!(sim.pool.state(a), Some(KeyState::Active));
+}
