@@ -101,12 +101,17 @@ impl Calendar {
 
     /// The local day `t` falls in, counted from 1970-01-01.
     pub fn day(&self, t: SystemTime) -> i64 {
-        (unix_ms(t) + self.offset_ms()).div_euclid(MS_PER_DAY)
+        self.day_of_ms(unix_ms(t))
     }
 
-    /// The milliseconds since local midnight.
-    pub(crate) fn ms_of_day(&self, t: SystemTime) -> i64 {
-        (unix_ms(t) + self.offset_ms()).rem_euclid(MS_PER_DAY)
+    /// The local day of a time in milliseconds since the epoch.
+    pub(crate) fn day_of_ms(&self, ms: i64) -> i64 {
+        (ms + self.offset_ms()).div_euclid(MS_PER_DAY)
+    }
+
+    /// The milliseconds since local midnight of a time in ms since the epoch.
+    pub(crate) fn ms_of_day(&self, ms: i64) -> i64 {
+        (ms + self.offset_ms()).rem_euclid(MS_PER_DAY)
     }
 
     /// The first day of the period of `kind` that contains local day `day`.

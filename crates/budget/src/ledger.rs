@@ -404,6 +404,10 @@ pub struct Ledger {
     by_model: HashMap<String, Vec<u16>>,
     names: HashMap<Arc<str>, u32>,
     name_list: Vec<Arc<str>>,
+    /// The last few names looked up: most requests repeat their key, team
+    /// and model, and comparing a short string is cheaper than hashing it.
+    recent: [(Arc<str>, u32); 4],
+    recent_next: usize,
     /// By name id: the name's resolution as a model, once resolved.
     resolutions: Vec<Option<Resolution>>,
     /// The limits that apply to a (key, team, canonical model) triple of name ids.
@@ -452,6 +456,8 @@ impl Ledger {
             by_model: HashMap::new(),
             names: HashMap::new(),
             name_list: Vec::new(),
+            recent: std::array::from_fn(|_| (Arc::from(""), NO_NAME)),
+            recent_next: 0,
             resolutions: Vec::new(),
             applicable_cache: IdMap::default(),
             pending: PendingQueue::default(),
@@ -619,9 +625,28 @@ impl Ledger {
 
     // ----- commands ------------------------------------------------------
 
+    /// The id of a known name: the recent cache first, then the map.
+    fn lookup(&mut self, name: &str) -> Option<u32> {
+        if let Some((_, id)) = self
+            .recent
+            .iter()
+            .find(|(n, id)| *id != NO_NAME && &**n == name)
+        {
+            return Some(*id);
+        }
+        let id = *self.names.get(name)?;
+        let slot = self.recent_next % self.recent.len();
+        if let (Some(r), Some(text)) = (self.recent.get_mut(slot), self.name_list.get(id as usize))
+        {
+            *r = (text.clone(), id);
+        }
+        self.recent_next = self.recent_next.wrapping_add(1);
+        Some(id)
+    }
+
     fn intern(&mut self, name: Option<&str>) -> u32 {
         let Some(name) = name else { return NO_NAME };
-        if let Some(&id) = self.names.get(name) {
+        if let Some(id) = self.lookup(name) {
             return id;
         }
         let name: Arc<str> = if self.name_list.len() >= MAX_NAMES {
@@ -650,7 +675,7 @@ impl Ledger {
     /// result is cached by name id. Unknown models that are rejected are not
     /// interned, so client-chosen names cannot fill the table.
     fn resolve(&mut self, model: &str) -> Result<Resolution, BudgetError> {
-        if let Some(&id) = self.names.get(model) {
+        if let Some(id) = self.lookup(model) {
             if let Some(Some(r)) = self.resolutions.get(id as usize) {
                 return Ok(*r);
             }
@@ -834,11 +859,18 @@ impl Ledger {
         };
         l.reserved = l.reserved.saturating_sub(release);
         l.spent = l.spent.saturating_add(add).saturating_sub(refund);
+        if l.crossed & 0x0f == 0x0f {
+            return;
+        }
+        // Whole percent of the limit spent (the limit is never zero).
+        let percent = u128::from(l.spent.micros()) * 100 / u128::from(l.limit.hard.micros().max(1));
+        if percent < 50 {
+            return;
+        }
         let mut crossed = Vec::new();
         for (bit, pct) in THRESHOLDS.iter().enumerate() {
             let flag = 1u8 << bit;
-            let reached = u128::from(l.spent.micros()) * 100
-                >= u128::from(l.limit.hard.micros()) * u128::from(*pct);
+            let reached = percent >= u128::from(*pct);
             if reached && l.crossed & flag == 0 {
                 l.crossed |= flag;
                 crossed.push(Event::Threshold {
@@ -919,9 +951,8 @@ impl Ledger {
     }
 
     fn record_usage(&mut self, names: [u32; 3], tokens: Tokens, cost: Money) {
-        let now = from_unix_ms(self.now_ms);
         let cal = self.cfg.calendar;
-        let day = cal.day(now);
+        let day = cal.day_of_ms(self.now_ms);
         let agg = self.usage.entry((day, names)).or_default();
         agg.requests += 1;
         agg.prompt += tokens.prompt;
@@ -931,7 +962,7 @@ impl Ledger {
             return;
         }
         // Hourly global spend, for the anomaly check.
-        let hour = usize::try_from(cal.ms_of_day(now) / 3_600_000)
+        let hour = usize::try_from(cal.ms_of_day(self.now_ms) / 3_600_000)
             .unwrap_or(0)
             .min(23);
         let buckets = self.hourly.entry(day).or_insert([0; 24]);

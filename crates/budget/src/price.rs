@@ -3,7 +3,9 @@
 use std::collections::HashMap;
 
 use crate::error::BudgetError;
-use crate::money::{Money, parse_scaled};
+use crate::money::Money;
+#[cfg(feature = "litellm")]
+use crate::money::parse_scaled;
 
 /// Token counts of one request, as the upstream reports them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

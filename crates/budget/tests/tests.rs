@@ -15,6 +15,7 @@ mod ledger;
 /// Periods on calendar boundaries at a UTC offset.
 mod periods;
 /// Price tables from TOML and `LiteLLM`'s JSON.
+#[cfg(any(feature = "toml", feature = "litellm"))]
 mod prices;
 /// Property tests: exact sums, no overspend, resets at boundaries.
 mod properties;
