@@ -108,6 +108,8 @@ pub struct Classification {
     pub rate_limits: RateLimits,
     /// The upstream's own error, if the body had one.
     pub error: Option<UpstreamError>,
+    /// The body parsed as JSON, if it is JSON (so callers need not parse it again).
+    pub json: Option<serde_json::Value>,
 }
 
 impl Class {
@@ -183,6 +185,7 @@ pub fn classify(answer: &Answer, latency: Duration, now: SystemTime) -> Classifi
         usage,
         rate_limits,
         error,
+        json,
     }
 }
 

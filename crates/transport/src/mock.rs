@@ -293,7 +293,7 @@ fn error(kind: ErrorKind) -> TransportError {
 #[async_trait::async_trait]
 impl Transport for MockTransport {
     async fn send(&self, request: Request) -> Result<Answer, TransportError> {
-        let reply = self.next_reply(&request, request.body.clone(), false);
+        let reply = self.next_reply(&request, (*request.body).clone(), false);
         wait(&reply, &request).await?;
         match reply.kind {
             ReplyKind::Answer(a) => Ok(a),

@@ -24,8 +24,8 @@ pub struct Request {
     pub path: Arc<str>,
     /// The key's secret, sent as `Authorization: Bearer …` and nowhere else.
     pub secret: Secret,
-    /// The JSON body.
-    pub body: serde_json::Value,
+    /// The JSON body, shared so that retries do not copy it.
+    pub body: Arc<serde_json::Value>,
     /// The time allowed for this attempt (for a stream: until the first byte,
     /// and then between chunks).
     pub timeout: Duration,
@@ -39,13 +39,13 @@ impl Request {
         base_url: impl Into<Arc<str>>,
         path: impl Into<Arc<str>>,
         secret: Secret,
-        body: serde_json::Value,
+        body: impl Into<Arc<serde_json::Value>>,
     ) -> Self {
         Request {
             base_url: base_url.into(),
             path: path.into(),
             secret,
-            body,
+            body: body.into(),
             timeout: Duration::from_secs(60),
             headers: Vec::new(),
         }
@@ -63,7 +63,7 @@ impl Request {
     /// The body with `stream: true` and `stream_options.include_usage: true`,
     /// so the final chunk carries the usage.
     pub fn streaming_body(&self) -> serde_json::Value {
-        let mut body = self.body.clone();
+        let mut body = (*self.body).clone();
         if let Some(obj) = body.as_object_mut() {
             obj.insert("stream".into(), serde_json::Value::Bool(true));
             let options = obj
