@@ -204,6 +204,7 @@ fn bench() -> Result<()> {
     cargo(&["bench", "-p", "keypool-core", "--bench", "pool"], &[])?;
     cargo(&["bench", "-p", "canary", "--bench", "assign"], &[])?;
     cargo(&["bench", "-p", "budget", "--bench", "ledger"], &[])?;
+    cargo(&["bench", "-p", "gateway-client", "--bench", "client"], &[])?;
     let memory = cargo_output(&[
         "test",
         "--release",
@@ -230,6 +231,7 @@ fn bench() -> Result<()> {
         ("assign", "seed_compat", 250.0),
         ("assign", "salted_with_overrides", 250.0),
         ("ledger", "reserve_settle_4_scopes", 300.0),
+        ("client", "chat_completion_overhead_1000_keys", 5000.0),
     ] {
         let path = criterion.join(group).join(bench).join("new/estimates.json");
         let text = fs::read_to_string(&path)
@@ -267,7 +269,11 @@ fn bench() -> Result<()> {
          1 000-entry allow-list, a 1 000-entry deny-list and a key-name rule). \
          `ledger/reserve_settle_4_scopes`: one `reserve` and one `settle` against a \
          global, a team, a key and a model limit, among 2 000 other limits that do \
-         not apply. Median of criterion's samples.\n\n\
+         not apply. `client/chat_completion_overhead_1000_keys`: one \
+         `Client::chat_completion` through canary, budget, a 1 000-key pool, \
+         classification and statistics, on a transport that answers instantly (so \
+         only the client's own work is measured, plus a `block_on`). Median of \
+         criterion's samples.\n\n\
          | benchmark | median | target | |\n|---|---|---|---|\n{rows}\n\n\
          ## keypool-core: memory\n\n\
          Heap bytes the pool holds per key (counted by an instrumented allocator in \

@@ -1,0 +1,884 @@
+//! The client: canary, budget, key pool and transport composed.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use budget::{CharEstimator, Ledger, PriceTable, Reservation, Scopes, TokenEstimator, Tokens};
+use canary::{Gates, Rollout};
+use keypool_core::{AcquireOptions, KeyId, KeyPool, Lease, Outcome, Timestamp, Usage};
+use tokio::sync::{Notify, broadcast};
+use transport::{Class, RateLimits, StreamEvent, StreamStart, Transport, classify};
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::ClientError;
+use crate::policy::{ContextPolicy, RetryPolicy};
+use crate::request::{ApiRequest, ApiResponse, ArmInfo, RequestContext, ResponseMeta};
+use crate::stats::{Finished, Stats};
+use crate::stream::{ClientStream, StreamGuard};
+
+/// Something that happened in one of the layers, for subscribers.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ClientEvent {
+    /// A key pool's event.
+    Pool {
+        /// The provider.
+        provider: Arc<str>,
+        /// The event (names keys by name only).
+        event: keypool_core::Event,
+    },
+    /// The budget's event.
+    Budget(budget::Event),
+    /// A canary rollout's event.
+    Canary {
+        /// The rollout's baseline model.
+        rollout: Arc<str>,
+        /// The event.
+        event: canary::Event,
+    },
+}
+
+/// Which API a request is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// `POST /chat/completions`.
+    ChatCompletions,
+    /// `POST /embeddings`.
+    Embeddings,
+}
+
+impl Endpoint {
+    fn path(self) -> &'static str {
+        match self {
+            Endpoint::ChatCompletions => "/chat/completions",
+            Endpoint::Embeddings => "/embeddings",
+        }
+    }
+}
+
+pub(crate) struct Provider {
+    pub(crate) name: Arc<str>,
+    pub(crate) base_url: Arc<str>,
+    pub(crate) priority: u32,
+    pub(crate) pool: Mutex<KeyPool>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) providers: Vec<Provider>,
+    pub(crate) rollouts: HashMap<String, (Arc<str>, Mutex<Rollout>)>,
+    pub(crate) ledger: Option<Mutex<Ledger>>,
+    pub(crate) prices: PriceTable,
+    pub(crate) transport: Arc<dyn Transport>,
+    pub(crate) retry: RetryPolicy,
+    pub(crate) context: ContextPolicy,
+    pub(crate) gates: Gates,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) stats: Mutex<Stats>,
+    pub(crate) jitter: Mutex<u64>,
+    pub(crate) events: broadcast::Sender<ClientEvent>,
+    pub(crate) wake: Notify,
+}
+
+/// The client. Cheap to clone (one `Arc`) and safe to share across tasks.
+///
+/// Shared state (each provider's key pool, the rollouts, the ledger, the
+/// statistics) lives behind synchronous locks, each held only for one
+/// decision and never across an `.await`.
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let providers: Vec<&str> = self.inner.providers.iter().map(|p| &*p.name).collect();
+        f.debug_struct("Client")
+            .field("providers", &providers)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn ts(t: SystemTime) -> Timestamp {
+    Timestamp::from_system_time(t)
+}
+
+/// Keys no provider can lend now.
+struct NoKeys {
+    detail: String,
+    retry_at: Option<SystemTime>,
+    only_excluded: bool,
+}
+
+/// A request being worked on: what the attempts share.
+struct Work {
+    endpoint: Endpoint,
+    request: ApiRequest,
+    model_requested: String,
+    model: String,
+    arm: Option<ArmInfo>,
+    reservation: Option<Reservation>,
+    degraded: Option<budget::Degradation>,
+    input_estimate: u64,
+    max_output: u64,
+    context_retried: bool,
+    attempts: u32,
+    started: tokio::time::Instant,
+}
+
+/// What an attempt loop produced.
+enum Sent {
+    Answer(Box<ApiResponse>),
+    Stream(Box<ClientStream>),
+}
+
+impl Client {
+    /// A builder.
+    pub fn builder() -> crate::ClientBuilder {
+        crate::ClientBuilder::default()
+    }
+
+    // ----- one request ---------------------------------------------------
+
+    /// Sends a chat completion: picks the model (canary), reserves its cost
+    /// (budget, which may degrade the model), leases a key, sends, classifies,
+    /// tells the pool, and fails over to other keys and providers on
+    /// retryable answers until the policy's attempts or deadline run out.
+    pub async fn chat_completion(
+        &self,
+        request: ApiRequest,
+        ctx: &RequestContext,
+    ) -> Result<ApiResponse, ClientError> {
+        match self
+            .execute(Endpoint::ChatCompletions, request, ctx, false)
+            .await?
+        {
+            Sent::Answer(a) => Ok(*a),
+            Sent::Stream(_) => Err(ClientError::Config(
+                "internal: a stream for a plain request".into(),
+            )),
+        }
+    }
+
+    /// Sends an embeddings request through the same keys, budget and failover.
+    pub async fn embeddings(
+        &self,
+        request: ApiRequest,
+        ctx: &RequestContext,
+    ) -> Result<ApiResponse, ClientError> {
+        match self
+            .execute(Endpoint::Embeddings, request, ctx, false)
+            .await?
+        {
+            Sent::Answer(a) => Ok(*a),
+            Sent::Stream(_) => Err(ClientError::Config(
+                "internal: a stream for a plain request".into(),
+            )),
+        }
+    }
+
+    /// Streams a chat completion. Failures before the first chunk fail over
+    /// like [`chat_completion`](Self::chat_completion); after it, the stream
+    /// yields the error (a stream cannot be replayed). The final chunk's usage
+    /// settles the budget and the pool; dropping the stream early cancels both.
+    pub async fn chat_completion_stream(
+        &self,
+        request: ApiRequest,
+        ctx: &RequestContext,
+    ) -> Result<ClientStream, ClientError> {
+        match self
+            .execute(Endpoint::ChatCompletions, request, ctx, true)
+            .await?
+        {
+            Sent::Stream(s) => Ok(*s),
+            Sent::Answer(_) => Err(ClientError::Config(
+                "internal: an answer for a stream".into(),
+            )),
+        }
+    }
+
+    async fn execute(
+        &self,
+        endpoint: Endpoint,
+        request: ApiRequest,
+        ctx: &RequestContext,
+        stream: bool,
+    ) -> Result<Sent, ClientError> {
+        let started = tokio::time::Instant::now();
+        let model_requested = request.model().to_owned();
+        if model_requested.is_empty() {
+            return Err(ClientError::InvalidRequest("missing \"model\"".into()));
+        }
+        let (model, arm) = self.route(&model_requested, ctx)?;
+        let input_estimate = CharEstimator.estimate_chat(request.texts());
+        let max_output = match endpoint {
+            Endpoint::ChatCompletions => request
+                .max_output_tokens()
+                .unwrap_or(self.inner.retry.default_max_output_tokens),
+            Endpoint::Embeddings => 0,
+        };
+        let mut work = Work {
+            endpoint,
+            request,
+            model_requested,
+            model,
+            arm,
+            reservation: None,
+            degraded: None,
+            input_estimate,
+            max_output,
+            context_retried: false,
+            attempts: 0,
+            started,
+        };
+        self.reserve(&mut work, ctx)?;
+        if self.inner.context.truncate {
+            self.truncate(&mut work, None);
+        }
+        let result = self.attempts(&mut work, ctx, stream).await;
+        if result.is_err() {
+            self.cancel(work.reservation.take());
+            self.record(&work, false, None, 0);
+        }
+        result
+    }
+
+    /// The canary's choice of model for this request.
+    fn route(
+        &self,
+        model: &str,
+        ctx: &RequestContext,
+    ) -> Result<(String, Option<ArmInfo>), ClientError> {
+        let Some((baseline, rollout)) = self.inner.rollouts.get(model) else {
+            return Ok((model.to_owned(), None));
+        };
+        // The canary's subject: the user, else the client key's name. With
+        // neither, the request goes to the baseline.
+        let Some(subject) = ctx
+            .user
+            .as_deref()
+            .or(ctx.key_name.as_deref())
+            .filter(|s| !s.is_empty())
+        else {
+            return Ok((
+                model.to_owned(),
+                Some(ArmInfo {
+                    rollout: baseline.to_string(),
+                    arm: canary::Arm::Baseline,
+                }),
+            ));
+        };
+        let headers: Vec<(&str, &str)> = ctx
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let cctx = canary::Context {
+            subject,
+            key_name: ctx.key_name.as_deref(),
+            team: ctx.team.as_deref(),
+            headers: &headers,
+        };
+        let rollout = lock(rollout);
+        let a = rollout.assign(&cctx)?;
+        Ok((
+            a.model.to_string(),
+            Some(ArmInfo {
+                rollout: baseline.to_string(),
+                arm: a.arm,
+            }),
+        ))
+    }
+
+    fn reserve(&self, work: &mut Work, ctx: &RequestContext) -> Result<(), ClientError> {
+        let Some(ledger) = &self.inner.ledger else {
+            return Ok(());
+        };
+        let now = self.inner.clock.now();
+        let scopes = Scopes {
+            team: ctx.team.as_deref(),
+            key: ctx.key_name.as_deref(),
+        };
+        let mut ledger = lock(ledger);
+        let r = ledger.reserve(
+            &scopes,
+            &work.model,
+            work.input_estimate,
+            work.max_output,
+            now,
+        );
+        self.drain_ledger(&mut ledger);
+        let r = r?;
+        work.model = r.model().to_owned();
+        work.degraded = r.degraded().cloned();
+        work.reservation = Some(r);
+        Ok(())
+    }
+
+    fn cancel(&self, reservation: Option<Reservation>) {
+        let (Some(ledger), Some(r)) = (&self.inner.ledger, reservation) else {
+            return;
+        };
+        let mut ledger = lock(ledger);
+        ledger.cancel(r, self.inner.clock.now());
+        self.drain_ledger(&mut ledger);
+    }
+
+    /// Books what a request cost. Without usage from the upstream, the whole
+    /// reservation is booked: spend is never undercounted.
+    pub(crate) fn settle(
+        &self,
+        reservation: Option<Reservation>,
+        usage: Option<Usage>,
+        input_estimate: u64,
+        max_output: u64,
+    ) -> budget::Money {
+        let (Some(ledger), Some(r)) = (&self.inner.ledger, reservation) else {
+            return budget::Money::ZERO;
+        };
+        let tokens = match usage {
+            Some(u) => Tokens {
+                prompt: u.prompt_tokens,
+                completion: u.completion_tokens,
+                cached: u.cached_tokens,
+            },
+            None => Tokens::new(input_estimate, max_output),
+        };
+        let mut ledger = lock(ledger);
+        let s = ledger.settle(r, tokens, self.inner.clock.now());
+        self.drain_ledger(&mut ledger);
+        s.cost
+    }
+
+    /// Keeps the system messages and the newest others that fit the window.
+    fn truncate(&self, work: &mut Work, limit: Option<u64>) -> bool {
+        let window = limit.or_else(|| {
+            self.inner
+                .prices
+                .resolve(&work.model)
+                .ok()
+                .and_then(|r| r.price.context_window)
+        });
+        let Some(window) = window else { return false };
+        let room = window.saturating_sub(work.max_output);
+        let Some(messages) = work.request.messages_mut() else {
+            return false;
+        };
+        let cost = |m: &serde_json::Value| {
+            let text = m
+                .get("content")
+                .and_then(serde_json::Value::as_str)
+                .unwrap_or("");
+            CharEstimator.estimate(text) + 4
+        };
+        let is_system = |m: &serde_json::Value| {
+            m.get("role").and_then(serde_json::Value::as_str) == Some("system")
+        };
+        let mut used: u64 = 3 + messages
+            .iter()
+            .filter(|m| is_system(m))
+            .map(cost)
+            .sum::<u64>();
+        let mut keep: Vec<bool> = messages.iter().map(is_system).collect();
+        let mut kept_newest = false;
+        for (i, m) in messages.iter().enumerate().rev() {
+            if is_system(m) {
+                continue;
+            }
+            let c = cost(m);
+            // The newest message is always kept: without it there is no request.
+            if used + c > room && kept_newest {
+                break;
+            }
+            used += c;
+            kept_newest = true;
+            if let Some(k) = keep.get_mut(i) {
+                *k = true;
+            }
+        }
+        let before = messages.len();
+        let mut i = 0;
+        messages.retain(|_| {
+            let k = keep.get(i).copied().unwrap_or(true);
+            i += 1;
+            k
+        });
+        messages.len() != before
+    }
+
+    // ----- the attempt loop ----------------------------------------------
+
+    async fn attempts(
+        &self,
+        work: &mut Work,
+        ctx: &RequestContext,
+        stream: bool,
+    ) -> Result<Sent, ClientError> {
+        let inner = &self.inner;
+        let deadline = inner.clock.now() + inner.retry.deadline;
+        let mut excluded: Vec<(usize, KeyId)> = Vec::new();
+        let mut last = String::from("no attempt was made");
+        // Waiting for keys never loops without bound, even with a frozen clock.
+        for _ in 0..10_000 {
+            if work.attempts >= inner.retry.max_attempts {
+                break;
+            }
+            let (p, lease) = match self.acquire(&excluded, work.input_estimate) {
+                Ok(x) => x,
+                Err(no) => {
+                    let now = inner.clock.now();
+                    if no.only_excluded {
+                        // Only keys that just failed could serve: try them again after a backoff.
+                        excluded.clear();
+                        if !self.back_off(work.attempts.max(1), deadline).await {
+                            break;
+                        }
+                        continue;
+                    }
+                    match no.retry_at {
+                        Some(t) if t <= deadline => {
+                            inner
+                                .clock
+                                .sleep(t.duration_since(now).unwrap_or(Duration::ZERO))
+                                .await;
+                            continue;
+                        }
+                        _ => {
+                            return Err(ClientError::NoKeyAvailable {
+                                detail: no.detail,
+                                retry_at: no.retry_at,
+                            });
+                        }
+                    }
+                }
+            };
+            let Some(provider) = inner.providers.get(p) else {
+                return Err(ClientError::Config(
+                    "internal: a lease from an unknown provider".into(),
+                ));
+            };
+            work.attempts += 1;
+            work.request.set_model(&work.model);
+            let left = deadline
+                .duration_since(inner.clock.now())
+                .unwrap_or(Duration::ZERO);
+            let mut request = transport::Request::new(
+                provider.base_url.clone(),
+                work.endpoint.path(),
+                lease.secret().clone(),
+                work.request.shared_json(),
+            );
+            request.timeout = inner
+                .retry
+                .attempt_timeout
+                .min(left.max(Duration::from_millis(1)));
+            let key_name = lease.name().clone();
+            let key_id = lease.key();
+            let sent_at = tokio::time::Instant::now();
+
+            let answer = if stream {
+                match inner.transport.send_stream(request).await {
+                    Ok(StreamStart::Answered(a)) => Ok(a),
+                    Ok(StreamStart::Events { mut events, .. }) => {
+                        // The first event decides: an error before any chunk fails over.
+                        use futures_util::StreamExt;
+                        match events.next().await {
+                            Some(Ok(first)) => {
+                                let guard = StreamGuard::new(
+                                    self.clone(),
+                                    p,
+                                    lease,
+                                    work.reservation.take(),
+                                    self.meta(
+                                        work,
+                                        &provider.name,
+                                        &key_name,
+                                        Usage::default(),
+                                        budget::Money::ZERO,
+                                    ),
+                                    work.input_estimate,
+                                    work.max_output,
+                                );
+                                let (first, done) = match first {
+                                    StreamEvent::Chunk(c) => (Some(c), None),
+                                    StreamEvent::Done { usage } => (None, Some(usage)),
+                                };
+                                return Ok(Sent::Stream(Box::new(ClientStream::new(
+                                    first, done, events, guard,
+                                ))));
+                            }
+                            Some(Err(e)) => Err(e),
+                            None => Err(transport::TransportError::new(
+                                transport::ErrorKind::Stream,
+                                "upstream stream was empty",
+                            )),
+                        }
+                    }
+                    Err(e) => Err(e),
+                }
+            } else {
+                inner.transport.send(request).await
+            };
+
+            match answer {
+                Ok(answer) => {
+                    let c = classify(&answer, sent_at.elapsed(), inner.clock.now());
+                    self.report(p, lease, c.outcome, Some(&c.rate_limits));
+                    match c.class {
+                        Class::Success => {
+                            let body = c.json.unwrap_or(serde_json::Value::Null);
+                            let usage = c.usage;
+                            let cost = self.settle(
+                                work.reservation.take(),
+                                usage,
+                                work.input_estimate,
+                                work.max_output,
+                            );
+                            let meta = self.meta(
+                                work,
+                                &provider.name,
+                                &key_name,
+                                usage.unwrap_or_default(),
+                                cost,
+                            );
+                            self.record(
+                                work,
+                                true,
+                                Some((&provider.name, &key_name)),
+                                cost.micros(),
+                            );
+                            return Ok(Sent::Answer(Box::new(ApiResponse { body, meta })));
+                        }
+                        Class::ContextLengthExceeded { limit } => {
+                            if !work.context_retried && self.adapt_to_context(work, ctx, limit)? {
+                                work.context_retried = true;
+                                continue;
+                            }
+                            return Err(ClientError::ContextLengthExceeded {
+                                model: work.model.clone(),
+                                limit,
+                            });
+                        }
+                        Class::ClientError { status } => {
+                            return Err(ClientError::Upstream {
+                                status,
+                                error: c.error,
+                                key: key_name.to_string(),
+                            });
+                        }
+                        class => {
+                            last = format!("{}/{key_name}: {class:?}", provider.name);
+                            excluded.push((p, key_id));
+                        }
+                    }
+                }
+                Err(e) => {
+                    self.report(p, lease, e.outcome(), None);
+                    if e.is_request() {
+                        return Err(ClientError::InvalidRequest(e.to_string()));
+                    }
+                    last = format!("{}/{key_name}: {e}", provider.name);
+                    excluded.push((p, key_id));
+                }
+            }
+            if work.attempts >= inner.retry.max_attempts
+                || !self.back_off(work.attempts, deadline).await
+            {
+                break;
+            }
+        }
+        Err(ClientError::AttemptsExhausted {
+            attempts: work.attempts,
+            last,
+        })
+    }
+
+    /// Sleeps a full-jitter backoff; false if it would pass the deadline.
+    async fn back_off(&self, retry: u32, deadline: SystemTime) -> bool {
+        let draw = {
+            let mut state = lock(&self.inner.jitter);
+            *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = *state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        let wait = self.inner.retry.backoff(retry, draw);
+        if self.inner.clock.now() + wait > deadline {
+            return false;
+        }
+        self.inner.clock.sleep(wait).await;
+        true
+    }
+
+    /// On a context-length error: truncate (once), or move to a larger model.
+    fn adapt_to_context(
+        &self,
+        work: &mut Work,
+        ctx: &RequestContext,
+        limit: Option<u64>,
+    ) -> Result<bool, ClientError> {
+        if self.inner.context.truncate && self.truncate(work, limit) {
+            return Ok(true);
+        }
+        let Some(bigger) = self.inner.context.fallback_models.get(&work.model).cloned() else {
+            return Ok(false);
+        };
+        // The price changes with the model: reserve again for it.
+        self.cancel(work.reservation.take());
+        work.model = bigger;
+        self.reserve(work, ctx)?;
+        Ok(true)
+    }
+
+    fn acquire(
+        &self,
+        excluded: &[(usize, KeyId)],
+        estimate: u64,
+    ) -> Result<(usize, Lease), NoKeys> {
+        let now = ts(self.inner.clock.now());
+        let mut detail = Vec::new();
+        let mut retry_at: Option<SystemTime> = None;
+        let mut only_excluded = !excluded.is_empty();
+        for (i, provider) in self.inner.providers.iter().enumerate() {
+            let exclude: Vec<KeyId> = excluded
+                .iter()
+                .filter(|(p, _)| *p == i)
+                .map(|(_, k)| *k)
+                .collect();
+            let opts = AcquireOptions {
+                estimated_tokens: estimate,
+                exclude: &exclude,
+            };
+            let mut pool = lock(&provider.pool);
+            let r = pool.acquire_with(now, &opts);
+            self.drain_pool(provider, &mut pool);
+            match r {
+                Ok(lease) => return Ok((i, lease)),
+                Err(e) => {
+                    detail.push(format!("{}: {}", provider.name, e.unavailable));
+                    if let Some(t) = e.retry_at.map(Timestamp::to_system_time) {
+                        retry_at = Some(retry_at.map_or(t, |r| r.min(t)));
+                    }
+                    let u = e.unavailable;
+                    only_excluded &= u.total() == u.excluded;
+                }
+            }
+        }
+        Err(NoKeys {
+            detail: detail.join("; "),
+            retry_at,
+            only_excluded,
+        })
+    }
+
+    /// Tells the pool what happened, and rests the key if the answer says it
+    /// has nothing left until a reset.
+    pub(crate) fn report(
+        &self,
+        provider: usize,
+        lease: Lease,
+        outcome: Outcome,
+        limits: Option<&RateLimits>,
+    ) {
+        let Some(p) = self.inner.providers.get(provider) else {
+            return;
+        };
+        let now = ts(self.inner.clock.now());
+        let key = lease.key();
+        let mut pool = lock(&p.pool);
+        pool.report(lease, outcome, now);
+        if let Some(wait) = limits.and_then(RateLimits::exhausted_for) {
+            let _ = pool.defer(key, now.saturating_add(wait), now);
+        }
+        self.drain_pool(p, &mut pool);
+        self.inner.wake.notify_one();
+    }
+
+    fn meta(
+        &self,
+        work: &Work,
+        provider: &Arc<str>,
+        key: &Arc<str>,
+        usage: Usage,
+        cost: budget::Money,
+    ) -> ResponseMeta {
+        ResponseMeta {
+            provider: provider.clone(),
+            key: key.clone(),
+            model_requested: work.model_requested.clone(),
+            model_used: work.model.clone(),
+            arm: work.arm.clone(),
+            degraded: work.degraded.clone(),
+            attempts: work.attempts,
+            cost,
+            usage,
+            latency: work.started.elapsed(),
+        }
+    }
+
+    fn record(&self, work: &Work, ok: bool, key: Option<(&str, &str)>, cost_micros: u64) {
+        let finished = Finished {
+            ok,
+            attempts: work.attempts,
+            latency: work.started.elapsed(),
+            key,
+            model: &work.model,
+            arm: work.arm.as_ref().map(|a| (a.rollout.as_str(), a.arm)),
+            cost_micros,
+        };
+        lock(&self.inner.stats).record(&finished);
+    }
+
+    pub(crate) fn record_stream(&self, meta: &ResponseMeta, ok: bool) {
+        let finished = Finished {
+            ok,
+            attempts: meta.attempts,
+            latency: meta.latency,
+            key: Some((&meta.provider, &meta.key)),
+            model: &meta.model_used,
+            arm: meta.arm.as_ref().map(|a| (a.rollout.as_str(), a.arm)),
+            cost_micros: meta.cost.micros(),
+        };
+        lock(&self.inner.stats).record(&finished);
+    }
+
+    // ----- events --------------------------------------------------------
+
+    /// Receives every event from now on (pool, budget, canary).
+    pub fn subscribe(&self) -> broadcast::Receiver<ClientEvent> {
+        self.inner.events.subscribe()
+    }
+
+    fn publish(&self, event: ClientEvent) {
+        crate::monitor::trace(&event);
+        if let ClientEvent::Pool {
+            event: keypool_core::Event::Rotated { .. },
+            ..
+        } = &event
+        {
+            lock(&self.inner.stats).rotations += 1;
+        }
+        // No subscriber is not an error.
+        let _ = self.inner.events.send(event);
+    }
+
+    pub(crate) fn drain_pool(&self, provider: &Provider, pool: &mut KeyPool) {
+        while let Some(event) = pool.poll_event() {
+            self.publish(ClientEvent::Pool {
+                provider: provider.name.clone(),
+                event,
+            });
+        }
+    }
+
+    pub(crate) fn drain_ledger(&self, ledger: &mut Ledger) {
+        while let Some(event) = ledger.poll_event() {
+            self.publish(ClientEvent::Budget(event));
+        }
+    }
+
+    pub(crate) fn drain_rollout(&self, name: &Arc<str>, rollout: &mut Rollout) {
+        while let Some(event) = rollout.poll_event() {
+            self.publish(ClientEvent::Canary {
+                rollout: name.clone(),
+                event,
+            });
+        }
+    }
+
+    // ----- operating the layers ------------------------------------------
+
+    /// Runs `f` on a provider's key pool (add, rotate, disable, …); events it
+    /// causes are published. `None` if there is no such provider.
+    pub fn with_pool<R>(
+        &self,
+        provider: &str,
+        f: impl FnOnce(&mut KeyPool, Timestamp) -> R,
+    ) -> Option<R> {
+        let p = self.inner.providers.iter().find(|p| &*p.name == provider)?;
+        let mut pool = lock(&p.pool);
+        let r = f(&mut pool, ts(self.inner.clock.now()));
+        self.drain_pool(p, &mut pool);
+        self.inner.wake.notify_one();
+        Some(r)
+    }
+
+    /// Runs `f` on the rollout of `model`. `None` if it has none.
+    pub fn with_rollout<R>(
+        &self,
+        model: &str,
+        f: impl FnOnce(&mut Rollout, SystemTime) -> R,
+    ) -> Option<R> {
+        let (name, rollout) = self.inner.rollouts.get(model)?;
+        let mut rollout = lock(rollout);
+        let r = f(&mut rollout, self.inner.clock.now());
+        self.drain_rollout(name, &mut rollout);
+        Some(r)
+    }
+
+    /// Runs `f` on the budget ledger. `None` without a budget.
+    pub fn with_ledger<R>(&self, f: impl FnOnce(&mut Ledger, SystemTime) -> R) -> Option<R> {
+        let ledger = self.inner.ledger.as_ref()?;
+        let mut ledger = lock(ledger);
+        let r = f(&mut ledger, self.inner.clock.now());
+        self.drain_ledger(&mut ledger);
+        Some(r)
+    }
+
+    /// The providers' names, by priority.
+    pub fn providers(&self) -> Vec<Arc<str>> {
+        self.inner
+            .providers
+            .iter()
+            .map(|p| p.name.clone())
+            .collect()
+    }
+
+    /// The models that have a canary rollout.
+    pub fn rollout_models(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.inner.rollouts.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// The clock the client uses.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.inner.clock
+    }
+
+    /// Whether any key of any provider could serve right now.
+    pub fn ready(&self) -> bool {
+        let now = ts(self.inner.clock.now());
+        self.inner.providers.iter().any(|p| {
+            let mut pool = lock(&p.pool);
+            pool.handle_timeout(now);
+            self.drain_pool(p, &mut pool);
+            pool.available() > 0
+        })
+    }
+}
+
+impl Default for Inner {
+    fn default() -> Self {
+        Inner {
+            providers: Vec::new(),
+            rollouts: HashMap::new(),
+            ledger: None,
+            prices: PriceTable::defaults(),
+            transport: Arc::new(transport::MockTransport::new()),
+            retry: RetryPolicy::default(),
+            context: ContextPolicy::default(),
+            gates: Gates::default(),
+            clock: Arc::new(SystemClock),
+            stats: Mutex::new(Stats::default()),
+            jitter: Mutex::new(0),
+            events: broadcast::channel(1024).0,
+            wake: Notify::new(),
+        }
+    }
+}

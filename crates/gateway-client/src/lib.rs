@@ -1,0 +1,223 @@
+//! The layers composed: a client that picks a model (canary), checks the
+//! budget, leases a key (key pool), sends (transport), reads the answer, and
+//! fails over to other keys and providers.
+//!
+//! Users embed [`Client`] in their Rust services; the `gateway` server is
+//! built on it. Every layer below stays usable on its own; this crate owns
+//! the clock, the waiting, and the locks.
+//!
+//! # Key design decision: a boring driver over pure state machines
+//!
+//! The decisions live in `keypool-core`, `canary` and `budget`, which do no
+//! I/O. This crate only reads the [`Clock`], calls the [`transport::Transport`],
+//! and tells the state machines what happened, holding each lock for one
+//! decision and never across an `.await`. Time comes from a replaceable
+//! [`Clock`]: with a [`ManualClock`] a test drives a whole day of cooldowns,
+//! resets and retries without waiting.
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use gateway_client::{ApiRequest, Client, RequestContext};
+//! use keypool_core::{KeyPool, NewKey, PoolConfig, Timestamp};
+//! use transport::{MockReply, MockTransport};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut pool = KeyPool::new(PoolConfig::default())?;
+//! pool.add(NewKey::new("prod-1", "sk-prod-0123456789abcdef"), Timestamp::EPOCH)?;
+//! pool.add(NewKey::new("prod-2", "sk-prod-fedcba9876543210"), Timestamp::EPOCH)?;
+//!
+//! // prod-1 is rate limited; prod-2 answers.
+//! let upstream = MockTransport::new();
+//! upstream.script("sk-prod-0123456789abcdef", [MockReply::error(429, "requests", "rate_limit_exceeded", "slow down").header("retry-after", "20")]);
+//! upstream.script("sk-prod-fedcba9876543210", [MockReply::chat("สวัสดี", 12, 4)]);
+//!
+//! let client = Client::builder()
+//!     .provider("relay", "https://relay.example/v1", 0, pool)
+//!     .transport(Arc::new(upstream))
+//!     .build()?;
+//! let answer = client
+//!     .chat_completion(ApiRequest::chat("gpt-4.1", &[("user", "ทดสอบ")]), &RequestContext::user("u-42"))
+//!     .await?;
+//! assert_eq!((&*answer.meta.key, answer.meta.attempts), ("prod-2", 2));
+//! println!("{}", client.status_report());
+//! # Ok(())
+//! # }
+//! ```
+
+mod client;
+mod clock;
+mod error;
+mod monitor;
+mod policy;
+mod report;
+mod request;
+mod stats;
+mod stream;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+pub use client::{Client, ClientEvent, Endpoint};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::ClientError;
+pub use policy::{ContextPolicy, RetryPolicy};
+pub use report::{LimitSnapshot, ProviderSnapshot, RolloutSnapshot, Snapshot};
+pub use request::{ApiRequest, ApiResponse, ArmInfo, RequestContext, ResponseMeta};
+pub use stats::{CounterSnapshot, StatsSnapshot};
+pub use stream::ClientStream;
+
+use budget::{Ledger, PriceTable};
+use canary::{Gates, Rollout};
+use keypool_core::KeyPool;
+use transport::Transport;
+
+/// Builds a [`Client`].
+#[derive(Default)]
+pub struct ClientBuilder {
+    providers: Vec<(String, String, u32, KeyPool)>,
+    rollouts: Vec<Rollout>,
+    ledger: Option<Ledger>,
+    prices: Option<PriceTable>,
+    transport: Option<Arc<dyn Transport>>,
+    retry: RetryPolicy,
+    context: ContextPolicy,
+    gates: Gates,
+    clock: Option<Arc<dyn Clock>>,
+}
+
+impl std::fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("providers", &self.providers.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ClientBuilder {
+    /// Adds a provider: a name, its base URL (e.g. `https://api.openai.com/v1`),
+    /// a priority (0 is tried first; higher ones serve when lower ones cannot),
+    /// and its key pool.
+    pub fn provider(
+        mut self,
+        name: impl Into<String>,
+        base_url: impl Into<String>,
+        priority: u32,
+        pool: KeyPool,
+    ) -> Self {
+        self.providers
+            .push((name.into(), base_url.into(), priority, pool));
+        self
+    }
+
+    /// Adds a canary rollout for its baseline model.
+    pub fn rollout(mut self, rollout: Rollout) -> Self {
+        self.rollouts.push(rollout);
+        self
+    }
+
+    /// The budget ledger.
+    pub fn ledger(mut self, ledger: Ledger) -> Self {
+        self.ledger = Some(ledger);
+        self
+    }
+
+    /// Prices used for context windows (default: the ledger's, else the built-in defaults).
+    pub fn prices(mut self, prices: PriceTable) -> Self {
+        self.prices = Some(prices);
+        self
+    }
+
+    /// The transport (required).
+    pub fn transport(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.transport = Some(transport);
+        self
+    }
+
+    /// The retry policy.
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The context-length policy.
+    pub fn context(mut self, context: ContextPolicy) -> Self {
+        self.context = context;
+        self
+    }
+
+    /// The gates canary analysis judges by.
+    pub fn gates(mut self, gates: Gates) -> Self {
+        self.gates = gates;
+        self
+    }
+
+    /// The clock (default: [`SystemClock`]).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Builds the client: providers are ordered by priority (stable for equals).
+    pub fn build(self) -> Result<Client, ClientError> {
+        if self.providers.is_empty() {
+            return Err(ClientError::Config(
+                "at least one provider is needed".into(),
+            ));
+        }
+        let transport = self
+            .transport
+            .ok_or_else(|| ClientError::Config("a transport is needed".into()))?;
+        let mut names = std::collections::HashSet::new();
+        for (name, ..) in &self.providers {
+            if !names.insert(name.clone()) {
+                return Err(ClientError::Config(format!(
+                    "provider {name:?} appears twice"
+                )));
+            }
+        }
+        let mut providers: Vec<client::Provider> = self
+            .providers
+            .into_iter()
+            .map(|(name, base_url, priority, pool)| client::Provider {
+                name: name.into(),
+                base_url: base_url.into(),
+                priority,
+                pool: Mutex::new(pool),
+            })
+            .collect();
+        providers.sort_by_key(|p| p.priority);
+        let mut rollouts = HashMap::new();
+        for r in self.rollouts {
+            let model = r.baseline().to_string();
+            if rollouts.contains_key(&model) {
+                return Err(ClientError::Config(format!(
+                    "two rollouts for model {model:?}"
+                )));
+            }
+            rollouts.insert(model, (r.baseline().clone(), Mutex::new(r)));
+        }
+        let prices = self
+            .prices
+            .or_else(|| self.ledger.as_ref().map(|l| l.prices().clone()))
+            .unwrap_or_else(PriceTable::defaults);
+        let inner = client::Inner {
+            providers,
+            rollouts,
+            ledger: self.ledger.map(Mutex::new),
+            prices,
+            transport,
+            jitter: Mutex::new(self.retry.seed),
+            retry: self.retry,
+            context: self.context,
+            gates: self.gates,
+            clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+            ..client::Inner::default()
+        };
+        Ok(Client {
+            inner: Arc::new(inner),
+        })
+    }
+}

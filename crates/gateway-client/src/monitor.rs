@@ -1,0 +1,183 @@
+//! Driving the layers' timers, analysing canaries, and tracing events.
+
+use std::time::{Duration, SystemTime};
+
+use canary::{Arm, Verdict, judge};
+use keypool_core::Timestamp;
+
+use crate::client::{Client, ClientEvent, lock};
+
+/// Writes an event to `tracing` with structured fields (names, never secrets).
+pub(crate) fn trace(event: &ClientEvent) {
+    use keypool_core::Event as P;
+    match event {
+        ClientEvent::Pool { provider, event } => match event {
+            P::Disabled { name, cause, .. } => {
+                tracing::warn!(provider = %provider, key = %name, cause = %cause, "key disabled");
+            }
+            P::BreakerOpened { name, until, .. } => {
+                tracing::warn!(provider = %provider, key = %name, until = %until, "circuit breaker opened");
+            }
+            P::PoolEmpty { retry_at } => {
+                let retry_at = retry_at.map(|t| t.to_string());
+                tracing::warn!(provider = %provider, retry_at = ?retry_at, "no key can serve");
+            }
+            P::Exhausted { name, until, .. } => {
+                tracing::warn!(provider = %provider, key = %name, until = %until, "key quota exhausted");
+            }
+            P::CoolingDown {
+                name, until, cause, ..
+            } => {
+                tracing::info!(provider = %provider, key = %name, until = %until, cause = ?cause, "key cooling down");
+            }
+            P::Rotated {
+                name, revoke_at, ..
+            } => {
+                tracing::info!(provider = %provider, key = %name, revoke_at = %revoke_at, "key rotated");
+            }
+            P::Revoked { name, .. } => {
+                tracing::info!(provider = %provider, key = %name, "key revoked");
+            }
+            P::UsageWarning {
+                name,
+                limit,
+                percent,
+                ..
+            } => {
+                tracing::info!(provider = %provider, key = %name, limit = ?limit, percent, "key usage warning");
+            }
+            other => {
+                tracing::debug!(provider = %provider, event = ?other, "key pool event");
+            }
+        },
+        ClientEvent::Budget(e) => {
+            if matches!(
+                e,
+                budget::Event::Anomaly { .. }
+                    | budget::Event::Threshold { .. }
+                    | budget::Event::Overrun { .. }
+            ) {
+                tracing::warn!(event = ?e, "budget");
+            } else {
+                tracing::info!(event = ?e, "budget");
+            }
+        }
+        ClientEvent::Canary { rollout, event } => {
+            tracing::info!(rollout = %rollout, event = ?event, "canary");
+        }
+    }
+}
+
+impl Client {
+    /// The earliest time a layer changes by itself (a cooldown, a reset, a
+    /// reservation's expiry, a schedule step).
+    pub fn next_wakeup(&self) -> Option<SystemTime> {
+        let mut next: Option<SystemTime> = None;
+        let mut take = |t: Option<SystemTime>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        };
+        for p in &self.inner.providers {
+            take(lock(&p.pool).poll_timeout().map(Timestamp::to_system_time));
+        }
+        if let Some(l) = &self.inner.ledger {
+            take(lock(l).poll_timeout());
+        }
+        for (_, r) in self.inner.rollouts.values() {
+            take(lock(r).poll_timeout());
+        }
+        next
+    }
+
+    /// Applies everything due now in every layer and publishes the events.
+    pub fn tick(&self) {
+        let now = self.inner.clock.now();
+        for p in &self.inner.providers {
+            let mut pool = lock(&p.pool);
+            pool.handle_timeout(Timestamp::from_system_time(now));
+            self.drain_pool(p, &mut pool);
+        }
+        if let Some(l) = &self.inner.ledger {
+            let mut ledger = lock(l);
+            ledger.handle_timeout(now);
+            self.drain_ledger(&mut ledger);
+        }
+        for (name, r) in self.inner.rollouts.values() {
+            let mut rollout = lock(r);
+            rollout.handle_timeout(now);
+            self.drain_rollout(name, &mut rollout);
+        }
+    }
+
+    /// Judges each rollout's first candidate against its baseline on the
+    /// statistics gathered since the last verdict, and feeds the verdict to
+    /// the rollout (which may advance its schedule or roll back). Returns the
+    /// verdicts by rollout.
+    pub fn analyze(&self) -> Vec<(String, Verdict)> {
+        let now = self.inner.clock.now();
+        let mut verdicts = Vec::new();
+        for (model, (name, r)) in &self.inner.rollouts {
+            let (verdict, enough) = {
+                let stats = lock(&self.inner.stats);
+                let get = |arm| {
+                    stats
+                        .arms
+                        .get(&(name.to_string(), arm))
+                        .cloned()
+                        .unwrap_or_default()
+                };
+                let v = judge(
+                    &get(Arm::Baseline),
+                    &get(Arm::Candidate(0)),
+                    &self.inner.gates,
+                );
+                let enough = !matches!(v, Verdict::Hold { .. });
+                (v, enough)
+            };
+            {
+                let mut rollout = lock(r);
+                rollout.handle_verdict(&verdict, now);
+                self.drain_rollout(name, &mut rollout);
+            }
+            if enough {
+                // A new window of evidence for the next step.
+                let mut stats = lock(&self.inner.stats);
+                stats
+                    .arms
+                    .retain(|(rollout, _), _| rollout != &name.to_string());
+            }
+            verdicts.push((model.clone(), verdict));
+        }
+        verdicts
+    }
+
+    /// Spawns the monitor: it sleeps until the next wakeup (or until a layer
+    /// changes), applies timers, and every `analysis_interval` judges the
+    /// canaries. Use with [`SystemClock`](crate::SystemClock); with a
+    /// [`ManualClock`](crate::ManualClock), call [`tick`](Self::tick) and
+    /// [`analyze`](Self::analyze) yourself.
+    pub fn spawn_monitor(&self, analysis_interval: Duration) -> tokio::task::JoinHandle<()> {
+        let client = self.clone();
+        tokio::spawn(async move {
+            let clock = client.inner.clock.clone();
+            let mut next_analysis = clock.now() + analysis_interval;
+            loop {
+                let now = clock.now();
+                let wake = client
+                    .next_wakeup()
+                    .map_or(next_analysis, |t| t.min(next_analysis));
+                let wait = wake.duration_since(now).unwrap_or(Duration::ZERO);
+                tokio::select! {
+                    () = clock.sleep(wait) => {}
+                    () = client.inner.wake.notified() => {}
+                }
+                client.tick();
+                if clock.now() >= next_analysis {
+                    client.analyze();
+                    next_analysis = clock.now() + analysis_interval;
+                }
+            }
+        })
+    }
+}

@@ -1,0 +1,170 @@
+//! Request statistics per key, model and canary arm.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use canary::{ArmStats, LatencyHistogram};
+use serde::Serialize;
+
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Counters {
+    requests: u64,
+    failures: u64,
+    attempts: u64,
+    latency: LatencyHistogram,
+}
+
+impl Counters {
+    fn record(&mut self, ok: bool, attempts: u32, latency: Duration) {
+        self.requests += 1;
+        self.attempts += u64::from(attempts);
+        if ok {
+            self.latency.record(latency);
+        } else {
+            self.failures += 1;
+        }
+    }
+
+    fn snapshot(&self) -> CounterSnapshot {
+        let ms = |q| self.latency.quantile(q).map(|d| d.as_secs_f64() * 1000.0);
+        CounterSnapshot {
+            requests: self.requests,
+            failures: self.failures,
+            attempts: self.attempts,
+            p50_ms: ms(0.50),
+            p95_ms: ms(0.95),
+            p99_ms: ms(0.99),
+        }
+    }
+}
+
+/// Counts and latency quantiles for one key, model or arm.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct CounterSnapshot {
+    /// Requests finished.
+    pub requests: u64,
+    /// Of those, failed.
+    pub failures: u64,
+    /// Upstream attempts they took.
+    pub attempts: u64,
+    /// Median latency of successes, in ms (bucket upper edge, within 12.5%).
+    pub p50_ms: Option<f64>,
+    /// 95th percentile, in ms.
+    pub p95_ms: Option<f64>,
+    /// 99th percentile, in ms.
+    pub p99_ms: Option<f64>,
+}
+
+/// All statistics at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct StatsSnapshot {
+    /// Every request.
+    pub total: CounterSnapshot,
+    /// By `provider/key name` (the key that answered, or last tried).
+    pub per_key: BTreeMap<String, CounterSnapshot>,
+    /// By model used.
+    pub per_model: BTreeMap<String, CounterSnapshot>,
+    /// By `rollout:arm`.
+    pub per_arm: BTreeMap<String, CounterSnapshot>,
+    /// Key rotations seen.
+    pub rotations: u64,
+}
+
+/// What the client counts; behind one lock held for a few additions.
+/// Maps are looked up by borrowed names, so a request allocates nothing here
+/// once its key, model and arm have been seen.
+#[derive(Debug, Default)]
+pub(crate) struct Stats {
+    total: Counters,
+    per_key: BTreeMap<String, BTreeMap<String, Counters>>,
+    per_model: BTreeMap<String, Counters>,
+    per_arm: BTreeMap<String, BTreeMap<canary::Arm, Counters>>,
+    /// For the canary's judge: (rollout baseline, arm) → counters since the last verdict.
+    pub(crate) arms: BTreeMap<(String, canary::Arm), ArmStats>,
+    pub(crate) rotations: u64,
+}
+
+/// One finished request, as the statistics see it.
+pub(crate) struct Finished<'a> {
+    pub(crate) ok: bool,
+    pub(crate) attempts: u32,
+    pub(crate) latency: Duration,
+    /// (provider, key name).
+    pub(crate) key: Option<(&'a str, &'a str)>,
+    pub(crate) model: &'a str,
+    pub(crate) arm: Option<(&'a str, canary::Arm)>,
+    pub(crate) cost_micros: u64,
+}
+
+fn arm_label(rollout: &str, arm: canary::Arm) -> String {
+    match arm {
+        canary::Arm::Baseline => format!("{rollout}:baseline"),
+        canary::Arm::Candidate(i) => format!("{rollout}:candidate-{i}"),
+    }
+}
+
+/// The entry for `key`, allocating the key only the first time. (The
+/// `entry` API would allocate the key on every call.)
+#[allow(clippy::expect_used)] // inserted on the line before: cannot fail
+fn entry<'m, V: Default>(map: &'m mut BTreeMap<String, V>, key: &str) -> &'m mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_owned(), V::default());
+    }
+    map.get_mut(key).expect("just inserted")
+}
+
+impl Stats {
+    pub(crate) fn record(&mut self, f: &Finished<'_>) {
+        self.total.record(f.ok, f.attempts, f.latency);
+        if let Some((provider, key)) = f.key {
+            entry(entry(&mut self.per_key, provider), key).record(f.ok, f.attempts, f.latency);
+        }
+        entry(&mut self.per_model, f.model).record(f.ok, f.attempts, f.latency);
+        if let Some((rollout, arm)) = f.arm {
+            entry(&mut self.per_arm, rollout)
+                .entry(arm)
+                .or_default()
+                .record(f.ok, f.attempts, f.latency);
+            if let Some(s) = self
+                .arms
+                .iter_mut()
+                .find(|((r, a), _)| r == rollout && *a == arm)
+                .map(|(_, s)| s)
+            {
+                s.record(f.ok, f.latency, f.cost_micros);
+            } else {
+                let mut s = ArmStats::default();
+                s.record(f.ok, f.latency, f.cost_micros);
+                self.arms.insert((rollout.to_owned(), arm), s);
+            }
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            total: self.total.snapshot(),
+            per_key: self
+                .per_key
+                .iter()
+                .flat_map(|(p, keys)| {
+                    keys.iter()
+                        .map(move |(k, c)| (format!("{p}/{k}"), c.snapshot()))
+                })
+                .collect(),
+            per_model: self
+                .per_model
+                .iter()
+                .map(|(k, c)| (k.clone(), c.snapshot()))
+                .collect(),
+            per_arm: self
+                .per_arm
+                .iter()
+                .flat_map(|(r, arms)| {
+                    arms.iter()
+                        .map(move |(a, c)| (arm_label(r, *a), c.snapshot()))
+                })
+                .collect(),
+            rotations: self.rotations,
+        }
+    }
+}

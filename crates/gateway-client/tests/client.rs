@@ -1,0 +1,364 @@
+//! gateway-client on the `MockTransport`: concurrency, streams, context length,
+//! errors. Simulated time throughout.
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use budget::{Ledger, LedgerConfig, Limit, Money, Period, PriceTable, Scope};
+use futures_util::StreamExt;
+use gateway_client::{
+    ApiRequest, Client, ClientError, ContextPolicy, ManualClock, RequestContext, RetryPolicy,
+};
+use keypool_core::{KeyPool, NewKey, PoolConfig, Timestamp};
+use transport::{MockReply, MockTransport};
+
+fn t0() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_322_452)
+}
+
+fn secret(i: usize) -> String {
+    format!("sk-key-{i:016}")
+}
+
+fn pool(n: usize) -> KeyPool {
+    let mut p = KeyPool::new(PoolConfig::default()).unwrap();
+    for i in 0..n {
+        p.add(
+            NewKey::new(format!("key-{i}"), secret(i)),
+            Timestamp::from_system_time(t0()),
+        )
+        .unwrap();
+    }
+    p
+}
+
+fn client(mock: &MockTransport, keys: usize, ledger: Option<Ledger>) -> Client {
+    let mut b = Client::builder()
+        .provider("relay", "http://relay/v1", 0, pool(keys))
+        .transport(Arc::new(mock.clone()))
+        .clock(Arc::new(ManualClock::new(t0())));
+    if let Some(l) = ledger {
+        b = b.ledger(l);
+    }
+    b.build().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_requests_with_exact_counts() {
+    let mock = MockTransport::new();
+    mock.fallback(|_| MockReply::chat("ok", 100, 10).latency(Duration::from_millis(1)));
+    let ledger = Ledger::new(
+        LedgerConfig::default(),
+        PriceTable::defaults(),
+        vec![Limit::new(
+            Scope::Global,
+            Period::Daily,
+            Money::from_dollars(1000),
+        )],
+    )
+    .unwrap();
+    let c = client(&mock, 16, Some(ledger));
+    let tasks: Vec<_> = (0..1000)
+        .map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                c.chat_completion(
+                    ApiRequest::chat("gpt-4.1", &[("user", "hi")]),
+                    &RequestContext::user(format!("u{i}")),
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut per_key: HashMap<String, u64> = HashMap::new();
+    for t in tasks {
+        let r = t.await.unwrap().unwrap();
+        *per_key.entry(r.meta.key.to_string()).or_default() += 1;
+    }
+    assert_eq!(per_key.values().sum::<u64>(), 1000);
+    assert_eq!(mock.requests().len(), 1000);
+    let snap = c.snapshot();
+    assert_eq!(
+        (
+            snap.stats.total.requests,
+            snap.stats.total.failures,
+            snap.stats.total.attempts
+        ),
+        (1000, 0, 1000)
+    );
+    let keys = &snap.providers[0].pool.keys;
+    assert_eq!(
+        keys.iter()
+            .map(|k| u64::from(k.requests_today))
+            .sum::<u64>(),
+        1000
+    );
+    assert_eq!(keys.iter().map(|k| k.tokens_today).sum::<u64>(), 110_000);
+    assert!(keys.iter().all(|k| k.in_flight == 0));
+    assert_eq!(snap.providers[0].pool.outstanding_leases, 0);
+    // 110 tokens of gpt-4.1 at $8/M = 880 µ$ each, exactly.
+    assert_eq!(snap.budget[0].spent, Money::from_micros(880 * 1000));
+    assert_eq!(snap.budget[0].reserved, Money::ZERO);
+}
+
+#[tokio::test]
+async fn a_stream_failing_before_its_first_byte_fails_over() {
+    let mock = MockTransport::new();
+    mock.script(&secret(0), [MockReply::stream(vec![], false)]);
+    mock.script(&secret(1), [MockReply::chat_stream(&["a", "b"], 5, 2)]);
+    let c = client(&mock, 2, None);
+    let mut s = c
+        .chat_completion_stream(
+            ApiRequest::chat("gpt-4.1", &[("user", "hi")]),
+            &RequestContext::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((&*s.meta().key, s.meta().attempts), ("key-1", 2));
+    let mut n = 0;
+    while let Some(chunk) = s.next().await {
+        chunk.unwrap();
+        n += 1;
+    }
+    assert_eq!(n, 3);
+    assert_eq!(s.meta().usage.completion_tokens, 2);
+}
+
+#[tokio::test]
+async fn a_stream_failing_after_its_first_chunk_surfaces_the_error() {
+    let mock = MockTransport::new();
+    mock.script(
+        &secret(0),
+        [MockReply::stream(vec!["{\"choices\":[]}".into()], false)],
+    );
+    let c = client(&mock, 1, None);
+    let mut s = c
+        .chat_completion_stream(
+            ApiRequest::chat("gpt-4.1", &[("user", "hi")]),
+            &RequestContext::default(),
+        )
+        .await
+        .unwrap();
+    assert!(s.next().await.unwrap().is_ok());
+    let err = s.next().await.unwrap().unwrap_err();
+    assert!(matches!(err, ClientError::Stream(_)), "{err}");
+    assert!(s.next().await.is_none());
+    assert_eq!(c.snapshot().stats.total.failures, 1);
+}
+
+#[tokio::test]
+async fn a_dropped_stream_cancels_the_lease_and_the_reservation() {
+    let mock = MockTransport::new();
+    mock.script(&secret(0), [MockReply::chat_stream(&["a", "b", "c"], 5, 2)]);
+    let ledger = Ledger::new(
+        LedgerConfig::default(),
+        PriceTable::defaults(),
+        vec![Limit::new(
+            Scope::Global,
+            Period::Daily,
+            Money::from_dollars(10),
+        )],
+    )
+    .unwrap();
+    let c = client(&mock, 1, Some(ledger));
+    let mut s = c
+        .chat_completion_stream(
+            ApiRequest::chat("gpt-4.1", &[("user", "hi")]),
+            &RequestContext::default(),
+        )
+        .await
+        .unwrap();
+    s.next().await.unwrap().unwrap();
+    assert_eq!(c.with_pool("relay", |p, _| p.outstanding_leases()), Some(1));
+    assert!(c.snapshot().budget[0].reserved > Money::ZERO);
+    drop(s);
+    assert_eq!(c.with_pool("relay", |p, _| p.outstanding_leases()), Some(0));
+    let b = &c.snapshot().budget[0];
+    assert_eq!((b.reserved, b.spent), (Money::ZERO, Money::ZERO));
+}
+
+#[tokio::test]
+async fn on_a_context_length_error_the_prompt_is_truncated_and_retried_once() {
+    let mock = MockTransport::new();
+    // The upstream refuses more than 3 messages, saying its limit is 60 tokens.
+    mock.fallback(|r| {
+        let n = r.body["messages"].as_array().map_or(0, Vec::len);
+        if n > 3 {
+            MockReply::error(
+                400,
+                "invalid_request_error",
+                "context_length_exceeded",
+                "This model's maximum context length is 60 tokens.",
+            )
+        } else {
+            MockReply::chat("ok", 10, 2)
+        }
+    });
+    let c = Client::builder()
+        .provider("relay", "http://relay/v1", 0, pool(1))
+        .transport(Arc::new(mock.clone()))
+        .clock(Arc::new(ManualClock::new(t0())))
+        .context(ContextPolicy {
+            truncate: true,
+            ..ContextPolicy::default()
+        })
+        .retry(RetryPolicy {
+            default_max_output_tokens: 10,
+            ..RetryPolicy::default()
+        })
+        .build()
+        .unwrap();
+    let long = "word ".repeat(20); // 25 tokens by the estimate
+    let req = ApiRequest::chat(
+        "gpt-4.1",
+        &[
+            ("system", "be brief"),
+            ("user", &long),
+            ("assistant", &long),
+            ("user", &long),
+            ("user", "latest question"),
+        ],
+    );
+    let r = c
+        .chat_completion(req, &RequestContext::default())
+        .await
+        .unwrap();
+    assert_eq!(r.meta.attempts, 2);
+    let sent = &mock.requests()[1].body["messages"];
+    let roles: Vec<&str> = sent
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles.first(), Some(&"system"), "the system prompt is kept");
+    assert_eq!(
+        sent.as_array().unwrap().last().unwrap()["content"],
+        "latest question",
+        "the newest message is kept"
+    );
+}
+
+#[tokio::test]
+async fn on_a_context_length_error_a_configured_larger_model_is_used() {
+    let mock = MockTransport::new();
+    mock.fallback(|r| {
+        if r.body["model"] == "gpt-4o-mini" {
+            MockReply::error(
+                400,
+                "invalid_request_error",
+                "context_length_exceeded",
+                "too long",
+            )
+        } else {
+            MockReply::chat("ok", 10, 2)
+        }
+    });
+    let c = Client::builder()
+        .provider("relay", "http://relay/v1", 0, pool(1))
+        .transport(Arc::new(mock.clone()))
+        .clock(Arc::new(ManualClock::new(t0())))
+        .context(ContextPolicy {
+            truncate: false,
+            fallback_models: [("gpt-4o-mini".to_owned(), "gpt-4.1".to_owned())].into(),
+        })
+        .build()
+        .unwrap();
+    let r = c
+        .chat_completion(
+            ApiRequest::chat("gpt-4o-mini", &[("user", "hi")]),
+            &RequestContext::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.meta.model_requested.as_str(), r.meta.model_used.as_str()),
+        ("gpt-4o-mini", "gpt-4.1")
+    );
+}
+
+#[tokio::test]
+async fn the_upstreams_own_client_errors_are_never_retried_and_name_keys_by_name() {
+    let mock = MockTransport::new();
+    mock.fallback(|_| {
+        MockReply::error(
+            404,
+            "invalid_request_error",
+            "model_not_found",
+            "The model `nope` does not exist",
+        )
+    });
+    let c = client(&mock, 3, None);
+    let err = c
+        .chat_completion(
+            ApiRequest::chat("nope", &[("user", "hi")]),
+            &RequestContext::default(),
+        )
+        .await
+        .unwrap_err();
+    let ClientError::Upstream { status, key, .. } = &err else {
+        panic!("{err}")
+    };
+    assert_eq!((*status, key.starts_with("key-")), (404, true));
+    assert_eq!(mock.requests().len(), 1);
+    assert!(!err.to_string().contains("sk-key"), "{err}");
+    assert!(err.to_string().contains("does not exist"), "{err}");
+}
+
+#[tokio::test]
+async fn attempts_and_the_deadline_bound_the_retries() {
+    let mock = MockTransport::new();
+    mock.fallback(|_| MockReply::raw(503, "down"));
+    let c = Client::builder()
+        .provider("relay", "http://relay/v1", 0, pool(10))
+        .transport(Arc::new(mock.clone()))
+        .clock(Arc::new(ManualClock::new(t0())))
+        .retry(RetryPolicy {
+            max_attempts: 3,
+            ..RetryPolicy::default()
+        })
+        .build()
+        .unwrap();
+    let err = c
+        .chat_completion(
+            ApiRequest::chat("gpt-4.1", &[("user", "hi")]),
+            &RequestContext::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, ClientError::AttemptsExhausted { attempts: 3, .. }),
+        "{err}"
+    );
+    assert_eq!(mock.requests().len(), 3);
+    // Three different keys were tried.
+    let secrets: std::collections::HashSet<String> = mock
+        .requests()
+        .iter()
+        .map(|r| r.secret.expose().to_owned())
+        .collect();
+    assert_eq!(secrets.len(), 3);
+}
+
+#[tokio::test]
+async fn missing_model_and_bad_bodies_are_invalid_requests() {
+    assert!(ApiRequest::from_json(serde_json::json!({"messages": []})).is_err());
+    assert!(ApiRequest::from_json(serde_json::json!("text")).is_err());
+    assert!(ApiRequest::from_json(serde_json::json!({"model": ""})).is_err());
+    assert!(ApiRequest::from_json(serde_json::json!({"model": "m", "input": "x"})).is_ok());
+}
+
+#[test]
+fn the_client_is_send_sync_and_cheap_to_clone() {
+    fn assert_send_sync<T: Send + Sync + Clone>() {}
+    assert_send_sync::<Client>();
+    assert_eq!(size_of::<Client>(), size_of::<usize>());
+}
