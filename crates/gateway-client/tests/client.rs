@@ -362,3 +362,146 @@ fn the_client_is_send_sync_and_cheap_to_clone() {
     assert_send_sync::<Client>();
     assert_eq!(size_of::<Client>(), size_of::<usize>());
 }
+
+#[tokio::test]
+async fn with_no_key_ready_it_waits_for_retry_at_inside_the_deadline() {
+    let mock = MockTransport::new();
+    mock.script(
+        &secret(0),
+        [
+            MockReply::error(429, "requests", "rate_limit_exceeded", "slow")
+                .header("retry-after", "5"),
+            MockReply::chat("ok", 1, 1),
+        ],
+    );
+    let clock = ManualClock::new(t0());
+    let c = Client::builder()
+        .provider("relay", "http://relay/v1", 0, pool(1))
+        .transport(Arc::new(mock.clone()))
+        .clock(Arc::new(clock.clone()))
+        .build()
+        .unwrap();
+    let r = c
+        .chat_completion(
+            ApiRequest::chat("gpt-4.1", &[("user", "hi")]),
+            &RequestContext::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.meta.attempts, 2);
+    // The client slept (on the injected clock) until the key's cooldown ended.
+    let waited = gateway_client::Clock::now(&clock)
+        .duration_since(t0())
+        .unwrap();
+    assert!(
+        waited >= Duration::from_secs(5) && waited < Duration::from_secs(6),
+        "{waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_monitor_drives_timers_and_publishes_events() {
+    let mock = MockTransport::new();
+    mock.script(
+        &secret(0),
+        [
+            MockReply::error(429, "requests", "rate_limit_exceeded", "slow")
+                .header("retry-after", "20"),
+        ],
+    );
+    mock.fallback(|_| MockReply::chat("ok", 1, 1));
+    let c = client(&mock, 2, None);
+    let mut events = c.subscribe();
+    c.chat_completion(
+        ApiRequest::chat("gpt-4.1", &[("user", "hi")]),
+        &RequestContext::default(),
+    )
+    .await
+    .unwrap();
+    // On a manual clock the monitor's sleeps move time forward at once: it goes
+    // straight to the cooldown's end and ticks the pool (which is why requests
+    // and a monitor do not share a manual clock).
+    let monitor = c.spawn_monitor(Duration::from_secs(60));
+    let recovered = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.recv().await {
+                Ok(gateway_client::ClientEvent::Pool {
+                    event: keypool_core::Event::Recovered { name, .. },
+                    ..
+                }) => return name,
+                Ok(_) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(&*recovered, "key-0");
+    monitor.abort();
+}
+
+#[tokio::test]
+async fn the_dashboard_shows_keys_totals_canary_and_budget() {
+    let mock = MockTransport::new();
+    mock.fallback(|_| MockReply::chat("ok", 1000, 0));
+    let ledger = Ledger::new(
+        LedgerConfig::default(),
+        PriceTable::defaults(),
+        vec![Limit::new(
+            Scope::Global,
+            Period::Daily,
+            Money::from_dollars(100),
+        )],
+    )
+    .unwrap();
+    let rollout = canary::Rollout::builder("gpt-4.1")
+        .candidate("claude-sonnet-4.5", canary::Share::percent(10).unwrap())
+        .build()
+        .unwrap();
+    let c = Client::builder()
+        .provider("relay", "http://relay/v1", 0, pool(2))
+        .transport(Arc::new(mock.clone()))
+        .ledger(ledger)
+        .rollout(rollout)
+        .clock(Arc::new(ManualClock::new(t0())))
+        .build()
+        .unwrap();
+    for i in 0..3 {
+        c.chat_completion(
+            ApiRequest::chat("gpt-4.1", &[("user", "hi")]),
+            &RequestContext::user(format!("u{i}")),
+        )
+        .await
+        .unwrap();
+    }
+    let report = c.status_report();
+    assert!(
+        report.contains("── provider relay (priority 0) ──"),
+        "{report}"
+    );
+    assert!(
+        report.contains("🟢 key-0:") && report.contains("🟢 key-1:"),
+        "{report}"
+    );
+    assert!(
+        report.contains("Requests: 3 (0 failed, 3 upstream attempts, 0 rotations)"),
+        "{report}"
+    );
+    assert!(
+        report.contains("Canary gpt-4.1: claude-sonnet-4.5 10% [running]"),
+        "{report}"
+    );
+    let budget = &c.snapshot().budget[0];
+    assert!(
+        budget.spent >= Money::from_micros(3 * 8_000),
+        "three requests of 1 000 tokens at $8/M or more"
+    );
+    let line = format!(
+        "Budget global daily: spent {} of $100.00, {} left",
+        budget.spent, budget.left
+    );
+    assert!(report.contains(&line), "{report}");
+    assert!(!report.contains("sk-key"), "no secret in the dashboard");
+    let json = serde_json::to_string(&c.snapshot()).unwrap();
+    assert!(json.contains("\"secret\":\"sk-key-…0000\""), "{json}");
+}
