@@ -328,18 +328,18 @@ impl Client {
         self.drain_ledger(&mut ledger);
     }
 
-    /// Books what a request cost. Without usage from the upstream, the whole
-    /// reservation is booked: spend is never undercounted.
+    /// Books what a request cost and returns it. Without usage from the
+    /// upstream, the whole reservation is booked: spend is never undercounted.
+    /// Without a budget, the cost is still computed from the price table
+    /// (zero for a model without a price).
     pub(crate) fn settle(
         &self,
+        model: &str,
         reservation: Option<Reservation>,
         usage: Option<Usage>,
         input_estimate: u64,
         max_output: u64,
     ) -> budget::Money {
-        let (Some(ledger), Some(r)) = (&self.inner.ledger, reservation) else {
-            return budget::Money::ZERO;
-        };
         let tokens = match usage {
             Some(u) => Tokens {
                 prompt: u.prompt_tokens,
@@ -347,6 +347,13 @@ impl Client {
                 cached: u.cached_tokens,
             },
             None => Tokens::new(input_estimate, max_output),
+        };
+        let (Some(ledger), Some(r)) = (&self.inner.ledger, reservation) else {
+            return self
+                .inner
+                .prices
+                .resolve(model)
+                .map_or(budget::Money::ZERO, |p| p.price.cost(tokens));
         };
         let mut ledger = lock(ledger);
         let s = ledger.settle(r, tokens, self.inner.clock.now());
@@ -533,6 +540,7 @@ impl Client {
                             let body = c.json.unwrap_or(serde_json::Value::Null);
                             let usage = c.usage;
                             let cost = self.settle(
+                                &work.model,
                                 work.reservation.take(),
                                 usage,
                                 work.input_estimate,

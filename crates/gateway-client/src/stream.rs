@@ -56,6 +56,7 @@ impl StreamGuard {
         };
         let latency = self.started.elapsed();
         self.meta.cost = self.client.settle(
+            &self.meta.model_used,
             self.reservation.take(),
             usage,
             self.input_estimate,
@@ -82,6 +83,7 @@ impl StreamGuard {
             return;
         };
         self.meta.cost = self.client.settle(
+            &self.meta.model_used,
             self.reservation.take(),
             None,
             self.input_estimate,

@@ -1,0 +1,145 @@
+//! An OpenAI-compatible server over a pool of upstream API keys: any SDK
+//! uses the pool by changing its base URL.
+//!
+//! `gateway serve --config gateway.toml` serves `/v1/chat/completions` (plain
+//! and streaming), `/v1/embeddings`, `/v1/models`, `/healthz`, `/readyz`,
+//! `/metrics` (Prometheus), `/status` and `/status.json`, built on
+//! [`gateway_client::Client`]. With no config it runs against a built-in
+//! simulated upstream, so it works on a fresh machine with no real key.
+//!
+//! # Key design decision: a thin HTTP shell
+//!
+//! Every decision (which key, which model, whether the budget allows it, how
+//! to retry) is made by `gateway-client` and the state machines under it. This
+//! crate parses configuration, authenticates clients, maps errors to OpenAI's
+//! shape and status codes, and exports metrics.
+//!
+//! # Example
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! // The built-in demo setup: a simulated upstream and its demo keys.
+//! let sim = gateway::sim::start(&gateway::sim::DEMO_KEYS).await?;
+//! let config = gateway::demo_config(&sim.base_url(), "127.0.0.1:9000");
+//! let running = gateway::start(&config, &gateway::demo_env()).await?;
+//! println!("serving on http://{}/v1", running.addr);
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod auth;
+pub mod config;
+pub mod server;
+pub mod setup;
+pub mod sim;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use config::{Config, ConfigError};
+
+/// Errors starting the gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The transport could not be built.
+    #[error(transparent)]
+    Transport(#[from] transport::TransportError),
+    /// The address could not be bound.
+    #[error("cannot listen: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Builds everything from `config` and starts serving in the background.
+pub async fn start(
+    config: &Config,
+    env: &HashMap<String, String>,
+) -> Result<server::Running, StartError> {
+    let transport = Arc::new(transport::ReqwestTransport::new(
+        &transport::ReqwestConfig::default(),
+    )?);
+    let (client, auth, understood) = setup::build(config, env, transport)?;
+    for w in &understood.warnings {
+        tracing::warn!("{w}");
+    }
+    client.spawn_monitor(Duration::from_secs(60));
+    let listener = tokio::net::TcpListener::bind(config.listen()?).await?;
+    let state = Arc::new(server::AppState::new(client, auth, understood.models));
+    Ok(server::spawn(
+        listener,
+        state,
+        config.server.body_limit_bytes,
+    )?)
+}
+
+/// The secrets of the demo keys, as the environment the demo config reads.
+pub fn demo_env() -> HashMap<String, String> {
+    sim::DEMO_KEYS
+        .iter()
+        .enumerate()
+        .map(|(i, (_, secret, _))| (format!("DEMO_KEY_{}", i + 1), (*secret).to_owned()))
+        .collect()
+}
+
+/// The built-in configuration: the simulated upstream's demo keys (one
+/// healthy, one rate-limited, one revoked, one flaky), a 10% canary of
+/// claude-sonnet-4.5 against gpt-4.1, and a small daily budget that degrades
+/// to gpt-4o-mini past half.
+pub fn demo_config(upstream_base_url: &str, listen: &str) -> Config {
+    let keys = sim::DEMO_KEYS
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _, _))| config::KeyConfig {
+            name: (*name).to_owned(),
+            secret: Some(format!("${{DEMO_KEY_{}}}", i + 1)),
+            secret_file: None,
+            tier: 0,
+            weight: 1,
+            tokens_per_day: Some(5_000_000),
+            requests_per_day: None,
+            requests_per_minute: None,
+            tokens_per_minute: None,
+            max_in_flight: None,
+        })
+        .collect();
+    Config {
+        server: config::ServerConfig {
+            listen: listen.to_owned(),
+            ..config::ServerConfig::default()
+        },
+        providers: vec![config::ProviderConfig {
+            name: "simulated".into(),
+            base_url: upstream_base_url.to_owned(),
+            priority: 0,
+            strategy: keypool_core::Strategy::LeastUsed,
+            key_prefixes: None,
+            keys,
+        }],
+        canary: vec![config::CanaryConfig {
+            model: "gpt-4.1".into(),
+            candidate: "claude-sonnet-4.5".into(),
+            percent: 10.0,
+            salt: Some("demo".into()),
+        }],
+        budget: Some(config::BudgetConfig {
+            utc_offset: Some("+07:00".into()),
+            limits: vec![config::LimitConfig {
+                scope: "global".into(),
+                name: None,
+                daily_usd: Some(0.05),
+                weekly_usd: None,
+                monthly_usd: None,
+                soft_fraction: Some(0.5),
+                fallback_model: Some("gpt-4o-mini".into()),
+            }],
+            prices_file: None,
+            unknown_model: None,
+            unknown_model_usd_per_mtok: None,
+        }),
+        auth: None,
+        retry: config::RetryConfig::default(),
+    }
+}

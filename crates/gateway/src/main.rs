@@ -1,0 +1,256 @@
+//! The `gateway` command: serve, demo, check a config, hash a client key.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use gateway::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "gateway",
+    version,
+    about = "An OpenAI-compatible gateway over a pool of upstream API keys"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API. Without --config, against a built-in simulated upstream.
+    Serve {
+        /// The configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Override the listen address.
+        #[arg(long)]
+        listen: Option<String>,
+    },
+    /// Serve on the simulated upstream and drive synthetic traffic through it.
+    Demo {
+        /// How many requests to send.
+        #[arg(long, default_value_t = 400)]
+        requests: usize,
+        /// How many at once.
+        #[arg(long, default_value_t = 8)]
+        concurrency: usize,
+    },
+    /// Validate a configuration file and print what it means (secrets redacted).
+    Check {
+        /// The configuration file.
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Print the SHA-256 of a client key, for `[auth] keys`.
+    HashKey {
+        /// The key.
+        key: String,
+    },
+}
+
+fn env() -> HashMap<String, String> {
+    std::env::vars().collect()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_filter = if matches!(cli.command, Command::Demo { .. }) {
+        "error"
+    } else {
+        "info"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("gateway: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve { config, listen } => serve(config, listen).await,
+            Command::Demo {
+                requests,
+                concurrency,
+            } => demo(requests, concurrency.max(1)).await,
+            Command::Check { config } => check(&config),
+            Command::HashKey { key } => {
+                println!("{}", gateway::auth::hash_key(&key));
+                Ok(())
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gateway: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+async fn serve(path: Option<PathBuf>, listen: Option<String>) -> Result<()> {
+    let (mut config, env, _sim) = match path {
+        Some(p) => (Config::load(&p)?, env(), None),
+        None => {
+            let sim = gateway::sim::start(&gateway::sim::DEMO_KEYS).await?;
+            tracing::info!(
+                "no --config: serving against the built-in simulated upstream at {}",
+                sim.base_url()
+            );
+            (
+                gateway::demo_config(&sim.base_url(), "127.0.0.1:9000"),
+                gateway::demo_env(),
+                Some(sim),
+            )
+        }
+    };
+    if let Some(l) = listen {
+        config.server.listen = l;
+    }
+    let running = gateway::start(&config, &env).await?;
+    tracing::info!("serving on http://{}/v1", running.addr);
+    shutdown_signal().await;
+    tracing::info!(
+        "shutting down: waiting up to {:?} for requests in flight",
+        config.shutdown_grace()
+    );
+    if !running.shutdown(config.shutdown_grace()).await {
+        tracing::warn!("requests still in flight after the grace period were cut off");
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+fn check(path: &std::path::Path) -> Result<()> {
+    let config = Config::load(path)?;
+    let (_client, _auth, understood) =
+        gateway::setup::build(&config, &env(), Arc::new(transport::MockTransport::new()))?;
+    println!("{}: valid", path.display());
+    for line in &understood.lines {
+        println!("  {line}");
+    }
+    for w in &understood.warnings {
+        println!("  warning: {w}");
+    }
+    Ok(())
+}
+
+async fn demo(requests: usize, concurrency: usize) -> Result<()> {
+    let mut keys = gateway::sim::DEMO_KEYS.to_vec();
+    let rotated = "sk-sim-healthy-rotated-000000005";
+    keys.push((
+        "demo-healthy (rotated)",
+        rotated,
+        gateway::sim::Behavior::Healthy,
+    ));
+    let sim = gateway::sim::start(&keys).await?;
+    let config = gateway::demo_config(&sim.base_url(), "127.0.0.1:0");
+    let running = gateway::start(&config, &gateway::demo_env()).await?;
+    let base = format!("http://{}", running.addr);
+    println!(
+        "gateway on {base}/v1, simulated upstream on {}",
+        sim.base_url()
+    );
+    println!(
+        "demo keys: one healthy, one rate-limited (429 + Retry-After), one revoked (401), one flaky (503)\n"
+    );
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    let mut statuses: HashMap<u16, usize> = HashMap::new();
+    let mut done = 0;
+    let mut rotated_yet = false;
+    for batch in (0..requests).collect::<Vec<_>>().chunks(concurrency) {
+        let calls = batch.iter().map(|i| {
+            let http = http.clone();
+            let url = format!("{base}/v1/chat/completions");
+            let body = serde_json::json!({"model": "gpt-4.1", "user": format!("user-{}", i % 97), "messages": [{"role": "user", "content": "ทดสอบการเชื่อมต่อ API — xin chào"}]});
+            async move { http.post(url).json(&body).send().await.map(|r| r.status().as_u16()) }
+        });
+        for s in futures_util::future::join_all(calls).await {
+            *statuses.entry(s.unwrap_or(0)).or_default() += 1;
+            done += 1;
+        }
+        if !rotated_yet && done >= requests / 2 {
+            rotated_yet = true;
+            // Rotate the healthy key's secret mid-run, with a short grace period.
+            let status = http.get(format!("{base}/status.json")).send().await?;
+            drop(status);
+            println!("\n🔁 rotating demo-healthy to a new secret (the old one drains for 5 s)\n");
+            rotate(&running, rotated)?;
+        }
+        let width = 30;
+        let filled = done * width / requests.max(1);
+        print!(
+            "\r[{}{}] {done}/{requests} requests  {statuses:?}",
+            "#".repeat(filled),
+            " ".repeat(width - filled)
+        );
+        use std::io::Write as _;
+        let _ = std::io::stdout().flush();
+    }
+    println!(
+        "\n\n{done} requests in {:.1} s\n",
+        started.elapsed().as_secs_f64()
+    );
+    let status = http
+        .get(format!("{base}/status"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    println!("{status}");
+    running.shutdown(Duration::from_secs(5)).await;
+    Ok(())
+}
+
+fn rotate(running: &gateway::server::Running, new_secret: &str) -> Result<()> {
+    running
+        .client()
+        .with_pool("simulated", |pool, now| {
+            let old = pool
+                .find("demo-healthy")
+                .ok_or("demo-healthy is not in the pool")?;
+            pool.rotate(old, new_secret, Duration::from_secs(5), now)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+        .ok_or("no such provider")?
+        .map_err(Into::into)
+}

@@ -1,0 +1,548 @@
+//! The OpenAI-compatible HTTP server.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use futures_util::StreamExt;
+use gateway_client::{ApiRequest, Client, ClientError, Endpoint, RequestContext, ResponseMeta};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::auth::{Auth, CHAT_WRITE, Denied, EMBEDDINGS_READ};
+
+/// What every handler shares.
+pub struct AppState {
+    /// The client.
+    pub client: Client,
+    /// Authentication.
+    pub auth: Auth,
+    /// Models for `/v1/models`.
+    pub models: Vec<String>,
+    metrics: PrometheusHandle,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("client", &self.client)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The process-wide Prometheus recorder (metrics has one global recorder).
+fn prometheus() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new();
+            match builder.install_recorder() {
+                Ok(h) => h,
+                // Another recorder is installed (tests embedding the server): keep ours local.
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            }
+        })
+        .clone()
+}
+
+impl AppState {
+    /// State for a client.
+    pub fn new(client: Client, auth: Auth, models: Vec<String>) -> Self {
+        AppState {
+            client,
+            auth,
+            models,
+            metrics: prometheus(),
+        }
+    }
+}
+
+/// The routes.
+pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/embeddings", post(embeddings))
+        .route("/v1/models", get(models))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .route("/status", get(status_text))
+        .route("/status.json", get(status_json))
+        .fallback(|| async {
+            error_response(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "not_found",
+                "no such route",
+            )
+        })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(request_id))
+        .with_state(state)
+}
+
+static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// Gives every answer an `x-request-id` (the caller's, or a new one).
+async fn request_id(request: Request, next: Next) -> Response {
+    let given = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 128 && !v.is_empty())
+        .map(str::to_owned);
+    let id = given.unwrap_or_else(|| {
+        let n = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
+        let t = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        format!("req-{t:x}-{n:x}")
+    });
+    let mut response = next.run(request).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    response
+}
+
+/// OpenAI's error shape.
+pub fn error_response(status: StatusCode, kind: &str, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({"error": {"message": message, "type": kind, "param": null, "code": code}});
+    (status, axum::Json(body)).into_response()
+}
+
+fn with_retry_after(mut r: Response, wait: Duration) -> Response {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    if let Ok(v) = HeaderValue::from_str(&secs.max(1).to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
+/// Maps the client's errors to statuses and OpenAI's error shape.
+fn client_error(e: &ClientError) -> Response {
+    let msg = e.to_string();
+    match e {
+        ClientError::NoKeyAvailable { retry_at, .. } => {
+            let r = error_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "no_key_available",
+                &msg,
+            );
+            let wait = retry_at
+                .and_then(|t| t.duration_since(SystemTime::now()).ok())
+                .unwrap_or(Duration::from_secs(1));
+            with_retry_after(r, wait)
+        }
+        ClientError::Budget(_) => error_response(
+            StatusCode::PAYMENT_REQUIRED,
+            "insufficient_quota",
+            "budget_exceeded",
+            &msg,
+        ),
+        ClientError::ContextLengthExceeded { .. } => error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "context_length_exceeded",
+            &msg,
+        ),
+        ClientError::Upstream { status, error, .. } => {
+            let status = StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST);
+            let kind = error
+                .as_ref()
+                .and_then(|e| e.kind.clone())
+                .unwrap_or_else(|| "invalid_request_error".into());
+            let code = error
+                .as_ref()
+                .and_then(|e| e.code.clone())
+                .unwrap_or_default();
+            let message = error
+                .as_ref()
+                .and_then(|e| e.message.clone())
+                .unwrap_or(msg);
+            error_response(status, &kind, &code, &message)
+        }
+        ClientError::AttemptsExhausted { .. } | ClientError::Stream(_) => error_response(
+            StatusCode::BAD_GATEWAY,
+            "api_error",
+            "upstream_unavailable",
+            &msg,
+        ),
+        ClientError::InvalidRequest(_) | ClientError::Canary(_) => error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_request",
+            &msg,
+        ),
+        ClientError::Config(_) => error_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "api_error",
+            "internal",
+            &msg,
+        ),
+    }
+}
+
+fn meta_headers(r: &mut Response, meta: &ResponseMeta, cost: bool) {
+    let h = r.headers_mut();
+    let mut set = |name: &'static str, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(HeaderName::from_static(name), v);
+        }
+    };
+    set("x-gateway-key", meta.key.to_string());
+    set("x-gateway-provider", meta.provider.to_string());
+    set("x-gateway-model", meta.model_used.clone());
+    set("x-gateway-attempts", meta.attempts.to_string());
+    if cost {
+        set(
+            "x-gateway-cost-usd",
+            format!("{:.6}", meta.cost.micros() as f64 / 1e6),
+        );
+    }
+}
+
+/// Reads, authenticates and checks a request; the error is the answer to send.
+#[allow(clippy::result_large_err)] // the error is the HTTP response itself
+fn admit(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Result<bytes::Bytes, axum::extract::rejection::BytesRejection>,
+    scope: &str,
+) -> Result<(ApiRequest, RequestContext, bool), Response> {
+    let body = body.map_err(|r| {
+        let status = r.status();
+        let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "request_too_large"
+        } else {
+            "invalid_body"
+        };
+        error_response(status, "invalid_request_error", code, &r.body_text())
+    })?;
+    let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+        error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_json",
+            &format!("the body is not valid JSON: {e}"),
+        )
+    })?;
+    let stream = json.get("stream").and_then(serde_json::Value::as_bool) == Some(true);
+    let user = json
+        .get("user")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned);
+    let request = ApiRequest::from_json(json).map_err(|e| {
+        error_response(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "missing_model",
+            &e.to_string(),
+        )
+    })?;
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let key = match state.auth.authenticate(auth) {
+        Ok(k) => k,
+        Err(Denied::Unauthenticated) => {
+            return Err(error_response(
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                "invalid_api_key",
+                "missing or unknown API key",
+            ));
+        }
+        Err(Denied::Forbidden(m)) => {
+            return Err(error_response(
+                StatusCode::FORBIDDEN,
+                "permission_error",
+                "forbidden",
+                &m,
+            ));
+        }
+    };
+    let mut ctx = RequestContext {
+        user: user.or_else(|| {
+            headers
+                .get("x-user-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        }),
+        ..RequestContext::default()
+    };
+    if let Some(k) = key {
+        if !k.has_scope(scope) {
+            return Err(error_response(
+                StatusCode::FORBIDDEN,
+                "permission_error",
+                "missing_scope",
+                &format!("key {:?} lacks the {scope} scope", k.name),
+            ));
+        }
+        if !k.allows_model(request.model()) {
+            return Err(error_response(
+                StatusCode::FORBIDDEN,
+                "permission_error",
+                "model_not_allowed",
+                &format!("key {:?} may not use model {:?}", k.name, request.model()),
+            ));
+        }
+        if let Err(wait) = k.check_rate() {
+            let r = error_response(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "client_rate_limited",
+                &format!("key {:?} is over its rate limit", k.name),
+            );
+            return Err(with_retry_after(r, wait));
+        }
+        ctx.key_name = Some(k.name.clone());
+        ctx.team = k.team.clone();
+    }
+    ctx.headers = headers
+        .iter()
+        .filter(|(n, _)| n.as_str().starts_with("x-") && n.as_str() != "x-request-id")
+        .filter_map(|(n, v)| {
+            v.to_str()
+                .ok()
+                .map(|v| (n.as_str().to_owned(), v.to_owned()))
+        })
+        .collect();
+    Ok((request, ctx, stream))
+}
+
+fn record(
+    endpoint: &'static str,
+    model: &str,
+    status: StatusCode,
+    started: Instant,
+    meta: Option<&ResponseMeta>,
+) {
+    let status = status.as_u16().to_string();
+    metrics::counter!("gateway_requests_total", "endpoint" => endpoint, "model" => model.to_owned(), "status" => status).increment(1);
+    metrics::histogram!("gateway_request_duration_seconds", "endpoint" => endpoint)
+        .record(started.elapsed().as_secs_f64());
+    if let Some(m) = meta {
+        metrics::counter!("gateway_upstream_attempts_total", "provider" => m.provider.to_string(), "key" => m.key.to_string(), "model" => m.model_used.clone()).increment(u64::from(m.attempts));
+        if let Some(arm) = &m.arm {
+            let arm_name = match arm.arm {
+                canary::Arm::Baseline => "baseline".to_owned(),
+                canary::Arm::Candidate(i) => format!("candidate-{i}"),
+            };
+            metrics::counter!("gateway_canary_assignments_total", "rollout" => arm.rollout.clone(), "arm" => arm_name).increment(1);
+        }
+    }
+}
+
+async fn chat(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<bytes::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    serve_api(s, headers, body, Endpoint::ChatCompletions).await
+}
+
+async fn embeddings(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<bytes::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    serve_api(s, headers, body, Endpoint::Embeddings).await
+}
+
+async fn serve_api(
+    s: Arc<AppState>,
+    headers: HeaderMap,
+    body: Result<bytes::Bytes, axum::extract::rejection::BytesRejection>,
+    endpoint: Endpoint,
+) -> Response {
+    let started = Instant::now();
+    let (name, scope) = match endpoint {
+        Endpoint::ChatCompletions => ("chat", CHAT_WRITE),
+        Endpoint::Embeddings => ("embeddings", EMBEDDINGS_READ),
+    };
+    let (request, ctx, stream) = match admit(&s, &headers, body, scope) {
+        Ok(x) => x,
+        Err(r) => {
+            record(name, "", r.status(), started, None);
+            return r;
+        }
+    };
+    let model = request.model().to_owned();
+    if stream && endpoint == Endpoint::ChatCompletions {
+        return match s.client.chat_completion_stream(request, &ctx).await {
+            Ok(stream) => {
+                let mut response = Response::new(Body::empty());
+                meta_headers(&mut response, stream.meta(), false);
+                record(name, &model, StatusCode::OK, started, Some(stream.meta()));
+                let body = stream
+                    .map(|chunk| match chunk {
+                        Ok(data) => Ok::<_, std::convert::Infallible>(bytes::Bytes::from(format!("data: {data}\n\n"))),
+                        Err(e) => {
+                            let err = serde_json::json!({"error": {"message": e.to_string(), "type": "api_error", "code": "stream_failed"}});
+                            Ok(bytes::Bytes::from(format!("data: {err}\n\n")))
+                        }
+                    })
+                    .chain(futures_util::stream::once(async { Ok(bytes::Bytes::from_static(b"data: [DONE]\n\n")) }));
+                *response.body_mut() = Body::from_stream(body);
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/event-stream"),
+                );
+                response
+                    .headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                response
+            }
+            Err(e) => {
+                let r = client_error(&e);
+                record(name, &model, r.status(), started, None);
+                r
+            }
+        };
+    }
+    let result = match endpoint {
+        Endpoint::ChatCompletions => s.client.chat_completion(request, &ctx).await,
+        Endpoint::Embeddings => s.client.embeddings(request, &ctx).await,
+    };
+    match result {
+        Ok(answer) => {
+            let mut r = axum::Json(answer.body).into_response();
+            meta_headers(&mut r, &answer.meta, true);
+            record(name, &model, StatusCode::OK, started, Some(&answer.meta));
+            r
+        }
+        Err(e) => {
+            let r = client_error(&e);
+            record(name, &model, r.status(), started, None);
+            r
+        }
+    }
+}
+
+async fn models(State(s): State<Arc<AppState>>) -> Response {
+    let data: Vec<serde_json::Value> = s
+        .models
+        .iter()
+        .map(|m| serde_json::json!({"id": m, "object": "model", "owned_by": "gateway"}))
+        .collect();
+    axum::Json(serde_json::json!({"object": "list", "data": data})).into_response()
+}
+
+async fn readyz(State(s): State<Arc<AppState>>) -> Response {
+    if s.client.ready() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "api_error",
+            "no_key_ready",
+            "no key can serve right now",
+        )
+    }
+}
+
+async fn metrics_text(State(s): State<Arc<AppState>>) -> Response {
+    // Gauges are set from a snapshot at scrape time.
+    let snap = s.client.snapshot();
+    for p in &snap.providers {
+        for k in &p.pool.keys {
+            let state = match k.state {
+                keypool_core::KeyState::Active => "active",
+                keypool_core::KeyState::CoolingDown { .. } => "cooling_down",
+                keypool_core::KeyState::HalfOpen => "half_open",
+                keypool_core::KeyState::Exhausted { .. } => "exhausted",
+                keypool_core::KeyState::Disabled { .. } => "disabled",
+                keypool_core::KeyState::Draining { .. } => "draining",
+            };
+            let labels = [
+                ("provider", p.name.clone()),
+                ("key", k.name.to_string()),
+                ("state", state.to_owned()),
+            ];
+            metrics::gauge!("gateway_key_up", &labels).set(if k.selectable { 1.0 } else { 0.0 });
+            metrics::gauge!("gateway_key_tokens_today", "provider" => p.name.clone(), "key" => k.name.to_string()).set(k.tokens_today as f64);
+        }
+    }
+    for b in &snap.budget {
+        let labels = [
+            ("scope", b.scope.to_string()),
+            ("period", b.period.to_string()),
+        ];
+        metrics::gauge!("gateway_budget_spent_usd", &labels).set(b.spent.micros() as f64 / 1e6);
+        metrics::gauge!("gateway_budget_left_usd", &labels).set(b.left.micros() as f64 / 1e6);
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn status_text(State(s): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        s.client.status_report(),
+    )
+        .into_response()
+}
+
+async fn status_json(State(s): State<Arc<AppState>>) -> Response {
+    axum::Json(s.client.snapshot()).into_response()
+}
+
+/// A server running in this process.
+#[derive(Debug)]
+pub struct Running {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    state: Arc<AppState>,
+    stop: Arc<tokio::sync::Notify>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// The client behind the server (to operate its pools, rollouts, ledger).
+    pub fn client(&self) -> &Client {
+        &self.state.client
+    }
+
+    /// Stops accepting, lets in-flight requests finish for up to `grace`, and
+    /// returns whether they all did.
+    pub async fn shutdown(self, grace: Duration) -> bool {
+        self.stop.notify_one();
+        tokio::time::timeout(grace, self.task).await.is_ok()
+    }
+}
+
+/// Starts serving `state` on `listener` in the background.
+pub fn spawn(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    body_limit: usize,
+) -> std::io::Result<Running> {
+    let addr = listener.local_addr()?;
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let signal = stop.clone();
+    let app = router(state.clone(), body_limit);
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move { signal.notified().await })
+            .await
+    });
+    Ok(Running {
+        addr,
+        state,
+        stop,
+        task,
+    })
+}

@@ -1,0 +1,301 @@
+//! Turning a [`Config`] into a running [`Client`] and [`Auth`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use budget::{
+    Calendar, Ledger, LedgerConfig, Limit, ModelPrice, Money, Period, PriceTable, Scope,
+    UnknownModel,
+};
+use canary::{Rollout, Share};
+use gateway_client::{Client, RetryPolicy};
+use keypool_core::{KeyPool, KeyRule, Limits, NewKey, PoolConfig, Timestamp, UtcOffset};
+use transport::Transport;
+
+use crate::auth::{Auth, ClientKey};
+use crate::config::{Config, ConfigError, SecretSource, resolve_secret};
+
+/// What the gateway was built from, for `gateway check` and logs.
+#[derive(Debug, Default)]
+pub struct Understood {
+    /// Lines describing the config, secrets redacted.
+    pub lines: Vec<String>,
+    /// Warnings (e.g. literal secrets).
+    pub warnings: Vec<String>,
+    /// The models the gateway serves (for `/v1/models`).
+    pub models: Vec<String>,
+}
+
+fn dollars(field: &str, v: f64) -> Result<Money, ConfigError> {
+    Money::parse_dollars(&v.to_string()).map_err(|_| ConfigError {
+        context: field.to_owned(),
+        message: format!("{v} is not an amount of dollars"),
+    })
+}
+
+/// Builds the client and the auth from `config`, reading secrets through `env`.
+pub fn build(
+    config: &Config,
+    env: &HashMap<String, String>,
+    transport: Arc<dyn Transport>,
+) -> Result<(Client, Auth, Understood), ConfigError> {
+    let err = |context: String, message: String| ConfigError { context, message };
+    let mut u = Understood::default();
+    let listen: SocketAddr = config.listen()?;
+    u.lines.push(format!("listen on {listen}"));
+    if config.providers.is_empty() {
+        return Err(err(
+            "providers".into(),
+            "at least one [[providers]] entry is needed".into(),
+        ));
+    }
+    let now = Timestamp::from_system_time(std::time::SystemTime::now());
+    let mut builder = Client::builder().transport(transport);
+    for (pi, p) in config.providers.iter().enumerate() {
+        let field = format!("providers[{pi}]");
+        let rule = match &p.key_prefixes {
+            Some(prefixes) => KeyRule {
+                prefixes: prefixes.clone(),
+                ..KeyRule::default()
+            },
+            None => KeyRule::default(),
+        };
+        let mut pool = KeyPool::new(PoolConfig {
+            strategy: p.strategy,
+            key_rule: rule,
+            ..PoolConfig::default()
+        })
+        .map_err(|e| err(field.clone(), e.to_string()))?;
+        if p.keys.is_empty() {
+            return Err(err(
+                format!("{field}.keys"),
+                "at least one key is needed".into(),
+            ));
+        }
+        for (ki, k) in p.keys.iter().enumerate() {
+            let kf = format!("{field}.keys[{ki}]");
+            let (secret, source) = resolve_secret(
+                &format!("{kf}.secret"),
+                k.secret.as_deref(),
+                k.secret_file.as_deref(),
+                env,
+            )?;
+            if source == SecretSource::Literal {
+                u.warnings.push(format!("{kf} ({}) has a literal secret in the config file; prefer secret = \"${{ENV_VAR}}\" or secret_file", k.name));
+            }
+            let limits = Limits {
+                tokens_per_day: k.tokens_per_day,
+                requests_per_day: k.requests_per_day,
+                requests_per_minute: k.requests_per_minute,
+                tokens_per_minute: k.tokens_per_minute,
+                max_in_flight: k.max_in_flight,
+            };
+            let new = NewKey::new(k.name.clone(), secret)
+                .group(p.name.clone())
+                .tier(k.tier)
+                .weight(k.weight)
+                .limits(limits);
+            pool.add(new, now)
+                .map_err(|e| err(kf.clone(), e.to_string()))?;
+            u.lines.push(format!(
+                "provider {} key {} ({}) tier {}",
+                p.name,
+                k.name,
+                pool.find(&k.name)
+                    .and_then(|id| pool.secret(id))
+                    .map_or_else(|| "?".into(), keypool_core::Secret::redacted),
+                k.tier
+            ));
+        }
+        u.lines.push(format!(
+            "provider {} at {} priority {} strategy {:?}",
+            p.name, p.base_url, p.priority, p.strategy
+        ));
+        builder = builder.provider(p.name.clone(), p.base_url.clone(), p.priority, pool);
+    }
+
+    let mut models: Vec<String> = PriceTable::defaults()
+        .models()
+        .map(|(m, _)| m.to_owned())
+        .collect();
+    for (ci, c) in config.canary.iter().enumerate() {
+        let field = format!("canary[{ci}]");
+        let share = Share::from_fraction(c.percent / 100.0)
+            .map_err(|e| err(format!("{field}.percent"), e.to_string()))?;
+        let rollout = Rollout::builder(c.model.clone())
+            .candidate(c.candidate.clone(), share)
+            .salt(c.salt.clone().unwrap_or_else(|| c.model.clone()))
+            .build()
+            .map_err(|e| err(field.clone(), e.to_string()))?;
+        u.lines
+            .push(format!("canary {} → {} at {share}", c.model, c.candidate));
+        models.extend([c.model.clone(), c.candidate.clone()]);
+        builder = builder.rollout(rollout);
+    }
+
+    if let Some(b) = &config.budget {
+        let offset: UtcOffset = match &b.utc_offset {
+            Some(s) => s.parse().map_err(|e: keypool_core::ParseOffsetError| {
+                err("budget.utc_offset".into(), e.to_string())
+            })?,
+            None => UtcOffset::UTC,
+        };
+        let mut prices = PriceTable::defaults();
+        if let Some(path) = &b.prices_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                err(
+                    "budget.prices_file".into(),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            prices.merge(PriceTable::from_toml(&text).map_err(|e| {
+                err(
+                    format!("budget.prices_file ({})", path.display()),
+                    e.to_string(),
+                )
+            })?);
+        }
+        match (b.unknown_model.as_deref(), b.unknown_model_usd_per_mtok) {
+            (None | Some("reject"), _) => {}
+            (Some("charge"), Some(usd)) => prices.on_unknown(UnknownModel::Charge(
+                ModelPrice::blended(dollars("budget.unknown_model_usd_per_mtok", usd)?, None),
+            )),
+            (Some("charge"), None) => {
+                return Err(err(
+                    "budget.unknown_model_usd_per_mtok".into(),
+                    "needed with unknown_model = \"charge\"".into(),
+                ));
+            }
+            (Some(other), _) => {
+                return Err(err(
+                    "budget.unknown_model".into(),
+                    format!("{other:?} is not \"reject\" or \"charge\""),
+                ));
+            }
+        }
+        let mut limits = Vec::new();
+        for (li, l) in b.limits.iter().enumerate() {
+            let field = format!("budget.limits[{li}]");
+            let scope = match (l.scope.as_str(), &l.name) {
+                ("global", _) => Scope::Global,
+                ("team", Some(n)) => Scope::Team(n.clone()),
+                ("key", Some(n)) => Scope::Key(n.clone()),
+                ("model", Some(n)) => Scope::Model(n.clone()),
+                ("team" | "key" | "model", None) => {
+                    return Err(err(
+                        format!("{field}.name"),
+                        format!("a {} limit needs a name", l.scope),
+                    ));
+                }
+                (other, _) => {
+                    return Err(err(
+                        format!("{field}.scope"),
+                        format!("{other:?} is not global, team, key or model"),
+                    ));
+                }
+            };
+            let periods = [
+                (Period::Daily, l.daily_usd, "daily_usd"),
+                (Period::Weekly, l.weekly_usd, "weekly_usd"),
+                (Period::Monthly, l.monthly_usd, "monthly_usd"),
+            ];
+            if periods.iter().all(|(_, v, _)| v.is_none()) {
+                return Err(err(
+                    field,
+                    "needs daily_usd, weekly_usd or monthly_usd".into(),
+                ));
+            }
+            for (period, usd, name) in periods {
+                let Some(usd) = usd else { continue };
+                let mut limit = Limit::new(
+                    scope.clone(),
+                    period,
+                    dollars(&format!("{field}.{name}"), usd)?,
+                );
+                if let Some(f) = l.soft_fraction {
+                    if !(0.0..=1.0).contains(&f) {
+                        return Err(err(
+                            format!("{field}.soft_fraction"),
+                            "must be between 0 and 1".into(),
+                        ));
+                    }
+                    limit = limit.soft(f);
+                }
+                if let Some(m) = &l.fallback_model {
+                    limit = limit.fallback(m.clone());
+                }
+                u.lines
+                    .push(format!("budget {} {} {}", limit.scope, period, limit.hard));
+                limits.push(limit);
+            }
+        }
+        let cfg = LedgerConfig {
+            calendar: Calendar::new(offset.as_seconds()),
+            ..LedgerConfig::default()
+        };
+        builder = builder.ledger(
+            Ledger::new(cfg, prices, limits).map_err(|e| err("budget".into(), e.to_string()))?,
+        );
+    }
+
+    let auth = match &config.auth {
+        None => Auth::None,
+        Some(a) => {
+            let mode = a
+                .mode
+                .as_deref()
+                .unwrap_or(if a.keys.is_empty() { "none" } else { "keys" });
+            match mode {
+                "none" => Auth::None,
+                "keys" => {
+                    let mut keys = Vec::new();
+                    for (ki, k) in a.keys.iter().enumerate() {
+                        keys.push(
+                            ClientKey::from_config(k)
+                                .map_err(|m| err(format!("auth.keys[{ki}]"), m))?,
+                        );
+                    }
+                    u.lines.push(format!("auth: {} client keys", keys.len()));
+                    Auth::keys(keys)
+                }
+                other => {
+                    return Err(err(
+                        "auth.mode".into(),
+                        format!("{other:?} is not \"keys\" or \"none\""),
+                    ));
+                }
+            }
+        }
+    };
+    if matches!(auth, Auth::None) {
+        if !listen.ip().is_loopback() {
+            return Err(err(
+                "auth.mode".into(),
+                format!("\"none\" is only allowed on a loopback address, not {listen}"),
+            ));
+        }
+        u.lines.push("auth: none (loopback only)".into());
+    }
+
+    let r = &config.retry;
+    let defaults = RetryPolicy::default();
+    builder = builder.retry(RetryPolicy {
+        max_attempts: r.max_attempts.unwrap_or(defaults.max_attempts).max(1),
+        deadline: r
+            .deadline_secs
+            .map_or(defaults.deadline, Duration::from_secs),
+        attempt_timeout: r
+            .attempt_timeout_secs
+            .map_or(defaults.attempt_timeout, Duration::from_secs),
+        ..defaults
+    });
+    models.sort();
+    models.dedup();
+    u.models = models;
+    let client = builder
+        .build()
+        .map_err(|e| err("config".into(), e.to_string()))?;
+    Ok((client, auth, u))
+}
