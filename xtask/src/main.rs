@@ -5,7 +5,9 @@
 //!   and with none;
 //! - `ci`: `lint` then `test` (what `.ci/run` runs);
 //! - `bench`: the criterion benchmarks and the memory measurement, written as
-//!   a table to `docs/benchmarks.md`.
+//!   a table to `docs/benchmarks.md`;
+//! - `bench-gateway`: a load run of the release gateway against the simulated
+//!   upstream, written to its own section of `docs/benchmarks.md`.
 //!
 //! `test` ends with one line totalling every test binary's results
 //! (`tests: N passed, N failed, N skipped`). It depends on nothing but
@@ -14,6 +16,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::{env, fs};
+
+mod load;
 
 type Result<T> = std::result::Result<T, String>;
 
@@ -24,8 +28,9 @@ fn main() -> ExitCode {
         "test" => test(),
         "ci" => lint().and_then(|()| test()),
         "bench" => bench(),
+        "bench-gateway" => bench_gateway(),
         _ => Err(format!(
-            "unknown job {job:?}\nusage: cargo xtask <lint|test|ci|bench>"
+            "unknown job {job:?}\nusage: cargo xtask <lint|test|ci|bench|bench-gateway>"
         )),
     };
     match result {
@@ -37,14 +42,14 @@ fn main() -> ExitCode {
     }
 }
 
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
 /// Runs `cargo <args>` at the workspace root with extra environment variables.
-fn cargo(args: &[&str], envs: &[(&str, &str)]) -> Result<()> {
+pub(crate) fn cargo(args: &[&str], envs: &[(&str, &str)]) -> Result<()> {
     eprintln!("$ cargo {}", args.join(" "));
     let status = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(args)
@@ -285,11 +290,47 @@ fn bench() -> Result<()> {
         rows = rows.join("\n"),
         memory_rows = memory_rows.join("\n"),
     );
+    // Keep the gateway's load section, which `bench-gateway` writes.
     let out = root().join("docs/benchmarks.md");
+    let old = fs::read_to_string(&out).unwrap_or_default();
+    let doc = match section(&old, GATEWAY_SECTION) {
+        Some(gateway) => format!("{doc}\n{gateway}"),
+        None => doc,
+    };
     fs::write(&out, doc).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
     eprintln!("wrote {}", out.display());
     if rows.iter().any(|r| r.contains("MISSED")) {
         return Err("a benchmark missed its target (see docs/benchmarks.md)".into());
+    }
+    Ok(())
+}
+
+const GATEWAY_SECTION: &str = "gateway-load";
+
+/// The marked section `name` of a document, markers included.
+fn section(doc: &str, name: &str) -> Option<String> {
+    let (start, end) = (
+        format!("<!-- begin {name} -->"),
+        format!("<!-- end {name} -->"),
+    );
+    let a = doc.find(&start)?;
+    let b = doc[a..].find(&end)? + a + end.len();
+    Some(doc[a..b].to_owned())
+}
+
+fn bench_gateway() -> Result<()> {
+    let body = load::bench_gateway()?;
+    let marked = format!("<!-- begin {GATEWAY_SECTION} -->\n{body}<!-- end {GATEWAY_SECTION} -->");
+    let out = root().join("docs/benchmarks.md");
+    let old = fs::read_to_string(&out).unwrap_or_default();
+    let doc = match section(&old, GATEWAY_SECTION) {
+        Some(previous) => old.replace(&previous, &marked),
+        None => format!("{}\n\n{marked}\n", old.trim_end()),
+    };
+    fs::write(&out, &doc).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    eprintln!("wrote {}", out.display());
+    if marked.contains("MISSED") {
+        return Err("the gateway missed a target (see docs/benchmarks.md)".into());
     }
     Ok(())
 }

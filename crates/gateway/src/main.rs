@@ -51,6 +51,17 @@ enum Command {
         /// The key.
         key: String,
     },
+    /// Run only the simulated upstream, with `keys` healthy keys
+    /// (`sk-bench-<16 digits>`), and print its address (for load benchmarks).
+    #[command(hide = true)]
+    SimUpstream {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+        /// How many healthy keys.
+        #[arg(long, default_value_t = 1)]
+        keys: usize,
+    },
 }
 
 fn env() -> HashMap<String, String> {
@@ -92,6 +103,7 @@ fn main() -> ExitCode {
                 println!("{}", gateway::auth::hash_key(&key));
                 Ok(())
             }
+            Command::SimUpstream { listen, keys } => sim_upstream(&listen, keys).await,
         }
     });
     match result {
@@ -156,6 +168,20 @@ async fn shutdown_signal() {
         () = ctrl_c => {}
         () = term => {}
     }
+}
+
+async fn sim_upstream(listen: &str, keys: usize) -> Result<()> {
+    let secrets: Vec<String> = (0..keys).map(|i| format!("sk-bench-{i:016}")).collect();
+    let spec: Vec<(&str, &str, gateway::sim::Behavior)> = secrets
+        .iter()
+        .map(|s| ("bench", s.as_str(), gateway::sim::Behavior::Healthy))
+        .collect();
+    let sim = gateway::sim::start_on(listen, &spec).await?;
+    println!("listening on {}", sim.addr);
+    use std::io::Write as _;
+    std::io::stdout().flush()?;
+    shutdown_signal().await;
+    Ok(())
 }
 
 fn check(path: &std::path::Path) -> Result<()> {

@@ -78,6 +78,14 @@ impl Drop for SimUpstream {
 
 /// Starts the simulated upstream on a free loopback port, with `keys`.
 pub async fn start(keys: &[(&str, &str, Behavior)]) -> std::io::Result<SimUpstream> {
+    start_on("127.0.0.1:0", keys).await
+}
+
+/// Starts the simulated upstream on `listen`, with `keys`.
+pub async fn start_on(
+    listen: &str,
+    keys: &[(&str, &str, Behavior)],
+) -> std::io::Result<SimUpstream> {
     let sim = Arc::new(Sim {
         keys: keys
             .iter()
@@ -92,7 +100,7 @@ pub async fn start(keys: &[(&str, &str, Behavior)]) -> std::io::Result<SimUpstre
             get(|| async { axum::Json(serde_json::json!({"object": "list", "data": []})) }),
         )
         .with_state(sim);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;

@@ -27,6 +27,16 @@ impl Env {
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
+
+    /// Posts a small chat completion for `model`.
+    async fn chat(&self, model: &str) -> reqwest::Response {
+        self.http
+            .post(self.url("/v1/chat/completions"))
+            .json(&chat(model))
+            .send()
+            .await
+            .unwrap()
+    }
 }
 
 fn key(name: &str, var: &str) -> KeyConfig {
@@ -91,13 +101,7 @@ fn chat(model: &str) -> serde_json::Value {
 #[tokio::test]
 async fn a_plain_answer_with_its_headers() {
     let env = start(&[HEALTHY], |_| {}).await;
-    let r = env
-        .http
-        .post(env.url("/v1/chat/completions"))
-        .json(&chat("gpt-4o-mini"))
-        .send()
-        .await
-        .unwrap();
+    let r = env.chat("gpt-4o-mini").await;
     assert_eq!(r.status(), 200);
     let h = r.headers();
     assert!(h["x-request-id"].to_str().unwrap().starts_with("req-"));
@@ -157,13 +161,7 @@ async fn a_streamed_answer_arrives_as_server_sent_events() {
 #[tokio::test]
 async fn failover_across_keys_is_invisible_to_the_caller() {
     let env = start(&[REVOKED, HEALTHY], |_| {}).await;
-    let r = env
-        .http
-        .post(env.url("/v1/chat/completions"))
-        .json(&chat("gpt-4o-mini"))
-        .send()
-        .await
-        .unwrap();
+    let r = env.chat("gpt-4o-mini").await;
     assert_eq!(r.status(), 200);
     assert_eq!(
         (
@@ -228,21 +226,9 @@ async fn bad_input_gets_openai_errors_never_a_500() {
 async fn no_key_able_to_serve_is_a_429_with_retry_after() {
     let env = start(&[REVOKED], |_| {}).await;
     // The only key is revoked on its first use: that request fails over to no one.
-    let first = env
-        .http
-        .post(env.url("/v1/chat/completions"))
-        .json(&chat("gpt-4o-mini"))
-        .send()
-        .await
-        .unwrap();
+    let first = env.chat("gpt-4o-mini").await;
     assert_eq!(first.status(), 429);
-    let r = env
-        .http
-        .post(env.url("/v1/chat/completions"))
-        .json(&chat("gpt-4o-mini"))
-        .send()
-        .await
-        .unwrap();
+    let r = env.chat("gpt-4o-mini").await;
     assert_eq!(r.status(), 429);
     assert!(r.headers().contains_key("retry-after"));
     let e: serde_json::Value = r.json().await.unwrap();
@@ -293,13 +279,7 @@ async fn a_budget_refusal_is_a_402() {
         });
     })
     .await;
-    let r = env
-        .http
-        .post(env.url("/v1/chat/completions"))
-        .json(&chat("gpt-4.1"))
-        .send()
-        .await
-        .unwrap();
+    let r = env.chat("gpt-4.1").await;
     assert_eq!(r.status(), 402);
     assert_eq!(
         r.json::<serde_json::Value>().await.unwrap()["error"]["code"],
@@ -416,12 +396,7 @@ async fn client_keys_scopes_models_and_rates() {
 #[tokio::test]
 async fn models_metrics_and_status_endpoints() {
     let env = start(&[HEALTHY], |_| {}).await;
-    env.http
-        .post(env.url("/v1/chat/completions"))
-        .json(&chat("gpt-4.1"))
-        .send()
-        .await
-        .unwrap();
+    env.chat("gpt-4.1").await;
     let models: serde_json::Value = env
         .http
         .get(env.url("/v1/models"))
