@@ -15,20 +15,15 @@ const LEN: usize = (OCTAVES * SUB) as usize;
 /// A log-linear latency histogram: counters, so two can be compared and
 /// merged exactly. Quantiles are reported as the upper edge of their bucket,
 /// at most 12.5% above the true value.
-#[derive(Clone, PartialEq, Eq)]
+///
+/// Sparse: only the buckets that were hit are stored, as sorted
+/// `(bucket, count)` pairs, so a histogram per key costs a few dozen bytes
+/// for the handful of buckets real latencies fall in.
+#[derive(Clone, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct LatencyHistogram {
-    counts: Vec<u64>,
+    counts: Vec<(u16, u64)>,
     total: u64,
-}
-
-impl Default for LatencyHistogram {
-    fn default() -> Self {
-        LatencyHistogram {
-            counts: vec![0; LEN],
-            total: 0,
-        }
-    }
 }
 
 impl fmt::Debug for LatencyHistogram {
@@ -69,18 +64,26 @@ fn upper_edge(idx: usize) -> u64 {
 impl LatencyHistogram {
     /// Counts one latency.
     pub fn record(&mut self, latency: Duration) {
-        if let Some(c) = self.counts.get_mut(index(latency)) {
-            *c += 1;
-            self.total += 1;
+        self.add(index(latency) as u16, 1);
+    }
+
+    fn add(&mut self, bucket: u16, n: u64) {
+        match self.counts.binary_search_by_key(&bucket, |(b, _)| *b) {
+            Ok(i) => {
+                if let Some((_, c)) = self.counts.get_mut(i) {
+                    *c += n;
+                }
+            }
+            Err(i) => self.counts.insert(i, (bucket, n)),
         }
+        self.total += n;
     }
 
     /// Adds another histogram's counts.
     pub fn merge(&mut self, other: &LatencyHistogram) {
-        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
-            *a += b;
+        for &(bucket, n) in &other.counts {
+            self.add(bucket, n);
         }
-        self.total += other.total;
     }
 
     /// Latencies counted.
@@ -105,10 +108,10 @@ impl LatencyHistogram {
         )]
         let rank = ((q.clamp(0.0, 1.0) * self.total as f64).ceil() as u64).max(1);
         let mut seen = 0;
-        for (i, &c) in self.counts.iter().enumerate() {
+        for &(bucket, c) in &self.counts {
             seen += c;
             if seen >= rank {
-                return Some(Duration::from_micros(upper_edge(i)));
+                return Some(Duration::from_micros(upper_edge(usize::from(bucket))));
             }
         }
         None
@@ -378,5 +381,11 @@ mod tests {
         g.merge(&h);
         assert_eq!(g, h);
         assert_eq!(g.len(), 100);
+        // Sparse: 100 distinct latencies from 1 to 100 ms fall in far fewer buckets.
+        assert!(h.counts.len() < 40, "{}", h.counts.len());
+        assert!(
+            h.counts.windows(2).all(|w| w[0].0 < w[1].0),
+            "sorted by bucket"
+        );
     }
 }

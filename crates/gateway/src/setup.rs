@@ -97,14 +97,14 @@ pub fn build(
                 .tier(k.tier)
                 .weight(k.weight)
                 .limits(limits);
-            pool.add(new, now)
+            let id = pool
+                .add(new, now)
                 .map_err(|e| err(kf.clone(), e.to_string()))?;
             u.lines.push(format!(
                 "provider {} key {} ({}) tier {}",
                 p.name,
                 k.name,
-                pool.find(&k.name)
-                    .and_then(|id| pool.secret(id))
+                pool.secret(id)
                     .map_or_else(|| "?".into(), keypool_core::Secret::redacted),
                 k.tier
             ));
