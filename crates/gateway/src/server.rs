@@ -203,14 +203,17 @@ fn meta_headers(r: &mut Response, meta: &ResponseMeta, cost: bool) {
     set("x-gateway-model", meta.model_used.clone());
     set("x-gateway-attempts", meta.attempts.to_string());
     if cost {
+        // Integer arithmetic: money never passes through floating point.
+        let micros = meta.cost.micros();
         set(
             "x-gateway-cost-usd",
-            format!("{:.6}", meta.cost.micros() as f64 / 1e6),
+            format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000),
         );
     }
 }
 
-/// Reads, authenticates and checks a request; the error is the answer to send.
+/// Authenticates, reads and checks a request; the error is the answer to send.
+/// Authentication comes first, so unknown clients cost no body parsing.
 #[allow(clippy::result_large_err)] // the error is the HTTP response itself
 fn admit(
     state: &AppState,
@@ -218,6 +221,28 @@ fn admit(
     body: Result<bytes::Bytes, axum::extract::rejection::BytesRejection>,
     scope: &str,
 ) -> Result<(ApiRequest, RequestContext, bool), Response> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let key = match state.auth.authenticate(authorization) {
+        Ok(k) => k,
+        Err(Denied::Unauthenticated) => {
+            return Err(error_response(
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                "invalid_api_key",
+                "missing or unknown API key",
+            ));
+        }
+        Err(Denied::Forbidden(m)) => {
+            return Err(error_response(
+                StatusCode::FORBIDDEN,
+                "permission_error",
+                "forbidden",
+                &m,
+            ));
+        }
+    };
     let body = body.map_err(|r| {
         let status = r.status();
         let code = if status == StatusCode::PAYLOAD_TOO_LARGE {
@@ -248,28 +273,6 @@ fn admit(
             &e.to_string(),
         )
     })?;
-    let auth = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    let key = match state.auth.authenticate(auth) {
-        Ok(k) => k,
-        Err(Denied::Unauthenticated) => {
-            return Err(error_response(
-                StatusCode::UNAUTHORIZED,
-                "invalid_request_error",
-                "invalid_api_key",
-                "missing or unknown API key",
-            ));
-        }
-        Err(Denied::Forbidden(m)) => {
-            return Err(error_response(
-                StatusCode::FORBIDDEN,
-                "permission_error",
-                "forbidden",
-                &m,
-            ));
-        }
-    };
     let mut ctx = RequestContext {
         user: user.or_else(|| {
             headers
@@ -289,21 +292,25 @@ fn admit(
             ));
         }
         if !k.allows_model(request.model()) {
+            let m = format!("key {:?} may not use model {:?}", k.name, request.model());
             return Err(error_response(
                 StatusCode::FORBIDDEN,
                 "permission_error",
                 "model_not_allowed",
-                &format!("key {:?} may not use model {:?}", k.name, request.model()),
+                &m,
             ));
         }
         if let Err(wait) = k.check_rate() {
-            let r = error_response(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limit_error",
-                "client_rate_limited",
-                &format!("key {:?} is over its rate limit", k.name),
-            );
-            return Err(with_retry_after(r, wait));
+            let m = format!("key {:?} is over its rate limit", k.name);
+            return Err(with_retry_after(
+                error_response(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_error",
+                    "client_rate_limited",
+                    &m,
+                ),
+                wait,
+            ));
         }
         ctx.key_name = Some(k.name.clone());
         ctx.team = k.team.clone();

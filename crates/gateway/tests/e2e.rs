@@ -391,6 +391,16 @@ async fn client_keys_scopes_models_and_rates() {
         r.json::<serde_json::Value>().await.unwrap()["error"]["code"],
         "client_rate_limited"
     );
+    // Unknown clients are refused before their body is read.
+    let r = env
+        .http
+        .post(env.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
 }
 
 #[tokio::test]
