@@ -76,11 +76,20 @@ fn transport() -> Arc<ReqwestTransport> {
     )
 }
 
-fn client(server: &MockServer, keys: &[NewKey], clock: &ManualClock) -> Client {
+/// A builder with the relay provider over wiremock, the reqwest transport and the clock.
+fn builder(
+    server: &MockServer,
+    keys: &[NewKey],
+    clock: &ManualClock,
+) -> gateway_client::ClientBuilder {
     Client::builder()
         .provider("relay", format!("{}/v1", server.uri()), 0, pool(keys))
         .transport(transport())
         .clock(Arc::new(clock.clone()))
+}
+
+fn client(server: &MockServer, keys: &[NewKey], clock: &ManualClock) -> Client {
+    builder(server, keys, clock)
         .retry(RetryPolicy {
             seed: 7,
             ..RetryPolicy::default()
@@ -200,15 +209,7 @@ async fn repeated_5xx_open_the_breaker_and_a_half_open_probe_closes_it() {
         .await;
     on_key(&server, "flaky", chat_ok(1, 1)).await;
     let clock = ManualClock::new(t0());
-    let c = Client::builder()
-        .provider(
-            "relay",
-            format!("{}/v1", server.uri()),
-            0,
-            pool(&[key("flaky")]),
-        )
-        .transport(transport())
-        .clock(Arc::new(clock.clone()))
+    let c = builder(&server, &[key("flaky")], &clock)
         .retry(RetryPolicy {
             max_attempts: 1,
             ..RetryPolicy::default()
@@ -331,16 +332,8 @@ async fn a_budget_refusal_and_the_degradation_path() {
         .soft(0.5)
         .fallback("gpt-4o-mini");
     let ledger = Ledger::new(LedgerConfig::default(), PriceTable::defaults(), vec![limit]).unwrap();
-    let c = Client::builder()
-        .provider(
-            "relay",
-            format!("{}/v1", server.uri()),
-            0,
-            pool(&[key("k")]),
-        )
-        .transport(transport())
+    let c = builder(&server, &[key("k")], &clock)
         .ledger(ledger)
-        .clock(Arc::new(clock.clone()))
         .build()
         .unwrap();
     // $8 spent on gpt-4.1 (1M tokens): past the 50% soft limit.
@@ -395,16 +388,8 @@ async fn a_10_percent_canary_over_10_000_users_is_sticky_and_within_one_point() 
         .salt("launch-1")
         .build()
         .unwrap();
-    let c = Client::builder()
-        .provider(
-            "relay",
-            format!("{}/v1", server.uri()),
-            0,
-            pool(&[key("a"), key("b"), key("c")]),
-        )
-        .transport(transport())
+    let c = builder(&server, &[key("a"), key("b"), key("c")], &clock)
         .rollout(rollout)
-        .clock(Arc::new(clock.clone()))
         .build()
         .unwrap();
     let users: Vec<String> = (0..10_000).map(|i| format!("user-{i}")).collect();
@@ -628,16 +613,8 @@ async fn a_stream_whose_usage_settles_the_budget() {
         )],
     )
     .unwrap();
-    let c = Client::builder()
-        .provider(
-            "relay",
-            format!("{}/v1", server.uri()),
-            0,
-            pool(&[key("s")]),
-        )
-        .transport(transport())
+    let c = builder(&server, &[key("s")], &clock)
         .ledger(ledger)
-        .clock(Arc::new(clock.clone()))
         .build()
         .unwrap();
     use futures_util::StreamExt;

@@ -11,7 +11,7 @@ use keypool_core::{AcquireOptions, KeyId, KeyPool, Lease, Outcome, Timestamp, Us
 use tokio::sync::{Notify, broadcast};
 use transport::{Class, RateLimits, StreamEvent, StreamStart, Transport, classify};
 
-use crate::clock::{Clock, SystemClock};
+use crate::clock::Clock;
 use crate::error::ClientError;
 use crate::policy::{ContextPolicy, RetryPolicy};
 use crate::request::{ApiRequest, ApiResponse, ArmInfo, RequestContext, ResponseMeta};
@@ -319,7 +319,7 @@ impl Client {
         Ok(())
     }
 
-    fn cancel(&self, reservation: Option<Reservation>) {
+    pub(crate) fn cancel(&self, reservation: Option<Reservation>) {
         let (Some(ledger), Some(r)) = (&self.inner.ledger, reservation) else {
             return;
         };
@@ -868,25 +868,5 @@ impl Client {
             self.drain_pool(p, &mut pool);
             pool.available() > 0
         })
-    }
-}
-
-impl Default for Inner {
-    fn default() -> Self {
-        Inner {
-            providers: Vec::new(),
-            rollouts: HashMap::new(),
-            ledger: None,
-            prices: PriceTable::defaults(),
-            transport: Arc::new(transport::MockTransport::new()),
-            retry: RetryPolicy::default(),
-            context: ContextPolicy::default(),
-            gates: Gates::default(),
-            clock: Arc::new(SystemClock),
-            stats: Mutex::new(Stats::default()),
-            jitter: Mutex::new(0),
-            events: broadcast::channel(1024).0,
-            wake: Notify::new(),
-        }
     }
 }

@@ -214,7 +214,9 @@ impl ClientBuilder {
             context: self.context,
             gates: self.gates,
             clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
-            ..client::Inner::default()
+            stats: Mutex::new(stats::Stats::default()),
+            events: tokio::sync::broadcast::channel(1024).0,
+            wake: tokio::sync::Notify::new(),
         };
         Ok(Client {
             inner: Arc::new(inner),

@@ -99,10 +99,7 @@ impl Drop for StreamGuard {
         if let Some(lease) = self.lease.take() {
             self.client
                 .report(self.provider, lease, Outcome::Cancelled, None);
-            let reservation = self.reservation.take();
-            if let (Some(r), Some(_)) = (reservation, self.client.inner.ledger.as_ref()) {
-                self.client.with_ledger(|l, now| l.cancel(r, now));
-            }
+            self.client.cancel(self.reservation.take());
         }
     }
 }

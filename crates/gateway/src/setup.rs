@@ -175,6 +175,8 @@ pub fn build(
                 ));
             }
         }
+        // The models a prices_file adds are served too.
+        models.extend(prices.models().map(|(m, _)| m.to_owned()));
         let mut limits = Vec::new();
         for (li, l) in b.limits.iter().enumerate() {
             let field = format!("budget.limits[{li}]");

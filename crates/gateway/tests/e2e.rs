@@ -608,3 +608,35 @@ fn config_errors_name_the_field_and_line() {
     .unwrap();
     assert!(u.warnings[0].contains("literal secret"), "{:?}", u.warnings);
 }
+
+#[test]
+fn models_from_a_prices_file_are_served() {
+    let dir = std::env::temp_dir().join(format!("gateway-prices-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let prices = dir.join("prices.toml");
+    std::fs::write(
+        &prices,
+        "[models.\"local-llama\"]\ninput_per_mtok = \"0\"\noutput_per_mtok = \"0\"\n",
+    )
+    .unwrap();
+    let text = format!(
+        "[[providers]]\nname = \"p\"\nbase_url = \"http://x/v1\"\nkeys = [{{ name = \"k\", secret = \"${{K}}\" }}]\n[budget]\nprices_file = {:?}\n",
+        prices.display().to_string()
+    );
+    let config = Config::parse(&text, Path::new("gw.toml")).unwrap();
+    let env: HashMap<String, String> =
+        [("K".to_owned(), "sk-some-key-0123456789abcdef".to_owned())].into();
+    let (_, _, understood) = gateway::setup::build(
+        &config,
+        &env,
+        std::sync::Arc::new(transport::MockTransport::new()),
+    )
+    .unwrap();
+    assert!(
+        understood.models.iter().any(|m| m == "local-llama"),
+        "{:?}",
+        understood.models
+    );
+    assert!(understood.models.iter().any(|m| m == "gpt-4.1"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
