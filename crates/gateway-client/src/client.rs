@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use budget::{CharEstimator, Ledger, PriceTable, Reservation, Scopes, TokenEstimator, Tokens};
 use canary::{Gates, Rollout};
 use keypool_core::{AcquireOptions, KeyId, KeyPool, Lease, Outcome, Timestamp, Usage};
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::broadcast;
 use transport::{Class, RateLimits, StreamEvent, StreamStart, Transport, classify};
 
 use crate::clock::Clock;
@@ -77,7 +77,7 @@ pub(crate) struct Inner {
     pub(crate) stats: Mutex<Stats>,
     pub(crate) jitter: Mutex<u64>,
     pub(crate) events: broadcast::Sender<ClientEvent>,
-    pub(crate) wake: Notify,
+    pub(crate) wake: crate::monitor::MonitorWake,
 }
 
 /// The client. Cheap to clone (one `Arc`) and safe to share across tasks.
@@ -704,7 +704,9 @@ impl Client {
             let _ = pool.defer(key, now.saturating_add(wait), now);
         }
         self.drain_pool(p, &mut pool);
-        self.inner.wake.notify_one();
+        // Most outcomes move no timer earlier; waking the monitor on each
+        // would cost a task switch per request.
+        self.inner.wake.if_sooner(pool.poll_timeout());
     }
 
     fn meta(
@@ -812,7 +814,7 @@ impl Client {
         let mut pool = lock(&p.pool);
         let r = f(&mut pool, ts(self.inner.clock.now()));
         self.drain_pool(p, &mut pool);
-        self.inner.wake.notify_one();
+        self.inner.wake.now();
         Some(r)
     }
 
@@ -826,6 +828,7 @@ impl Client {
         let mut rollout = lock(rollout);
         let r = f(&mut rollout, self.inner.clock.now());
         self.drain_rollout(name, &mut rollout);
+        self.inner.wake.now();
         Some(r)
     }
 
@@ -835,6 +838,7 @@ impl Client {
         let mut ledger = lock(ledger);
         let r = f(&mut ledger, self.inner.clock.now());
         self.drain_ledger(&mut ledger);
+        self.inner.wake.now();
         Some(r)
     }
 

@@ -216,7 +216,7 @@ impl ClientBuilder {
             clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
             stats: Mutex::new(stats::Stats::default()),
             events: tokio::sync::broadcast::channel(1024).0,
-            wake: tokio::sync::Notify::new(),
+            wake: monitor::MonitorWake::new(),
         };
         Ok(Client {
             inner: Arc::new(inner),

@@ -1,11 +1,50 @@
 //! Driving the layers' timers, analysing canaries, and tracing events.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use canary::{Arm, Verdict, judge};
 use keypool_core::Timestamp;
 
 use crate::client::{Client, ClientEvent, lock};
+
+/// How the request path tells the monitor that a timer moved earlier, without
+/// waking it on every request: the monitor publishes the time it sleeps until,
+/// and a change wakes it only when its own deadline comes sooner.
+#[derive(Debug)]
+pub(crate) struct MonitorWake {
+    notify: tokio::sync::Notify,
+    /// Unix milliseconds the monitor sleeps until; `0` while it is awake (or
+    /// before it first sleeps), meaning "always notify".
+    sleeps_until_ms: AtomicU64,
+}
+
+impl MonitorWake {
+    pub(crate) fn new() -> Self {
+        MonitorWake {
+            notify: tokio::sync::Notify::new(),
+            sleeps_until_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Wakes the monitor unconditionally (an operator changed a layer).
+    pub(crate) fn now(&self) {
+        self.notify.notify_one();
+    }
+
+    /// Wakes the monitor if something is due at `due`, before it would wake.
+    /// Call after the change, with the layer's new `poll_timeout`, still
+    /// holding or after releasing the layer's lock: the monitor computes its
+    /// deadline under the same lock, so either it saw the change, or it had
+    /// not published its deadline yet (`0`) and is notified.
+    pub(crate) fn if_sooner(&self, due: Option<Timestamp>) {
+        let Some(due) = due else { return };
+        let sleeps_until = self.sleeps_until_ms.load(Ordering::SeqCst);
+        if sleeps_until == 0 || due.as_unix_millis() < sleeps_until {
+            self.notify.notify_one();
+        }
+    }
+}
 
 /// Writes an event to `tracing` with structured fields (names, never secrets).
 pub(crate) fn trace(event: &ClientEvent) {
@@ -168,10 +207,17 @@ impl Client {
                     .next_wakeup()
                     .map_or(next_analysis, |t| t.min(next_analysis));
                 let wait = wake.duration_since(now).unwrap_or(Duration::ZERO);
+                let until_ms = wake
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(1, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                    .max(1);
+                let signal = &client.inner.wake;
+                signal.sleeps_until_ms.store(until_ms, Ordering::SeqCst);
                 tokio::select! {
                     () = clock.sleep(wait) => {}
-                    () = client.inner.wake.notified() => {}
+                    () = signal.notify.notified() => {}
                 }
+                signal.sleeps_until_ms.store(0, Ordering::SeqCst);
                 client.tick();
                 if clock.now() >= next_analysis {
                     client.analyze();
@@ -179,5 +225,35 @@ impl Client {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notified(w: &MonitorWake) -> bool {
+        use std::future::Future;
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        let fut = std::pin::pin!(w.notify.notified());
+        fut.poll(&mut cx).is_ready()
+    }
+
+    #[test]
+    fn wakes_only_for_a_sooner_deadline() {
+        let w = MonitorWake::new();
+        // Awake (never slept): every change notifies.
+        w.if_sooner(Some(Timestamp::from_unix_millis(5_000)));
+        assert!(notified(&w));
+        w.sleeps_until_ms.store(10_000, Ordering::SeqCst);
+        w.if_sooner(Some(Timestamp::from_unix_millis(10_000)));
+        w.if_sooner(Some(Timestamp::from_unix_millis(20_000)));
+        w.if_sooner(None);
+        assert!(!notified(&w), "nothing earlier than its deadline");
+        w.if_sooner(Some(Timestamp::from_unix_millis(9_999)));
+        assert!(notified(&w));
+        w.now();
+        assert!(notified(&w));
     }
 }
