@@ -950,6 +950,49 @@ impl Ledger {
         }
     }
 
+    /// Books money spent before a restart, from a usage log (`requests`
+    /// requests that used `tokens` and cost `cost` in all): `cost` counts
+    /// against every limit whose current period contains `at`, and the
+    /// request appears in [`report`](Self::report) on its day. Replaying a
+    /// period's log after a restart makes the budget continue from what was
+    /// spent. Thresholds crossed by the replay are announced again.
+    #[allow(clippy::too_many_arguments)] // one usage record, field by field
+    pub fn restore(
+        &mut self,
+        scopes: &Scopes<'_>,
+        model: &str,
+        requests: u64,
+        tokens: Tokens,
+        cost: Money,
+        at: SystemTime,
+        now: SystemTime,
+    ) {
+        self.advance(now);
+        let model = match self.resolve(model) {
+            Ok(r) => r.canonical,
+            // A model no longer priced still counts against the other scopes.
+            Err(_) => self.intern(Some(model)),
+        };
+        let names = [self.intern(scopes.key), self.intern(scopes.team), model];
+        let cal = self.cfg.calendar;
+        for &i in self.applicable(names).iter() {
+            let current = self
+                .limits
+                .get(usize::from(i))
+                .is_some_and(|l| cal.period_id(l.limit.period, at) == l.period_id);
+            if current {
+                self.book(i, Money::ZERO, cost, Money::ZERO);
+            }
+        }
+        let at_ms = unix_ms(at);
+        let day = cal.day_of_ms(at_ms);
+        let agg = self.usage.entry((day, names)).or_default();
+        agg.requests += requests;
+        agg.prompt += tokens.prompt;
+        agg.completion += tokens.completion;
+        agg.cost = agg.cost.saturating_add(cost.micros());
+    }
+
     fn record_usage(&mut self, names: [u32; 3], tokens: Tokens, cost: Money) {
         let cal = self.cfg.calendar;
         let day = cal.day_of_ms(self.now_ms);

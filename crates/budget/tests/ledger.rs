@@ -301,3 +301,58 @@ fn ledger_is_send_and_sync() {
     assert_send_sync::<budget::Reservation>();
     assert_send_sync::<BudgetError>();
 }
+
+#[test]
+fn restoring_a_usage_log_continues_each_period_from_what_was_spent() {
+    let limits = || {
+        vec![
+            Limit::new(Scope::Global, Period::Daily, dollars(20)),
+            Limit::new(Scope::Team("search".into()), Period::Monthly, dollars(100)),
+        ]
+    };
+    let search = Scopes {
+        team: Some("search"),
+        key: Some("web"),
+    };
+    let mut l = ledger(limits());
+    let yesterday = t0() - Duration::from_secs(86_400);
+    l.restore(
+        &search,
+        "gpt-4.1",
+        3,
+        Tokens::new(1_000, 500),
+        dollars(15),
+        t0(),
+        t0(),
+    );
+    l.restore(
+        &search,
+        "gpt-4.1",
+        1,
+        Tokens::new(10, 5),
+        dollars(4),
+        yesterday,
+        t0(),
+    );
+    // A model no longer priced still counts against the global and team limits.
+    l.restore(
+        &NONE,
+        "retired-model",
+        1,
+        Tokens::new(1, 1),
+        dollars(1),
+        t0(),
+        t0(),
+    );
+    let spent: Vec<Money> = l.limits().map(|(_, spent, _)| spent).collect();
+    // Today's $16 against the daily limit; the month's $19 against the team's.
+    assert_eq!(spent, vec![dollars(16), dollars(19)]);
+    // $16 spent: a request that could cost $8 no longer fits today.
+    assert!(matches!(
+        l.reserve(&NONE, "gpt-4.1", 500_000, 500_000, t0()),
+        Err(BudgetError::BudgetExceeded { .. })
+    ));
+    let report = l.report(t0(), t0(), &budget::ReportFilter::default());
+    let requests: u64 = report.usage.iter().map(|r| r.requests).sum();
+    assert_eq!(requests, 4, "today's restored requests are reported");
+}

@@ -32,6 +32,7 @@ pub mod config;
 pub mod server;
 pub mod setup;
 pub mod sim;
+pub mod store;
 
 use std::collections::HashMap;
 use std::sync::Arc;

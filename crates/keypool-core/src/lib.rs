@@ -104,5 +104,5 @@ pub use outcome::{Outcome, Usage};
 pub use pool::{KeyPool, Reported};
 pub use secret::{KeyRule, Secret, redact};
 pub use snapshot::{KeySnapshot, PoolSnapshot, thousands};
-pub use state::{CooldownCause, DisableCause, KeyId, KeyState, LeaseId, LimitKind};
+pub use state::{CooldownCause, DisableCause, KeyId, KeyState, LeaseId, LimitKind, SavedKey};
 pub use time::{ParseOffsetError, Timestamp, UtcOffset};

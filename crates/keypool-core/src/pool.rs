@@ -16,7 +16,7 @@ use crate::key::{
 use crate::outcome::Outcome;
 use crate::rng::SplitMix64;
 use crate::secret::Secret;
-use crate::state::{CooldownCause, DisableCause, KeyId, KeyState, LeaseId, LimitKind};
+use crate::state::{CooldownCause, DisableCause, KeyId, KeyState, LeaseId, LimitKind, SavedKey};
 use crate::time::Timestamp;
 
 /// Stride numerator for [`Strategy::Weighted`]: a key of weight `w` advances its
@@ -973,6 +973,64 @@ impl KeyPool {
             }
         });
         found.then_some(()).ok_or(UnknownKey(id))
+    }
+
+    /// What of key `id` should outlive the process: its state and today's
+    /// counters. Store it, and give it to [`restore`](Self::restore) after a
+    /// restart.
+    pub fn saved(&self, id: KeyId) -> Option<SavedKey> {
+        let e = self.entry(id)?;
+        Some(SavedKey {
+            state: self.state(id)?,
+            day: self.cfg.utc_offset.day_index(self.now),
+            requests_today: e.requests_today,
+            tokens_today: e.tokens_today,
+        })
+    }
+
+    /// Applies what [`saved`](Self::saved) returned before a restart: a
+    /// disabled key stays disabled, a cooldown or a rotation's grace period
+    /// continues until its end, an exhausted key stays exhausted for the rest
+    /// of its day, and today's counters continue (those of an earlier day are
+    /// ignored). A half-open breaker restarts closed.
+    pub fn restore(
+        &mut self,
+        id: KeyId,
+        saved: &SavedKey,
+        now: Timestamp,
+    ) -> Result<(), UnknownKey> {
+        self.advance(now);
+        let today = self.cfg.utc_offset.day_index(self.now);
+        let found = self.with_entry(id, |pool, id, e| {
+            if saved.day == today {
+                e.requests_today = e.requests_today.max(saved.requests_today);
+                e.tokens_today = e.tokens_today.max(saved.tokens_today);
+            }
+            match saved.state {
+                KeyState::Disabled { cause } => pool.disable_entry(id, e, cause),
+                KeyState::CoolingDown { until, cause } if until > pool.now => {
+                    pool.cool_down(id, e, until, cause);
+                }
+                KeyState::Exhausted { .. }
+                    if saved.day == today && !matches!(e.health, Health::Disabled(_)) =>
+                {
+                    e.health = Health::Exhausted;
+                    pool.emit(Event::Exhausted {
+                        key: id,
+                        name: e.name.clone(),
+                        until: pool.next_reset(),
+                    });
+                }
+                _ => {}
+            }
+        });
+        if !found {
+            return Err(UnknownKey(id));
+        }
+        if let KeyState::Draining { revoke_at } = saved.state {
+            self.schedule_revoke(id, revoke_at, now)?;
+        }
+        Ok(())
     }
 
     /// Disables a key until [`enable`](Self::enable).

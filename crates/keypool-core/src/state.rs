@@ -164,3 +164,19 @@ pub enum LimitKind {
     /// Requests per day.
     RequestsPerDay,
 }
+
+/// What of a key outlives a restart of the process that holds its pool: see
+/// [`KeyPool::saved`](crate::KeyPool::saved) and
+/// [`KeyPool::restore`](crate::KeyPool::restore).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct SavedKey {
+    /// Its state.
+    pub state: KeyState,
+    /// The pool's local day the counters belong to (days since the epoch).
+    pub day: i64,
+    /// Requests started that day.
+    pub requests_today: u32,
+    /// Tokens used that day.
+    pub tokens_today: u64,
+}

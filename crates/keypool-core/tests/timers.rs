@@ -304,3 +304,60 @@ fn snapshot_events_and_config_serialize_without_secrets() {
         "{bad_offset}"
     );
 }
+
+/// A restarted process builds a fresh pool and restores what the old one saved.
+#[test]
+fn saved_state_survives_a_restart() {
+    let mut before = Sim::new();
+    let [a, b, c, d] = before.keys(["A", "B", "C", "D"]);
+    for _ in 0..3 {
+        before.serve(ok(60, 40));
+    }
+    before.pool.disable(a, before.now).unwrap();
+    before
+        .pool
+        .defer(b, before.now.saturating_add(mins(10)), before.now)
+        .unwrap();
+    before
+        .pool
+        .schedule_revoke(c, before.now.saturating_add(mins(60)), before.now)
+        .unwrap();
+    let saved: Vec<_> = [a, b, c, d]
+        .iter()
+        .map(|&id| before.pool.saved(id).unwrap())
+        .collect();
+    let served: u64 = saved.iter().map(|s| s.tokens_today).sum();
+    assert!(served >= 300, "today's tokens are saved: {saved:?}");
+
+    // The same keys in a new pool, a minute later.
+    let mut after = Sim::new();
+    after.now = before.now.saturating_add(mins(1));
+    let ids = after.keys(["A", "B", "C", "D"]);
+    for (id, s) in ids.iter().zip(&saved) {
+        after.pool.restore(*id, s, after.now).unwrap();
+    }
+    let state = |sim: &Sim, i: usize| sim.pool.state(ids[i]).unwrap();
+    assert!(matches!(state(&after, 0), KeyState::Disabled { .. }));
+    assert!(
+        matches!(state(&after, 1), KeyState::CoolingDown { until, .. } if until == before.now.saturating_add(mins(10)))
+    );
+    assert!(
+        matches!(state(&after, 2), KeyState::Draining { revoke_at } if revoke_at == before.now.saturating_add(mins(60)))
+    );
+    let restored: u64 = ids
+        .iter()
+        .map(|&id| after.pool.saved(id).unwrap().tokens_today)
+        .sum();
+    assert_eq!(restored, served);
+
+    // The next day, counters and exhaustion from the saved day are ignored.
+    let mut tomorrow = Sim::new();
+    tomorrow.now = before.now.saturating_add(secs(2 * 86_400));
+    let [x] = tomorrow.keys(["D"]);
+    let mut old = saved[3].clone();
+    old.state = KeyState::Exhausted { until: T0 };
+    old.tokens_today = 5_000;
+    tomorrow.pool.restore(x, &old, tomorrow.now).unwrap();
+    assert_eq!(tomorrow.pool.state(x), Some(KeyState::Active));
+    assert_eq!(tomorrow.pool.saved(x).unwrap().tokens_today, 0);
+}
