@@ -78,6 +78,7 @@ pub(crate) struct Inner {
     pub(crate) jitter: Mutex<u64>,
     pub(crate) events: broadcast::Sender<ClientEvent>,
     pub(crate) wake: crate::monitor::MonitorWake,
+    pub(crate) verdicts: Mutex<std::collections::BTreeMap<String, (SystemTime, canary::Verdict)>>,
 }
 
 /// The client. Cheap to clone (one `Arc`) and safe to share across tasks.

@@ -217,6 +217,7 @@ impl ClientBuilder {
             stats: Mutex::new(stats::Stats::default()),
             events: tokio::sync::broadcast::channel(1024).0,
             wake: monitor::MonitorWake::new(),
+            verdicts: Mutex::new(std::collections::BTreeMap::new()),
         };
         Ok(Client {
             inner: Arc::new(inner),

@@ -188,7 +188,16 @@ impl Client {
             }
             verdicts.push((model.clone(), verdict));
         }
+        let mut last = lock(&self.inner.verdicts);
+        for (model, v) in &verdicts {
+            last.insert(model.clone(), (now, v.clone()));
+        }
         verdicts
+    }
+
+    /// Each rollout's latest verdict and when it was reached, by baseline model.
+    pub fn last_verdicts(&self) -> std::collections::BTreeMap<String, (SystemTime, Verdict)> {
+        lock(&self.inner.verdicts).clone()
     }
 
     /// Spawns the monitor: it sleeps until the next wakeup (or until a layer

@@ -49,6 +49,19 @@ pub struct Config {
     /// `[retry]`.
     #[serde(default)]
     pub retry: RetryConfig,
+    /// `[storage]`.
+    #[serde(default)]
+    pub storage: StorageConfig,
+}
+
+/// `[storage]`: where state that survives restarts is kept.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// The SQLite database file (created if missing). Without it, state is
+    /// kept in memory only and lost when the gateway stops.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
 }
 
 /// `[server]`.

@@ -29,6 +29,9 @@
 
 pub mod auth;
 pub mod config;
+mod dashboard;
+mod manage;
+mod persist;
 pub mod server;
 pub mod setup;
 pub mod sim;
@@ -52,6 +55,28 @@ pub enum StartError {
     /// The address could not be bound.
     #[error("cannot listen: {0}")]
     Io(#[from] std::io::Error),
+    /// The store could not be opened or read.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+}
+
+/// What [`start_with`] can be given besides the configuration.
+#[derive(Default)]
+pub struct StartOptions {
+    /// The clock (default: the system's). Tests inject a
+    /// [`ManualClock`](gateway_client::ManualClock) to step through grace periods.
+    pub clock: Option<Arc<dyn gateway_client::Clock>>,
+    /// The transport (default: reqwest).
+    pub transport: Option<Arc<dyn transport::Transport>>,
+}
+
+impl std::fmt::Debug for StartOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StartOptions")
+            .field("clock", &self.clock.is_some())
+            .field("transport", &self.transport.is_some())
+            .finish()
+    }
 }
 
 /// Builds everything from `config` and starts serving in the background.
@@ -59,16 +84,49 @@ pub async fn start(
     config: &Config,
     env: &HashMap<String, String>,
 ) -> Result<server::Running, StartError> {
-    let transport = Arc::new(transport::ReqwestTransport::new(
-        &transport::ReqwestConfig::default(),
-    )?);
-    let (client, auth, understood) = setup::build(config, env, transport)?;
+    start_with(config, env, StartOptions::default()).await
+}
+
+/// [`start`], with a clock or a transport of the caller's.
+pub async fn start_with(
+    config: &Config,
+    env: &HashMap<String, String>,
+    options: StartOptions,
+) -> Result<server::Running, StartError> {
+    let transport: Arc<dyn transport::Transport> = match options.transport {
+        Some(t) => t,
+        None => Arc::new(transport::ReqwestTransport::new(
+            &transport::ReqwestConfig::default(),
+        )?),
+    };
+    let manual_clock = options.clock.is_some();
+    let (client, auth, understood) = setup::build(config, env, transport, options.clock)?;
     for w in &understood.warnings {
         tracing::warn!("{w}");
     }
-    client.spawn_monitor(Duration::from_secs(60));
+    let backend: Box<dyn store::Store> = match &config.storage.path {
+        Some(path) => Box::new(store::SqliteStore::open(path)?),
+        None => Box::new(store::MemoryStore::default()),
+    };
+    let (store, loaded) = store::StoreHandle::start(backend)?;
+    if config.storage.path.is_some() {
+        tracing::info!("{}", store.describe());
+    } else {
+        tracing::warn!("{}", store.describe());
+    }
     let listener = tokio::net::TcpListener::bind(config.listen()?).await?;
-    let state = Arc::new(server::AppState::new(client, auth, understood.models));
+    let state = Arc::new(server::AppState::new(
+        client.clone(),
+        auth,
+        understood.models,
+        store,
+    ));
+    persist::restore(&state, loaded).await?;
+    persist::spawn_saver(state.clone());
+    if !manual_clock {
+        // With an injected clock the caller drives time (`Client::tick`).
+        client.spawn_monitor(Duration::from_secs(60));
+    }
     Ok(server::spawn(
         listener,
         state,
@@ -142,5 +200,6 @@ pub fn demo_config(upstream_base_url: &str, listen: &str) -> Config {
         }),
         auth: None,
         retry: config::RetryConfig::default(),
+        storage: config::StorageConfig::default(),
     }
 }

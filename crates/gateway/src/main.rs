@@ -186,8 +186,12 @@ async fn sim_upstream(listen: &str, keys: usize) -> Result<()> {
 
 fn check(path: &std::path::Path) -> Result<()> {
     let config = Config::load(path)?;
-    let (_client, _auth, understood) =
-        gateway::setup::build(&config, &env(), Arc::new(transport::MockTransport::new()))?;
+    let (_client, _auth, understood) = gateway::setup::build(
+        &config,
+        &env(),
+        Arc::new(transport::MockTransport::new()),
+        None,
+    )?;
     println!("{}: valid", path.display());
     for line in &understood.lines {
         println!("  {line}");

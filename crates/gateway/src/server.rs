@@ -1,8 +1,9 @@
 //! The OpenAI-compatible HTTP server.
 
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
@@ -16,7 +17,9 @@ use futures_util::StreamExt;
 use gateway_client::{ApiRequest, Client, ClientError, Endpoint, RequestContext, ResponseMeta};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::auth::{Auth, CHAT_WRITE, Denied, EMBEDDINGS_READ};
+use crate::auth::{Auth, CHAT_WRITE, ClientKey, Denied, EMBEDDINGS_READ};
+use crate::manage;
+use crate::store::{StoreHandle, StoredClientKey, UsageRecord, Write};
 
 /// What every handler shares.
 pub struct AppState {
@@ -26,7 +29,55 @@ pub struct AppState {
     pub auth: Auth,
     /// Models for `/v1/models`.
     pub models: Vec<String>,
+    /// Where usage, keys, states and the audit log are kept.
+    pub store: StoreHandle,
+    /// The stored records of API-created client keys, by id.
+    pub(crate) key_records: Mutex<HashMap<String, StoredClientKey>>,
+    /// Recent events and request counts, for the dashboard.
+    pub(crate) recent: Mutex<Recent>,
     metrics: PrometheusHandle,
+}
+
+/// Seconds per bucket of the dashboard's request chart.
+pub(crate) const BUCKET_SECS: i64 = 10;
+/// Buckets the chart shows (10 minutes).
+pub(crate) const BUCKETS: usize = 60;
+/// Events the dashboard lists.
+pub(crate) const RECENT_EVENTS: usize = 50;
+
+/// Recent activity for the dashboard.
+#[derive(Debug, Default)]
+pub(crate) struct Recent {
+    /// (bucket start in Unix seconds, answered, failed), oldest first.
+    pub(crate) buckets: VecDeque<(i64, u64, u64)>,
+    /// (Unix seconds, text), oldest first.
+    pub(crate) events: VecDeque<(i64, String)>,
+}
+
+impl Recent {
+    pub(crate) fn count(&mut self, now_secs: i64, ok: bool) {
+        let bucket = now_secs - now_secs.rem_euclid(BUCKET_SECS);
+        if self.buckets.back().is_none_or(|b| b.0 != bucket) {
+            self.buckets.push_back((bucket, 0, 0));
+            while self.buckets.len() > BUCKETS {
+                self.buckets.pop_front();
+            }
+        }
+        if let Some(b) = self.buckets.back_mut() {
+            if ok {
+                b.1 += 1;
+            } else {
+                b.2 += 1;
+            }
+        }
+    }
+
+    pub(crate) fn event(&mut self, now_secs: i64, text: String) {
+        self.events.push_back((now_secs, text));
+        while self.events.len() > RECENT_EVENTS {
+            self.events.pop_front();
+        }
+    }
 }
 
 impl std::fmt::Debug for AppState {
@@ -53,14 +104,32 @@ fn prometheus() -> PrometheusHandle {
 }
 
 impl AppState {
-    /// State for a client.
-    pub fn new(client: Client, auth: Auth, models: Vec<String>) -> Self {
+    /// State for a client, keeping its records in `store`.
+    pub fn new(client: Client, auth: Auth, models: Vec<String>, store: StoreHandle) -> Self {
         AppState {
             client,
             auth,
             models,
+            store,
+            key_records: Mutex::new(HashMap::new()),
+            recent: Mutex::new(Recent::default()),
             metrics: prometheus(),
         }
+    }
+
+    /// Now on the client's clock, in Unix milliseconds.
+    pub fn now_ms(&self) -> i64 {
+        self.client
+            .clock()
+            .now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    }
+
+    pub(crate) fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        self.recent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -75,6 +144,45 @@ pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
         .route("/metrics", get(metrics_text))
         .route("/status", get(status_text))
         .route("/status.json", get(status_json))
+        .route("/dashboard", get(crate::dashboard::page))
+        .route("/dashboard.json", get(crate::dashboard::data))
+        .route("/v1/keys", post(manage::create_key).get(manage::list_keys))
+        .route("/v1/keys/rotate", post(manage::rotate_key))
+        .route(
+            "/v1/keys/{key_id}/schedule-revoke",
+            post(manage::schedule_revoke),
+        )
+        .route(
+            "/v1/keys/{key_id}",
+            axum::routing::delete(manage::delete_key),
+        )
+        .route("/v1/usage", get(manage::usage))
+        .route(
+            "/admin/upstream-keys",
+            get(manage::list_upstream).post(manage::add_upstream),
+        )
+        .route(
+            "/admin/upstream-keys/{provider}/{name}",
+            axum::routing::delete(manage::remove_upstream),
+        )
+        .route(
+            "/admin/upstream-keys/{provider}/{name}/disable",
+            post(manage::disable_upstream),
+        )
+        .route(
+            "/admin/upstream-keys/{provider}/{name}/enable",
+            post(manage::enable_upstream),
+        )
+        .route(
+            "/admin/upstream-keys/{provider}/{name}/rotate",
+            post(manage::rotate_upstream),
+        )
+        .route("/admin/canary", get(manage::get_canary))
+        .route(
+            "/admin/canary/{model}/{command}",
+            post(manage::canary_command),
+        )
+        .route("/admin/audit", get(manage::get_audit))
         .fallback(|| async {
             error_response(
                 StatusCode::NOT_FOUND,
@@ -212,6 +320,14 @@ fn meta_headers(r: &mut Response, meta: &ResponseMeta, cost: bool) {
     }
 }
 
+/// A request that passed authentication and checks.
+struct Admitted {
+    request: ApiRequest,
+    ctx: RequestContext,
+    stream: bool,
+    key: Option<Arc<ClientKey>>,
+}
+
 /// Authenticates, reads and checks a request; the error is the answer to send.
 /// Authentication comes first, so unknown clients cost no body parsing.
 #[allow(clippy::result_large_err)] // the error is the HTTP response itself
@@ -220,11 +336,11 @@ fn admit(
     headers: &HeaderMap,
     body: Result<bytes::Bytes, axum::extract::rejection::BytesRejection>,
     scope: &str,
-) -> Result<(ApiRequest, RequestContext, bool), Response> {
+) -> Result<Admitted, Response> {
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let key = match state.auth.authenticate(authorization) {
+    let key = match state.auth.authenticate(authorization, state.now_ms()) {
         Ok(k) => k,
         Err(Denied::Unauthenticated) => {
             return Err(error_response(
@@ -282,7 +398,7 @@ fn admit(
         }),
         ..RequestContext::default()
     };
-    if let Some(k) = key {
+    if let Some(k) = &key {
         if !k.has_scope(scope) {
             return Err(error_response(
                 StatusCode::FORBIDDEN,
@@ -324,16 +440,24 @@ fn admit(
                 .map(|v| (n.as_str().to_owned(), v.to_owned()))
         })
         .collect();
-    Ok((request, ctx, stream))
+    Ok(Admitted {
+        request,
+        ctx,
+        stream,
+        key,
+    })
 }
 
 fn record(
+    s: &AppState,
     endpoint: &'static str,
     model: &str,
     status: StatusCode,
     started: Instant,
     meta: Option<&ResponseMeta>,
 ) {
+    let secs = s.now_ms().div_euclid(1000);
+    s.recent().count(secs, status.is_success());
     let status = status.as_u16().to_string();
     metrics::counter!("gateway_requests_total", "endpoint" => endpoint, "model" => model.to_owned(), "status" => status).increment(1);
     metrics::histogram!("gateway_request_duration_seconds", "endpoint" => endpoint)
@@ -377,10 +501,15 @@ async fn serve_api(
         Endpoint::ChatCompletions => ("chat", CHAT_WRITE),
         Endpoint::Embeddings => ("embeddings", EMBEDDINGS_READ),
     };
-    let (request, ctx, stream) = match admit(&s, &headers, body, scope) {
+    let Admitted {
+        request,
+        ctx,
+        stream,
+        key,
+    } = match admit(&s, &headers, body, scope) {
         Ok(x) => x,
         Err(r) => {
-            record(name, "", r.status(), started, None);
+            record(&s, name, "", r.status(), started, None);
             return r;
         }
     };
@@ -390,16 +519,21 @@ async fn serve_api(
             Ok(stream) => {
                 let mut response = Response::new(Body::empty());
                 meta_headers(&mut response, stream.meta(), false);
-                record(name, &model, StatusCode::OK, started, Some(stream.meta()));
-                let body = stream
-                    .map(|chunk| match chunk {
-                        Ok(data) => Ok::<_, std::convert::Infallible>(bytes::Bytes::from(format!("data: {data}\n\n"))),
-                        Err(e) => {
-                            let err = serde_json::json!({"error": {"message": e.to_string(), "type": "api_error", "code": "stream_failed"}});
-                            Ok(bytes::Bytes::from(format!("data: {err}\n\n")))
-                        }
-                    })
-                    .chain(futures_util::stream::once(async { Ok(bytes::Bytes::from_static(b"data: [DONE]\n\n")) }));
+                record(
+                    &s,
+                    name,
+                    &model,
+                    StatusCode::OK,
+                    started,
+                    Some(stream.meta()),
+                );
+                let state = StreamState {
+                    stream: Some(stream),
+                    failed: false,
+                    app: s.clone(),
+                    key,
+                };
+                let body = futures_util::stream::unfold(state, next_chunk);
                 *response.body_mut() = Body::from_stream(body);
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,
@@ -412,7 +546,7 @@ async fn serve_api(
             }
             Err(e) => {
                 let r = client_error(&e);
-                record(name, &model, r.status(), started, None);
+                record(&s, name, &model, r.status(), started, None);
                 r
             }
         };
@@ -423,16 +557,75 @@ async fn serve_api(
     };
     match result {
         Ok(answer) => {
+            save_usage(&s, key.as_deref(), &answer.meta).await;
             let mut r = axum::Json(answer.body).into_response();
             meta_headers(&mut r, &answer.meta, true);
-            record(name, &model, StatusCode::OK, started, Some(&answer.meta));
+            record(
+                &s,
+                name,
+                &model,
+                StatusCode::OK,
+                started,
+                Some(&answer.meta),
+            );
             r
         }
         Err(e) => {
             let r = client_error(&e);
-            record(name, &model, r.status(), started, None);
+            record(&s, name, &model, r.status(), started, None);
             r
         }
+    }
+}
+
+/// A stream being passed through; usage is saved when it ends.
+struct StreamState {
+    stream: Option<gateway_client::ClientStream>,
+    failed: bool,
+    app: Arc<AppState>,
+    key: Option<Arc<ClientKey>>,
+}
+
+async fn next_chunk(
+    mut st: StreamState,
+) -> Option<(Result<bytes::Bytes, std::convert::Infallible>, StreamState)> {
+    let stream = st.stream.as_mut()?;
+    match stream.next().await {
+        Some(Ok(data)) => Some((Ok(bytes::Bytes::from(format!("data: {data}\n\n"))), st)),
+        Some(Err(e)) => {
+            st.failed = true;
+            let err = serde_json::json!({"error": {"message": e.to_string(), "type": "api_error", "code": "stream_failed"}});
+            Some((Ok(bytes::Bytes::from(format!("data: {err}\n\n"))), st))
+        }
+        None => {
+            let ended = st.stream.take()?;
+            if !st.failed {
+                // Saved before the client sees the end of the answer.
+                save_usage(&st.app, st.key.as_deref(), ended.meta()).await;
+            }
+            Some((Ok(bytes::Bytes::from_static(b"data: [DONE]\n\n")), st))
+        }
+    }
+}
+
+/// Saves a settled request and waits for the commit, so an answered request
+/// is never missing from the usage records.
+async fn save_usage(s: &AppState, key: Option<&ClientKey>, meta: &ResponseMeta) {
+    let record = UsageRecord {
+        at: s.now_ms(),
+        key_id: key.and_then(|k| k.id.clone()),
+        key_name: key.map(|k| k.name.clone()),
+        team: key.and_then(|k| k.team.clone()),
+        provider: meta.provider.to_string(),
+        upstream_key: meta.key.to_string(),
+        model: meta.model_used.clone(),
+        prompt_tokens: meta.usage.prompt_tokens,
+        completion_tokens: meta.usage.completion_tokens,
+        cost_micros: meta.cost.micros(),
+    };
+    if let Err(e) = s.store.write(Write::Usage(record)).await {
+        tracing::error!("a settled request was not recorded: {e}");
+        metrics::counter!("gateway_usage_write_failures_total").increment(1);
     }
 }
 

@@ -40,6 +40,7 @@ pub fn build(
     config: &Config,
     env: &HashMap<String, String>,
     transport: Arc<dyn Transport>,
+    clock: Option<Arc<dyn gateway_client::Clock>>,
 ) -> Result<(Client, Auth, Understood), ConfigError> {
     let err = |context: String, message: String| ConfigError { context, message };
     let mut u = Understood::default();
@@ -51,8 +52,15 @@ pub fn build(
             "at least one [[providers]] entry is needed".into(),
         ));
     }
-    let now = Timestamp::from_system_time(std::time::SystemTime::now());
+    let now = Timestamp::from_system_time(
+        clock
+            .as_ref()
+            .map_or_else(std::time::SystemTime::now, |c| c.now()),
+    );
     let mut builder = Client::builder().transport(transport);
+    if let Some(clock) = clock {
+        builder = builder.clock(clock);
+    }
     for (pi, p) in config.providers.iter().enumerate() {
         let field = format!("providers[{pi}]");
         let rule = match &p.key_prefixes {
@@ -242,15 +250,19 @@ pub fn build(
         );
     }
 
-    let auth = match &config.auth {
-        None => Auth::None,
+    let mut auth = match &config.auth {
+        None => Auth::none(),
         Some(a) => {
-            let mode = a
-                .mode
-                .as_deref()
-                .unwrap_or(if a.keys.is_empty() { "none" } else { "keys" });
+            let mode =
+                a.mode
+                    .as_deref()
+                    .unwrap_or(if a.keys.is_empty() && a.master_key.is_none() {
+                        "none"
+                    } else {
+                        "keys"
+                    });
             match mode {
-                "none" => Auth::None,
+                "none" => Auth::none(),
                 "keys" => {
                     let mut keys = Vec::new();
                     for (ki, k) in a.keys.iter().enumerate() {
@@ -259,7 +271,8 @@ pub fn build(
                                 .map_err(|m| err(format!("auth.keys[{ki}]"), m))?,
                         );
                     }
-                    u.lines.push(format!("auth: {} client keys", keys.len()));
+                    u.lines
+                        .push(format!("auth: {} client keys in the file", keys.len()));
                     Auth::keys(keys)
                 }
                 other => {
@@ -271,7 +284,24 @@ pub fn build(
             }
         }
     };
-    if matches!(auth, Auth::None) {
+    if let Some(master) = config.auth.as_ref().and_then(|a| a.master_key.as_deref()) {
+        let (master, source) = resolve_secret("auth.master_key", Some(master), None, env)?;
+        if source == SecretSource::Literal {
+            u.warnings.push(
+                "auth.master_key is a literal secret in the config file; prefer \"${ENV_VAR}\""
+                    .into(),
+            );
+        }
+        if master.len() < 16 {
+            return Err(err(
+                "auth.master_key".into(),
+                "must be at least 16 characters".into(),
+            ));
+        }
+        auth = auth.with_master(&master);
+        u.lines.push("management API: master key set".into());
+    }
+    if !auth.required {
         if !listen.ip().is_loopback() {
             return Err(err(
                 "auth.mode".into(),

@@ -547,6 +547,7 @@ mode = "none"
         &config,
         &env,
         std::sync::Arc::new(transport::MockTransport::new()),
+        None,
     )
     .unwrap();
     let text = understood.lines.join("\n");
@@ -581,6 +582,7 @@ fn config_errors_name_the_field_and_line() {
         &c,
         &HashMap::new(),
         std::sync::Arc::new(transport::MockTransport::new()),
+        None,
     )
     .unwrap_err()
     .to_string();
@@ -594,6 +596,7 @@ fn config_errors_name_the_field_and_line() {
         &c,
         &HashMap::new(),
         std::sync::Arc::new(transport::MockTransport::new()),
+        None,
     )
     .unwrap_err()
     .to_string();
@@ -604,6 +607,7 @@ fn config_errors_name_the_field_and_line() {
         &c,
         &HashMap::new(),
         std::sync::Arc::new(transport::MockTransport::new()),
+        None,
     )
     .unwrap();
     assert!(u.warnings[0].contains("literal secret"), "{:?}", u.warnings);
@@ -630,6 +634,7 @@ fn models_from_a_prices_file_are_served() {
         &config,
         &env,
         std::sync::Arc::new(transport::MockTransport::new()),
+        None,
     )
     .unwrap();
     assert!(

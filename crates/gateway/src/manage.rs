@@ -1,0 +1,958 @@
+//! The management API: team (client) keys and usage under `/v1/keys` and
+//! `/v1/usage`, as the second seed calls them, and the upstream pool, the
+//! canary and the audit log under `/admin`. Every call needs the master key
+//! or a client key with the `admin` scope; every change is audited.
+
+// Handlers' errors are the HTTP answers themselves.
+#![allow(clippy::result_large_err)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use keypool_core::{Limits, NewKey};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::auth::{self, ClientKey, Denied};
+use crate::server::{AppState, error_response};
+use crate::store::{AuditEntry, StoredClientKey, UsageQuery, Write};
+
+/// A client key's rotation grace period when the call gives none.
+pub(crate) const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);
+
+type Answer = Result<Response, Response>;
+
+fn bad_request(code: &str, message: &str) -> Response {
+    error_response(
+        StatusCode::BAD_REQUEST,
+        "invalid_request_error",
+        code,
+        message,
+    )
+}
+
+fn not_found(what: &str) -> Response {
+    error_response(
+        StatusCode::NOT_FOUND,
+        "invalid_request_error",
+        "not_found",
+        what,
+    )
+}
+
+fn internal(message: &str) -> Response {
+    error_response(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "api_error",
+        "internal",
+        message,
+    )
+}
+
+/// The caller, if it may manage; the error is the answer.
+pub(crate) fn admin(s: &AppState, headers: &HeaderMap) -> Result<String, Response> {
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    s.auth
+        .admin(authorization, s.now_ms())
+        .map_err(|d| match d {
+            Denied::Unauthenticated => error_response(
+                StatusCode::UNAUTHORIZED,
+                "invalid_request_error",
+                "invalid_api_key",
+                "the management API needs the master key or an admin key",
+            ),
+            Denied::Forbidden(m) => {
+                error_response(StatusCode::FORBIDDEN, "permission_error", "forbidden", &m)
+            }
+        })
+}
+
+/// Parses a JSON body into `T`, naming what is wrong.
+fn body<T: DeserializeOwned>(b: Result<Bytes, BytesRejection>) -> Result<T, Response> {
+    let b = b.map_err(|r| {
+        error_response(
+            r.status(),
+            "invalid_request_error",
+            "invalid_body",
+            &r.body_text(),
+        )
+    })?;
+    let b: &[u8] = if b.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        &b
+    };
+    serde_json::from_slice(b).map_err(|e| bad_request("invalid_json", &format!("{e}")))
+}
+
+async fn audit(
+    s: &AppState,
+    actor: &str,
+    action: &str,
+    target: &str,
+    before: Option<Value>,
+    after: Option<Value>,
+) -> Result<(), Response> {
+    let entry = AuditEntry {
+        at: s.now_ms(),
+        actor: actor.to_owned(),
+        action: action.to_owned(),
+        target: target.to_owned(),
+        before,
+        after,
+    };
+    tracing::info!(actor, action, target, "management action");
+    s.store
+        .write(Write::Audit(entry))
+        .await
+        .map_err(|e| internal(&format!("the audit log could not be written: {e}")))
+}
+
+/// Sets a field of a JSON object (a no-op on anything else).
+fn set(v: &mut Value, field: &str, value: Value) {
+    if let Some(o) = v.as_object_mut() {
+        o.insert(field.to_owned(), value);
+    }
+}
+
+fn secs(ms: i64) -> i64 {
+    ms.div_euclid(1000)
+}
+
+/// A client key as the API shows it: never its secret.
+fn key_json(k: &ClientKey, created_at: i64, now_ms: i64) -> Value {
+    let status = match k.revoke_at() {
+        Some(t) if t <= now_ms => "revoked",
+        Some(_) => "revoking",
+        None => "active",
+    };
+    json!({
+        "id": k.id,
+        "object": "client_key",
+        "name": k.name,
+        "team": k.team,
+        "scopes": k.scopes,
+        "models": k.models,
+        "rate_limit": k.rate_limit,
+        "created_at": secs(created_at),
+        "revoke_at": k.revoke_at().map(secs),
+        "status": status,
+    })
+}
+
+// ----- client keys ------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateKey {
+    name: String,
+    #[serde(default)]
+    team: Option<String>,
+    #[serde(default)]
+    rate_limit: Option<u32>,
+    #[serde(default)]
+    scopes: Option<Vec<String>>,
+    #[serde(default)]
+    models: Vec<String>,
+}
+
+fn stored(s: &AppState, id: &str) -> Option<StoredClientKey> {
+    s.key_records
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(id)
+        .cloned()
+}
+
+fn remember(s: &AppState, k: &StoredClientKey) {
+    s.key_records
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(k.id.clone(), k.clone());
+}
+
+/// Creates a key from `template` with a new id and secret; saves it and
+/// makes it work at once. Returns the record and the secret.
+async fn issue(
+    s: &AppState,
+    template: StoredClientKey,
+) -> Result<(StoredClientKey, String), Response> {
+    let secret = auth::new_secret().map_err(|e| internal(&format!("no randomness: {e}")))?;
+    let id = auth::new_id().map_err(|e| internal(&format!("no randomness: {e}")))?;
+    let record = StoredClientKey {
+        id,
+        hash: auth::hash_key(&secret),
+        created_at: s.now_ms(),
+        revoke_at: None,
+        rotated_to: None,
+        ..template
+    };
+    let key = ClientKey::from_stored(&record).map_err(|m| bad_request("invalid_key", &m))?;
+    s.store
+        .write(Write::ClientKey(record.clone()))
+        .await
+        .map_err(|e| internal(&format!("the key could not be saved: {e}")))?;
+    s.auth.add(key);
+    remember(s, &record);
+    Ok((record, secret))
+}
+
+pub(crate) async fn create_key(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> Response {
+    create_key_inner(&s, &headers, b)
+        .await
+        .unwrap_or_else(|e| e)
+}
+
+async fn create_key_inner(
+    s: &AppState,
+    headers: &HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let actor = admin(s, headers)?;
+    let c: CreateKey = body(b)?;
+    if c.name.trim().is_empty() || c.name.len() > 128 {
+        return Err(bad_request(
+            "invalid_name",
+            "name must be 1 to 128 characters",
+        ));
+    }
+    if c.rate_limit == Some(0) {
+        return Err(bad_request(
+            "invalid_rate_limit",
+            "rate_limit must be at least 1",
+        ));
+    }
+    let scopes = c
+        .scopes
+        .unwrap_or_else(|| vec![auth::CHAT_WRITE.into(), auth::EMBEDDINGS_READ.into()]);
+    auth::check_scopes(&scopes).map_err(|m| bad_request("invalid_scope", &m))?;
+    let template = StoredClientKey {
+        id: String::new(),
+        name: c.name,
+        team: c.team,
+        hash: String::new(),
+        scopes,
+        models: c.models,
+        rate_limit: c.rate_limit,
+        created_at: 0,
+        revoke_at: None,
+        rotated_to: None,
+    };
+    let (record, secret) = issue(s, template).await?;
+    let key = s
+        .auth
+        .by_id(&record.id)
+        .ok_or_else(|| internal("the new key vanished"))?;
+    let shown = key_json(&key, record.created_at, s.now_ms());
+    audit(
+        s,
+        &actor,
+        "client_key.create",
+        &record.id,
+        None,
+        Some(shown.clone()),
+    )
+    .await?;
+    let mut answer = shown;
+    set(&mut answer, "key", Value::String(secret));
+    Ok((StatusCode::CREATED, axum::Json(answer)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateKey {
+    key_id: String,
+    #[serde(default)]
+    grace_seconds: Option<i64>,
+}
+
+pub(crate) async fn rotate_key(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> Response {
+    rotate_key_inner(&s, &headers, b)
+        .await
+        .unwrap_or_else(|e| e)
+}
+
+fn seconds(field: &str, v: i64) -> Result<i64, Response> {
+    if v < 0 {
+        return Err(bad_request(
+            "invalid_delay",
+            &format!("{field} must not be negative"),
+        ));
+    }
+    v.checked_mul(1000)
+        .ok_or_else(|| bad_request("invalid_delay", &format!("{field} is too large")))
+}
+
+async fn rotate_key_inner(
+    s: &AppState,
+    headers: &HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let actor = admin(s, headers)?;
+    let r: RotateKey = body(b)?;
+    let grace_ms = match r.grace_seconds {
+        Some(g) => seconds("grace_seconds", g)?,
+        None => i64::try_from(DEFAULT_GRACE.as_millis()).unwrap_or(i64::MAX),
+    };
+    let now = s.now_ms();
+    let old = s
+        .auth
+        .by_id(&r.key_id)
+        .ok_or_else(|| not_found(&format!("no client key {:?}", r.key_id)))?;
+    if old.is_revoked(now) {
+        return Err(bad_request(
+            "key_revoked",
+            &format!("client key {:?} is revoked", r.key_id),
+        ));
+    }
+    let mut old_record =
+        stored(s, &r.key_id).ok_or_else(|| not_found(&format!("no client key {:?}", r.key_id)))?;
+    let before = key_json(&old, old_record.created_at, now);
+    let (new_record, secret) = issue(s, old_record.clone()).await?;
+    let revoke_at = old.revoke_from(now.saturating_add(grace_ms));
+    old_record.revoke_at = Some(revoke_at);
+    old_record.rotated_to = Some(new_record.id.clone());
+    s.store
+        .write(Write::ClientKey(old_record.clone()))
+        .await
+        .map_err(|e| internal(&format!("the old key could not be saved: {e}")))?;
+    remember(s, &old_record);
+    let new_key = s
+        .auth
+        .by_id(&new_record.id)
+        .ok_or_else(|| internal("the new key vanished"))?;
+    let mut answer = key_json(&new_key, new_record.created_at, now);
+    audit(
+        s,
+        &actor,
+        "client_key.rotate",
+        &r.key_id,
+        Some(before),
+        Some(json!({"old": key_json(&old, old_record.created_at, now), "new": answer.clone()})),
+    )
+    .await?;
+    set(&mut answer, "key", Value::String(secret));
+    set(&mut answer, "rotated_from", Value::String(r.key_id));
+    set(&mut answer, "old_key_revoke_at", json!(secs(revoke_at)));
+    Ok(axum::Json(answer).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScheduleRevoke {
+    delay_seconds: i64,
+}
+
+pub(crate) async fn schedule_revoke(
+    State(s): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> Response {
+    let r = async {
+        let actor = admin(&s, &headers)?;
+        let r: ScheduleRevoke = body(b)?;
+        let delay = seconds("delay_seconds", r.delay_seconds)?;
+        revoke(&s, &actor, &id, delay, "client_key.schedule_revoke").await
+    };
+    r.await.unwrap_or_else(|e| e)
+}
+
+pub(crate) async fn delete_key(
+    State(s): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let r = async {
+        let actor = admin(&s, &headers)?;
+        revoke(&s, &actor, &id, 0, "client_key.revoke").await
+    };
+    r.await.unwrap_or_else(|e| e)
+}
+
+async fn revoke(s: &AppState, actor: &str, id: &str, delay_ms: i64, action: &str) -> Answer {
+    let now = s.now_ms();
+    let key = s
+        .auth
+        .by_id(id)
+        .ok_or_else(|| not_found(&format!("no client key {id:?}")))?;
+    let mut record = stored(s, id).ok_or_else(|| not_found(&format!("no client key {id:?}")))?;
+    let before = key_json(&key, record.created_at, now);
+    let at = key.revoke_from(now.saturating_add(delay_ms));
+    record.revoke_at = Some(at);
+    s.store
+        .write(Write::ClientKey(record.clone()))
+        .await
+        .map_err(|e| internal(&format!("the key could not be saved: {e}")))?;
+    remember(s, &record);
+    let after = key_json(&key, record.created_at, now);
+    audit(s, actor, action, id, Some(before), Some(after.clone())).await?;
+    Ok(axum::Json(after).into_response())
+}
+
+pub(crate) async fn list_keys(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Err(r) = admin(&s, &headers) {
+        return r;
+    }
+    let now = s.now_ms();
+    let data: Vec<Value> = s
+        .auth
+        .all()
+        .iter()
+        .map(|k| {
+            let created =
+                k.id.as_deref()
+                    .and_then(|id| stored(&s, id))
+                    .map_or(0, |r| r.created_at);
+            let mut v = key_json(k, created, now);
+            if k.id.is_none() {
+                set(&mut v, "source", json!("config"));
+            }
+            v
+        })
+        .collect();
+    axum::Json(json!({"object": "list", "data": data})).into_response()
+}
+
+// ----- usage ------------------------------------------------------------
+
+/// `?from=&to=` are Unix seconds.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UsageParams {
+    key_id: Option<String>,
+    team: Option<String>,
+    model: Option<String>,
+    from: Option<i64>,
+    to: Option<i64>,
+}
+
+fn dollars(micros: u64) -> Value {
+    // Display only: the sum is exact integer micro-dollars, shown in dollars.
+    let text = format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000);
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
+
+pub(crate) async fn usage(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    params: Result<Query<UsageParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let r = async {
+        admin(&s, &headers)?;
+        let Query(p) = params.map_err(|e| bad_request("invalid_query", &e.body_text()))?;
+        let ms = |field: &str, v: Option<i64>| -> Result<Option<i64>, Response> {
+            v.map(|v| {
+                v.checked_mul(1000).filter(|_| v >= 0).ok_or_else(|| {
+                    bad_request("invalid_query", &format!("{field} must be Unix seconds"))
+                })
+            })
+            .transpose()
+        };
+        let q = UsageQuery {
+            key_id: p.key_id,
+            team: p.team,
+            model: p.model,
+            from: ms("from", p.from)?,
+            to: ms("to", p.to)?,
+        };
+        let lines = s
+            .store
+            .query(move |st| st.usage(&q))
+            .await
+            .map_err(|e| internal(&e.to_string()))?;
+        let total: u64 = lines.iter().map(|l| l.cost_micros).sum();
+        let usage: Vec<Value> = lines
+            .iter()
+            .map(|l| {
+                json!({
+                    "key_id": l.key_id,
+                    "team": l.team,
+                    "model": l.model,
+                    "requests": l.requests,
+                    "prompt_tokens": l.prompt_tokens,
+                    "completion_tokens": l.completion_tokens,
+                    "total_tokens": l.prompt_tokens + l.completion_tokens,
+                    "estimated_cost": dollars(l.cost_micros),
+                    "estimated_cost_micros": l.cost_micros,
+                })
+            })
+            .collect();
+        Ok::<_, Response>(
+            axum::Json(json!({
+                "usage": usage,
+                "total_estimated_cost_usd": dollars(total),
+                "total_estimated_cost_micros": total,
+            }))
+            .into_response(),
+        )
+    };
+    r.await.unwrap_or_else(|e| e)
+}
+
+// ----- the upstream pool --------------------------------------------------
+
+fn key_view(k: &keypool_core::KeySnapshot) -> Value {
+    json!({
+        "name": k.name,
+        "secret": k.secret,
+        "tier": k.tier,
+        "weight": k.weight,
+        "state": k.state.to_string(),
+        "selectable": k.selectable,
+        "tokens_today": k.tokens_today,
+        "requests_today": k.requests_today,
+        "tokens_percent": k.tokens_percent,
+        "errors_today": k.errors_today,
+    })
+}
+
+fn upstream_view(s: &AppState) -> Value {
+    let snap = s.client.snapshot();
+    let providers: Vec<Value> = snap
+        .providers
+        .iter()
+        .map(|p| {
+            json!({
+                "provider": p.name,
+                "priority": p.priority,
+                "keys": p.pool.keys.iter().map(key_view).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({"object": "list", "data": providers})
+}
+
+fn one_key(s: &AppState, provider: &str, name: &str) -> Option<Value> {
+    let snap = s.client.snapshot();
+    snap.providers
+        .iter()
+        .find(|p| p.name == provider)?
+        .pool
+        .keys
+        .iter()
+        .find(|k| &*k.name == name)
+        .map(key_view)
+}
+
+pub(crate) async fn list_upstream(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    match admin(&s, &headers) {
+        Ok(_) => axum::Json(upstream_view(&s)).into_response(),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddUpstream {
+    provider: String,
+    name: String,
+    secret: String,
+    #[serde(default)]
+    tier: u8,
+    #[serde(default = "one")]
+    weight: u32,
+    #[serde(default)]
+    tokens_per_day: Option<u64>,
+    #[serde(default)]
+    requests_per_day: Option<u32>,
+    #[serde(default)]
+    requests_per_minute: Option<u32>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+fn no_provider(p: &str) -> Response {
+    not_found(&format!("no provider {p:?}"))
+}
+
+pub(crate) async fn add_upstream(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> Response {
+    let r = async {
+        let actor = admin(&s, &headers)?;
+        let a: AddUpstream = body(b)?;
+        let limits = Limits {
+            tokens_per_day: a.tokens_per_day,
+            requests_per_day: a.requests_per_day,
+            requests_per_minute: a.requests_per_minute,
+            ..Limits::default()
+        };
+        let key = NewKey::new(a.name.clone(), a.secret)
+            .group(a.provider.clone())
+            .tier(a.tier)
+            .weight(a.weight)
+            .limits(limits);
+        s.client
+            .with_pool(&a.provider, |pool, now| pool.add(key, now))
+            .ok_or_else(|| no_provider(&a.provider))?
+            .map_err(|e| bad_request("invalid_key", &e.to_string()))?;
+        let after = one_key(&s, &a.provider, &a.name);
+        let target = format!("{}/{}", a.provider, a.name);
+        audit(&s, &actor, "upstream_key.add", &target, None, after.clone()).await?;
+        Ok::<_, Response>((StatusCode::CREATED, axum::Json(after)).into_response())
+    };
+    r.await.unwrap_or_else(|e| e)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateUpstream {
+    secret: String,
+    #[serde(default)]
+    grace_seconds: Option<i64>,
+}
+
+/// What an operator does to one upstream key.
+#[derive(Clone, Copy, Debug)]
+enum KeyAction {
+    Disable,
+    Enable,
+    Remove,
+}
+
+async fn act_on_upstream(
+    s: &AppState,
+    headers: &HeaderMap,
+    provider: &str,
+    name: &str,
+    action: KeyAction,
+) -> Answer {
+    let actor = admin(s, headers)?;
+    let before = one_key(s, provider, name)
+        .ok_or_else(|| not_found(&format!("no key {name:?} in provider {provider:?}")))?;
+    let done = s
+        .client
+        .with_pool(provider, |pool, now| {
+            let id = pool.find(name)?;
+            match action {
+                KeyAction::Disable => pool.disable(id, now).ok(),
+                KeyAction::Enable => pool.enable(id, now).ok(),
+                KeyAction::Remove => pool.remove(id, now).ok(),
+            }
+        })
+        .ok_or_else(|| no_provider(provider))?;
+    if done.is_none() {
+        return Err(not_found(&format!(
+            "no key {name:?} in provider {provider:?}"
+        )));
+    }
+    let (label, after) = match action {
+        KeyAction::Disable => ("upstream_key.disable", one_key(s, provider, name)),
+        KeyAction::Enable => ("upstream_key.enable", one_key(s, provider, name)),
+        KeyAction::Remove => ("upstream_key.remove", None),
+    };
+    if matches!(action, KeyAction::Remove) {
+        s.store.write_later(Write::UpstreamKey {
+            provider: provider.to_owned(),
+            name: name.to_owned(),
+            state: None,
+        });
+    }
+    let target = format!("{provider}/{name}");
+    audit(s, &actor, label, &target, Some(before), after.clone()).await?;
+    Ok(axum::Json(after.unwrap_or_else(|| json!({"removed": target}))).into_response())
+}
+
+pub(crate) async fn disable_upstream(
+    State(s): State<Arc<AppState>>,
+    Path((provider, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    act_on_upstream(&s, &headers, &provider, &name, KeyAction::Disable)
+        .await
+        .unwrap_or_else(|e| e)
+}
+
+pub(crate) async fn enable_upstream(
+    State(s): State<Arc<AppState>>,
+    Path((provider, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    act_on_upstream(&s, &headers, &provider, &name, KeyAction::Enable)
+        .await
+        .unwrap_or_else(|e| e)
+}
+
+pub(crate) async fn remove_upstream(
+    State(s): State<Arc<AppState>>,
+    Path((provider, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    act_on_upstream(&s, &headers, &provider, &name, KeyAction::Remove)
+        .await
+        .unwrap_or_else(|e| e)
+}
+
+pub(crate) async fn rotate_upstream(
+    State(s): State<Arc<AppState>>,
+    Path((provider, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> Response {
+    let r = async {
+        let actor = admin(&s, &headers)?;
+        let r: RotateUpstream = body(b)?;
+        let grace = match r.grace_seconds {
+            Some(g) => {
+                Duration::from_millis(u64::try_from(seconds("grace_seconds", g)?).unwrap_or(0))
+            }
+            None => DEFAULT_GRACE,
+        };
+        let before = one_key(&s, &provider, &name)
+            .ok_or_else(|| not_found(&format!("no key {name:?} in provider {provider:?}")))?;
+        s.client
+            .with_pool(&provider, |pool, now| {
+                let id = pool.find(&name).ok_or(None)?;
+                pool.rotate(id, r.secret, grace, now).map_err(Some)
+            })
+            .ok_or_else(|| no_provider(&provider))?
+            .map_err(|e| match e {
+                Some(e) => bad_request("invalid_key", &e.to_string()),
+                None => not_found(&format!("no key {name:?} in provider {provider:?}")),
+            })?;
+        let after = upstream_view(&s);
+        let target = format!("{provider}/{name}");
+        audit(
+            &s,
+            &actor,
+            "upstream_key.rotate",
+            &target,
+            Some(before),
+            one_key(&s, &provider, &name),
+        )
+        .await?;
+        Ok::<_, Response>(axum::Json(after).into_response())
+    };
+    r.await.unwrap_or_else(|e| e)
+}
+
+// ----- the canary -------------------------------------------------------
+
+fn canary_view(s: &AppState) -> Value {
+    let snap = s.client.snapshot();
+    let verdicts = s.client.last_verdicts();
+    let data: Vec<Value> = snap
+        .rollouts
+        .iter()
+        .map(|r| {
+            json!({
+                "model": r.model,
+                "phase": r.phase.to_string(),
+                "enabled": r.enabled,
+                "candidates": r.candidates.iter().map(|c| json!({
+                    "model": c.model,
+                    "percent": f64::from(c.share.bp()) / 100.0,
+                })).collect::<Vec<_>>(),
+                "verdict": verdicts.get(&r.model).map(|(at, v)| json!({
+                    "at": at.duration_since(std::time::SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+                    "verdict": v,
+                })),
+            })
+        })
+        .collect();
+    json!({"object": "list", "data": data})
+}
+
+pub(crate) async fn get_canary(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    match admin(&s, &headers) {
+        Ok(_) => axum::Json(canary_view(&s)).into_response(),
+        Err(r) => r,
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CanaryCommand {
+    /// For `percent`: the candidate's new share, 0 to 100.
+    #[serde(default)]
+    percent: Option<f64>,
+    /// Which candidate (default: the only one).
+    #[serde(default)]
+    candidate: Option<String>,
+    /// For `rollback`: why.
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// Saves a rollout's state so that a restart continues it.
+pub(crate) fn save_canary(s: &AppState, model: &str) {
+    if let Some(state) = s.client.with_rollout(model, |r, _| canary_state(r)) {
+        s.store.write_later(Write::Canary {
+            model: model.to_owned(),
+            state,
+        });
+    }
+}
+
+/// A rollout's state as stored.
+pub(crate) fn canary_state(r: &canary::Rollout) -> Value {
+    let shares: serde_json::Map<String, Value> = r
+        .candidates()
+        .iter()
+        .map(|c| (c.model.to_string(), json!(c.share.bp())))
+        .collect();
+    let phase = match r.phase() {
+        canary::Phase::Running => json!({"running": null}),
+        canary::Phase::FullRollout { model } => json!({"full_rollout": model.to_string()}),
+        canary::Phase::RolledBack { reason } => json!({"rolled_back": reason}),
+    };
+    json!({"shares_bp": shares, "phase": phase, "enabled": r.is_enabled()})
+}
+
+/// Applies a stored state to a rollout.
+pub(crate) fn restore_canary(r: &mut canary::Rollout, state: &Value, now: std::time::SystemTime) {
+    if let Some(shares) = state.get("shares_bp").and_then(Value::as_object) {
+        for (model, bp) in shares {
+            if let Some(share) = bp
+                .as_u64()
+                .and_then(|b| u32::try_from(b).ok())
+                .and_then(|b| canary::Share::from_bp(b).ok())
+            {
+                let _ = r.set_share(model, share);
+            }
+        }
+    }
+    if let Some(model) = state.pointer("/phase/full_rollout").and_then(Value::as_str) {
+        let _ = r.full_rollout(model);
+    } else if let Some(reason) = state.pointer("/phase/rolled_back").and_then(Value::as_str) {
+        r.rollback(reason.to_owned());
+    }
+    if let Some(enabled) = state.get("enabled").and_then(Value::as_bool) {
+        r.set_enabled(enabled);
+    }
+    let _ = now;
+}
+
+pub(crate) async fn canary_command(
+    State(s): State<Arc<AppState>>,
+    Path((model, command)): Path<(String, String)>,
+    headers: HeaderMap,
+    b: Result<Bytes, BytesRejection>,
+) -> Response {
+    let r = async {
+        let actor = admin(&s, &headers)?;
+        let c: CanaryCommand = body(b)?;
+        let before = s
+            .client
+            .with_rollout(&model, |r, _| canary_state(r))
+            .ok_or_else(|| not_found(&format!("no canary rollout for {model:?}")))?;
+        let result: Result<(), String> = s
+            .client
+            .with_rollout(&model, |r, now| {
+                let candidate = match &c.candidate {
+                    Some(m) => m.clone(),
+                    None => r
+                        .candidates()
+                        .first()
+                        .map(|c| c.model.to_string())
+                        .unwrap_or_default(),
+                };
+                match command.as_str() {
+                    "percent" => {
+                        let p = c.percent.ok_or("percent is needed")?;
+                        if !(0.0..=100.0).contains(&p) || !p.is_finite() {
+                            return Err(format!("percent must be between 0 and 100, not {p}"));
+                        }
+                        r.set_fraction(&candidate, p / 100.0)
+                            .map_err(|e| e.to_string())
+                    }
+                    "rollout" => r.full_rollout(&candidate).map_err(|e| e.to_string()),
+                    "rollback" => {
+                        r.rollback(c.reason.clone().unwrap_or_else(|| format!("by {actor}")));
+                        Ok(())
+                    }
+                    "restart" => {
+                        r.restart(now);
+                        Ok(())
+                    }
+                    other => Err(format!(
+                        "unknown command {other:?} (percent, rollout, rollback, restart)"
+                    )),
+                }
+            })
+            .unwrap_or_else(|| Err("no rollout".into()));
+        result.map_err(|m| bad_request("invalid_canary_command", &m))?;
+        save_canary(&s, &model);
+        let after = s.client.with_rollout(&model, |r, _| canary_state(r));
+        audit(
+            &s,
+            &actor,
+            &format!("canary.{command}"),
+            &model,
+            Some(before),
+            after,
+        )
+        .await?;
+        Ok::<_, Response>(axum::Json(canary_view(&s)).into_response())
+    };
+    r.await.unwrap_or_else(|e| e)
+}
+
+// ----- audit ------------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AuditParams {
+    limit: Option<usize>,
+}
+
+pub(crate) async fn get_audit(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    params: Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let r = async {
+        admin(&s, &headers)?;
+        let Query(p) = params.map_err(|e| bad_request("invalid_query", &e.body_text()))?;
+        let limit = p.limit.unwrap_or(100).min(10_000);
+        let entries = s
+            .store
+            .query(move |st| st.audit(limit))
+            .await
+            .map_err(|e| internal(&e.to_string()))?;
+        let data: Vec<Value> = entries
+            .iter()
+            .map(|e| {
+                json!({
+                    "at": secs(e.at),
+                    "actor": e.actor,
+                    "action": e.action,
+                    "target": e.target,
+                    "before": e.before,
+                    "after": e.after,
+                })
+            })
+            .collect();
+        Ok::<_, Response>(axum::Json(json!({"object": "list", "data": data})).into_response())
+    };
+    r.await.unwrap_or_else(|e| e)
+}
+
+/// The key's state for the store, by name.
+pub(crate) fn saved_state(s: &AppState, provider: &str, name: &str) -> Option<Value> {
+    let saved = s.client.with_pool(provider, |pool, _| {
+        pool.find(name).and_then(|id| pool.saved(id))
+    })??;
+    serde_json::to_value(saved).ok()
+}
