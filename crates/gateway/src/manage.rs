@@ -662,13 +662,19 @@ async fn act_on_upstream(
         KeyAction::Enable => ("upstream_key.enable", one_key(s, provider, name)),
         KeyAction::Remove => ("upstream_key.remove", None),
     };
-    if matches!(action, KeyAction::Remove) {
-        s.store.write_later(Write::UpstreamKey {
+    // Saved before answering: a disabled key stays disabled whatever happens next.
+    let state = match action {
+        KeyAction::Remove => None,
+        KeyAction::Disable | KeyAction::Enable => saved_state(s, provider, name),
+    };
+    s.store
+        .write(Write::UpstreamKey {
             provider: provider.to_owned(),
             name: name.to_owned(),
-            state: None,
-        });
-    }
+            state,
+        })
+        .await
+        .map_err(|e| internal(&format!("the key's state could not be saved: {e}")))?;
     let target = format!("{provider}/{name}");
     audit(s, &actor, label, &target, Some(before), after.clone()).await?;
     Ok(axum::Json(after.unwrap_or_else(|| json!({"removed": target}))).into_response())
@@ -795,7 +801,8 @@ struct CanaryCommand {
     reason: Option<String>,
 }
 
-/// Saves a rollout's state so that a restart continues it.
+/// Saves a rollout's state so that a restart continues it (queued: for
+/// changes the monitor makes by itself).
 pub(crate) fn save_canary(s: &AppState, model: &str) {
     if let Some(state) = s.client.with_rollout(model, |r, _| canary_state(r)) {
         s.store.write_later(Write::Canary {
@@ -893,8 +900,16 @@ pub(crate) async fn canary_command(
             })
             .unwrap_or_else(|| Err("no rollout".into()));
         result.map_err(|m| bad_request("invalid_canary_command", &m))?;
-        save_canary(&s, &model);
         let after = s.client.with_rollout(&model, |r, _| canary_state(r));
+        if let Some(state) = after.clone() {
+            s.store
+                .write(Write::Canary {
+                    model: model.clone(),
+                    state,
+                })
+                .await
+                .map_err(|e| internal(&format!("the canary's state could not be saved: {e}")))?;
+        }
         audit(
             &s,
             &actor,
