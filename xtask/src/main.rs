@@ -102,7 +102,40 @@ fn lint() -> Result<()> {
     )
 }
 
+/// The gateway's dashboard test drives a real headless Chromium through
+/// chromedriver: installs Debian's packages when they are missing.
+fn browser_tools() -> Result<()> {
+    let present = |var: &str, default: &str| {
+        env::var_os(var).map_or_else(|| Path::new(default).exists(), |p| Path::new(&p).exists())
+    };
+    if present("CHROMIUM", "/usr/bin/chromium") && present("CHROMEDRIVER", "/usr/bin/chromedriver")
+    {
+        return Ok(());
+    }
+    eprintln!("$ apt-get install chromium chromium-driver (for the dashboard's browser test)");
+    let apt = |args: &[&str]| -> Result<()> {
+        let status = Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .map_err(|e| {
+                format!("cannot run apt-get ({e}): install chromium and chromium-driver")
+            })?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "apt-get {} failed: install chromium and chromium-driver",
+                args.join(" ")
+            ))
+        }
+    };
+    apt(&["update", "-qq"])?;
+    apt(&["install", "-y", "-qq", "chromium", "chromium-driver"])
+}
+
 fn test() -> Result<()> {
+    browser_tools()?;
     // Unit, integration, property and bench-smoke tests, then doc tests
     // (`--all-targets` leaves those out), with all features and with none.
     let mut total = Tally::default();
