@@ -197,7 +197,7 @@ pub(crate) fn bench_gateway() -> Result<String> {
     let gateway: SocketAddr = format!("127.0.0.1:{port}")
         .parse()
         .map_err(|e| format!("{e}"))?;
-    let config = config_with_keys(&dir, upstream, gateway, KEYS)?;
+    let config = config_with_keys(&dir, upstream, gateway, KEYS, None)?;
     let gw = Process(
         Command::new(&bin)
             .args(["serve", "--config"])
@@ -219,6 +219,7 @@ pub(crate) fn bench_gateway() -> Result<String> {
     let rss = rss_mib(gw.0.id());
 
     let mut rows = Vec::new();
+    let mut store_rows = Vec::new();
     let mut verdicts = Vec::new();
     for connections in [16usize, 64] {
         let direct = load(
@@ -256,6 +257,61 @@ pub(crate) fn bench_gateway() -> Result<String> {
             ));
         }
     }
+    drop(gw);
+
+    // The same gateway keeping every request in SQLite, against the
+    // in-memory store: rounds alternate, so both see the same machine.
+    let db = dir.join("bench.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.join(format!("bench.db{suffix}")));
+    }
+    let (memory_addr, sqlite_addr) = (local(free_port()?)?, local(free_port()?)?);
+    let memory_config = config_with_keys(&dir, upstream, memory_addr, KEYS, None)?;
+    let memory = spawn_gateway(&bin, &memory_config)?;
+    let sqlite_config = config_with_keys(&dir, upstream, sqlite_addr, KEYS, Some(&db))?;
+    let sqlite = spawn_gateway(&bin, &sqlite_config)?;
+    wait_until_up(memory_addr)?;
+    wait_until_up(sqlite_addr)?;
+    let mut memory_runs = Vec::new();
+    let mut sqlite_runs = Vec::new();
+    for _ in 0..3 {
+        for (addr, runs) in [
+            (memory_addr, &mut memory_runs),
+            (sqlite_addr, &mut sqlite_runs),
+        ] {
+            runs.push(load(
+                addr,
+                "/v1/chat/completions",
+                None,
+                16,
+                Duration::from_secs(3),
+            ));
+        }
+    }
+    let median = |runs: &mut Vec<Figures>| -> Figures {
+        runs.sort_by(|a, b| a.requests_per_sec.total_cmp(&b.requests_per_sec));
+        runs.swap_remove(runs.len() / 2)
+    };
+    let (m, q) = (median(&mut memory_runs), median(&mut sqlite_runs));
+    for (target, f) in [
+        ("gateway, in-memory store", &m),
+        ("gateway, SQLite store", &q),
+    ] {
+        store_rows.push(format!(
+            "| 16 | {target} | {:.0} | {:.2} ms | {:.2} ms | {} |",
+            f.requests_per_sec, f.p50_ms, f.p99_ms, f.errors
+        ));
+    }
+    let kept = q.requests_per_sec / m.requests_per_sec.max(1.0);
+    let stored = recorded_requests(sqlite_addr);
+    drop(memory);
+    drop(sqlite);
+    verdicts.push(format!(
+        "- With every request committed to SQLite before its answer, the gateway keeps {:.0}% of its in-memory-store throughput (median of 3 alternating 3 s runs; target ≥ 80%: {}){}.",
+        kept * 100.0,
+        if kept >= 0.8 { "met" } else { "MISSED" },
+        stored.map_or_else(String::new, |n| format!("; its database holds {n} usage records"))
+    ));
     verdicts.push(match rss {
         Some(mib) => format!(
             "- Resident memory of the gateway with {KEYS} keys configured, after warm-up: {mib:.1} MiB (target ≤ 30 MB: {}).",
@@ -263,7 +319,6 @@ pub(crate) fn bench_gateway() -> Result<String> {
         ),
         None => "- Resident memory: not measured (no /proc on this machine).".into(),
     });
-    drop(gw);
     drop(sim);
     Ok(format!(
         "## Gateway: load\n\n\
@@ -272,10 +327,50 @@ pub(crate) fn bench_gateway() -> Result<String> {
          keep-alive HTTP/1.1 load from the xtask for 5 s per row at each connection count, against \
          the gateway and against the upstream directly in the same run. All three share the \
          machine's 2 cores.\n\n\
+         | connections | target | requests/s | p50 | p99 | errors |\n|---|---|---|---|---|---|\n{}\n\n\
+         The store's cost, at 16 connections:\n\n\
          | connections | target | requests/s | p50 | p99 | errors |\n|---|---|---|---|---|---|\n{}\n\n{}\n",
         rows.join("\n"),
+        store_rows.join("\n"),
         verdicts.join("\n")
     ))
+}
+
+fn local(port: u16) -> Result<SocketAddr> {
+    format!("127.0.0.1:{port}")
+        .parse()
+        .map_err(|e| format!("{e}"))
+}
+
+fn spawn_gateway(bin: &Path, config: &Path) -> Result<Process> {
+    Ok(Process(
+        Command::new(bin)
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "error")
+            .spawn()
+            .map_err(|e| format!("cannot start the gateway: {e}"))?,
+    ))
+}
+
+/// The requests a gateway's store holds, from its own `/v1/usage` (the
+/// benchmark's gateways run without authentication, on loopback).
+fn recorded_requests(addr: SocketAddr) -> Option<u64> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    write!(
+        stream,
+        "GET /v1/usage HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    let (_, body) = answer.split_once("\r\n\r\n")?;
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    v.get("usage")?
+        .as_array()?
+        .iter()
+        .map(|l| l.get("requests").and_then(serde_json::Value::as_u64))
+        .sum()
 }
 
 fn config_with_keys(
@@ -283,6 +378,7 @@ fn config_with_keys(
     upstream: SocketAddr,
     listen: SocketAddr,
     keys: usize,
+    db: Option<&Path>,
 ) -> Result<PathBuf> {
     let mut text = format!(
         "[server]\nlisten = \"{listen}\"\n\n[retry]\nattempt_timeout_secs = 10\n\n[[providers]]\nname = \"bench\"\nbase_url = \"http://{upstream}/v1\"\nkeys = [\n"
@@ -293,7 +389,10 @@ fn config_with_keys(
         ));
     }
     text.push_str("]\n");
-    let path = dir.join("gateway.toml");
+    if let Some(db) = db {
+        text.push_str(&format!("\n[storage]\npath = \"{}\"\n", db.display()));
+    }
+    let path = dir.join(format!("gateway-{}.toml", listen.port()));
     std::fs::write(&path, text).map_err(|e| e.to_string())?;
     Ok(path)
 }

@@ -4,8 +4,11 @@
 //! `gateway serve --config gateway.toml` serves `/v1/chat/completions` (plain
 //! and streaming), `/v1/embeddings`, `/v1/models`, `/healthz`, `/readyz`,
 //! `/metrics` (Prometheus), `/status` and `/status.json`, built on
-//! [`gateway_client::Client`]. With no config it runs against a built-in
-//! simulated upstream, so it works on a fresh machine with no real key.
+//! [`gateway_client::Client`]; a management API for team keys, usage, the
+//! upstream pool, the canary and an audit log; a self-refreshing `/dashboard`;
+//! and state that survives restarts in SQLite ([`store`]). With no config it
+//! runs against a built-in simulated upstream, so it works on a fresh machine
+//! with no real key.
 //!
 //! # Key design decision: a thin HTTP shell
 //!
@@ -122,16 +125,14 @@ pub async fn start_with(
         store,
     ));
     persist::restore(&state, loaded).await?;
-    persist::spawn_saver(state.clone());
+    let saver = persist::spawn_saver(state.clone());
+    let mut running = server::spawn(listener, state, config.server.body_limit_bytes)?;
+    running.keep(saver);
     if !manual_clock {
         // With an injected clock the caller drives time (`Client::tick`).
-        client.spawn_monitor(Duration::from_secs(60));
+        running.keep(client.spawn_monitor(Duration::from_secs(60)));
     }
-    Ok(server::spawn(
-        listener,
-        state,
-        config.server.body_limit_bytes,
-    )?)
+    Ok(running)
 }
 
 /// The secrets of the demo keys, as the environment the demo config reads.

@@ -39,6 +39,9 @@ enum Command {
         /// How many at once.
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
+        /// Keep serving after the traffic (until Ctrl-C), to look around.
+        #[arg(long)]
+        keep_serving: bool,
     },
     /// Validate a configuration file and print what it means (secrets redacted).
     Check {
@@ -97,7 +100,8 @@ fn main() -> ExitCode {
             Command::Demo {
                 requests,
                 concurrency,
-            } => demo(requests, concurrency.max(1)).await,
+                keep_serving,
+            } => demo(requests, concurrency.max(1), keep_serving).await,
             Command::Check { config } => check(&config),
             Command::HashKey { key } => {
                 println!("{}", gateway::auth::hash_key(&key));
@@ -202,7 +206,7 @@ fn check(path: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-async fn demo(requests: usize, concurrency: usize) -> Result<()> {
+async fn demo(requests: usize, concurrency: usize, keep_serving: bool) -> Result<()> {
     let mut keys = gateway::sim::DEMO_KEYS.to_vec();
     let rotated = "sk-sim-healthy-rotated-000000005";
     keys.push((
@@ -219,8 +223,9 @@ async fn demo(requests: usize, concurrency: usize) -> Result<()> {
         sim.base_url()
     );
     println!(
-        "demo keys: one healthy, one rate-limited (429 + Retry-After), one revoked (401), one flaky (503)\n"
+        "demo keys: one healthy, one rate-limited (429 + Retry-After), one revoked (401), one flaky (503)"
     );
+    println!("live dashboard: {base}/dashboard (open it in a browser)\n");
     let http = reqwest::Client::new();
     let started = Instant::now();
     let mut statuses: HashMap<u16, usize> = HashMap::new();
@@ -266,6 +271,14 @@ async fn demo(requests: usize, concurrency: usize) -> Result<()> {
         .text()
         .await?;
     println!("{status}");
+    if keep_serving {
+        println!("still serving on {base}/v1; dashboard at {base}/dashboard; Ctrl-C to stop");
+        shutdown_signal().await;
+    } else {
+        println!(
+            "(add --keep-serving to keep the gateway and its dashboard at {base}/dashboard up)"
+        );
+    }
     running.shutdown(Duration::from_secs(5)).await;
     Ok(())
 }

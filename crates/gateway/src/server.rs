@@ -708,6 +708,8 @@ pub struct Running {
     state: Arc<AppState>,
     stop: Arc<tokio::sync::Notify>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// Tasks that live as long as the server (the monitor, the state saver).
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
@@ -720,7 +722,20 @@ impl Running {
     /// returns whether they all did.
     pub async fn shutdown(self, grace: Duration) -> bool {
         self.stop.notify_one();
-        tokio::time::timeout(grace, self.task).await.is_ok()
+        let drained = tokio::time::timeout(grace, self.task).await.is_ok();
+        for t in &self.background {
+            t.abort();
+        }
+        for t in self.background {
+            let _ = t.await;
+        }
+        // The last references to the state (and its store) go with `self`.
+        drained
+    }
+
+    /// Ties `task` to the server: it is stopped by [`shutdown`](Self::shutdown).
+    pub fn keep(&mut self, task: tokio::task::JoinHandle<()>) {
+        self.background.push(task);
     }
 }
 
@@ -744,5 +759,6 @@ pub fn spawn(
         state,
         stop,
         task,
+        background: Vec::new(),
     })
 }
