@@ -52,6 +52,28 @@ pub struct Config {
     /// `[storage]`.
     #[serde(default)]
     pub storage: StorageConfig,
+    /// `[transport]`.
+    #[serde(default)]
+    pub transport: TransportConfig,
+}
+
+/// `[transport]`: how the gateway talks to upstreams. Certificate
+/// verification cannot be switched off.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransportConfig {
+    /// Seconds allowed to connect. Default 10.
+    #[serde(default)]
+    pub connect_timeout_secs: Option<u64>,
+    /// A PEM bundle of extra roots to trust besides Mozilla's (a corporate CA).
+    #[serde(default)]
+    pub extra_ca_file: Option<PathBuf>,
+    /// Whether `HTTP_PROXY`, `HTTPS_PROXY` and `NO_PROXY` apply. Default true.
+    #[serde(default)]
+    pub use_env_proxy: Option<bool>,
+    /// The largest upstream answer read, in bytes. Default 16 MiB.
+    #[serde(default)]
+    pub max_body_bytes: Option<usize>,
 }
 
 /// `[storage]`: where state that survives restarts is kept.
@@ -262,6 +284,21 @@ impl Config {
                 ),
             )
         })
+    }
+
+    /// The reqwest transport's settings.
+    pub fn reqwest(&self) -> transport::ReqwestConfig {
+        let t = &self.transport;
+        let d = transport::ReqwestConfig::default();
+        transport::ReqwestConfig {
+            connect_timeout: t
+                .connect_timeout_secs
+                .map_or(d.connect_timeout, Duration::from_secs),
+            extra_ca_file: t.extra_ca_file.clone(),
+            use_env_proxy: t.use_env_proxy.unwrap_or(d.use_env_proxy),
+            max_body_bytes: t.max_body_bytes.unwrap_or(d.max_body_bytes),
+            ..d
+        }
     }
 
     /// How long SIGTERM waits for in-flight requests.

@@ -98,9 +98,7 @@ pub async fn start_with(
 ) -> Result<server::Running, StartError> {
     let transport: Arc<dyn transport::Transport> = match options.transport {
         Some(t) => t,
-        None => Arc::new(transport::ReqwestTransport::new(
-            &transport::ReqwestConfig::default(),
-        )?),
+        None => Arc::new(transport::ReqwestTransport::new(&config.reqwest())?),
     };
     let manual_clock = options.clock.is_some();
     let (client, auth, understood) = setup::build(config, env, transport, options.clock)?;
@@ -202,5 +200,6 @@ pub fn demo_config(upstream_base_url: &str, listen: &str) -> Config {
         auth: None,
         retry: config::RetryConfig::default(),
         storage: config::StorageConfig::default(),
+        transport: config::TransportConfig::default(),
     }
 }

@@ -196,6 +196,8 @@ fn check(path: &std::path::Path) -> Result<()> {
         Arc::new(transport::MockTransport::new()),
         None,
     )?;
+    // The real transport too: a CA bundle that cannot be read is an error here.
+    transport::ReqwestTransport::new(&config.reqwest())?;
     println!("{}: valid", path.display());
     for line in &understood.lines {
         println!("  {line}");

@@ -310,6 +310,10 @@ pub fn build(
         }
         u.lines.push("auth: none (loopback only)".into());
     }
+    u.lines.push(match &config.storage.path {
+        Some(p) => format!("storage: {} (SQLite)", p.display()),
+        None => "storage: in memory only (lost when the gateway stops)".into(),
+    });
 
     let r = &config.retry;
     let defaults = RetryPolicy::default();

@@ -645,3 +645,29 @@ fn models_from_a_prices_file_are_served() {
     assert!(understood.models.iter().any(|m| m == "gpt-4.1"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn transport_settings_are_read_and_a_bad_ca_bundle_stops_the_start() {
+    let dir = std::env::temp_dir().join(format!("gateway-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bundle = dir.join("not-a-ca.pem");
+    std::fs::write(&bundle, "this is not a certificate").unwrap();
+    let text = format!(
+        "[transport]\nconnect_timeout_secs = 3\nuse_env_proxy = false\nextra_ca_file = \"{}\"\n\n[[providers]]\nname = \"p\"\nbase_url = \"http://127.0.0.1:9/v1\"\nkeys = [{{ name = \"k\", secret = \"${{K}}\" }}]\n",
+        bundle.display()
+    );
+    let config = Config::parse(&text, Path::new("gw.toml")).unwrap();
+    let r = config.reqwest();
+    assert_eq!(r.connect_timeout, Duration::from_secs(3));
+    assert!(!r.use_env_proxy);
+    let env: HashMap<String, String> =
+        [("K".to_owned(), "sk-test-0123456789abcdef".to_owned())].into();
+    let e = gateway::start(&config, &env).await.unwrap_err().to_string();
+    assert!(e.contains("not-a-ca.pem"), "{e}");
+    let unknown = "[transport]\ninsecure = true\n";
+    let e = Config::parse(unknown, Path::new("gw.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown field `insecure`"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -274,6 +274,46 @@ async fn team_keys_are_created_used_rotated_and_revoked() {
     gw.clock.advance(Duration::from_secs(1));
     assert_eq!(gw.chat(&new_secret).await.status(), 401);
 
+    // Unknown scopes and bad limits are refused; an admin-scoped key manages,
+    // and the audit log names it.
+    let (status, body) = gw
+        .admin(
+            Method::POST,
+            "/v1/keys",
+            Some(json!({"name": "x", "scopes": ["chat:delete"]})),
+        )
+        .await;
+    assert_eq!((status, error_code(&body)), (400, "invalid_scope"));
+    let (status, body) = gw
+        .admin(
+            Method::POST,
+            "/v1/keys",
+            Some(json!({"name": "x", "rate_limit": 0})),
+        )
+        .await;
+    assert_eq!((status, error_code(&body)), (400, "invalid_rate_limit"));
+    let (status, body) = gw
+        .admin(Method::POST, "/v1/keys", Some(json!({"name": ""})))
+        .await;
+    assert_eq!((status, error_code(&body)), (400, "invalid_name"));
+    let (_, ops) = gw
+        .admin(
+            Method::POST,
+            "/v1/keys",
+            Some(json!({"name": "ops", "scopes": ["admin"]})),
+        )
+        .await;
+    let ops_secret = ops["key"].as_str().unwrap().to_owned();
+    let (status, _) = gw
+        .call(Method::GET, "/v1/keys", Some(&ops_secret), None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        gw.chat(&ops_secret).await.status(),
+        403,
+        "admin alone cannot chat"
+    );
+
     // DELETE revokes at once.
     let (_, third) = gw
         .admin(
@@ -341,6 +381,7 @@ async fn team_keys_are_created_used_rotated_and_revoked() {
         [
             "client_key.revoke",
             "client_key.create",
+            "client_key.create",
             "client_key.schedule_revoke",
             "client_key.rotate",
             "client_key.create"
@@ -353,6 +394,14 @@ async fn team_keys_are_created_used_rotated_and_revoked() {
             .iter()
             .all(|e| e["actor"] == "master")
     );
+    let ops_path = format!("/v1/keys/{}", ops["id"].as_str().unwrap());
+    let (status, _) = gw
+        .call(Method::DELETE, &ops_path, Some(&ops_secret), None)
+        .await;
+    assert_eq!(status, 200, "an admin key can revoke itself");
+    let (_, audit) = gw.admin(Method::GET, "/admin/audit?limit=1", None).await;
+    assert_eq!(audit["data"][0]["actor"], "ops");
+    assert_eq!(audit["data"].as_array().unwrap().len(), 1);
     let text = audit.to_string();
     for s in [&secret, &new_secret, &third_secret] {
         assert!(
