@@ -700,6 +700,9 @@ impl Client {
         let now = ts(self.inner.clock.now());
         let key = lease.key();
         let mut pool = lock(&p.pool);
+        if let Some(name) = pool.name(key) {
+            lock(&self.inner.stats).attempt(&p.name, name, &outcome);
+        }
         pool.report(lease, outcome, now);
         if let Some(wait) = limits.and_then(RateLimits::exhausted_for) {
             let _ = pool.defer(key, now.saturating_add(wait), now);

@@ -68,6 +68,10 @@ pub struct StatsSnapshot {
     pub per_arm: BTreeMap<String, CounterSnapshot>,
     /// Key rotations seen.
     pub rotations: u64,
+    /// Upstream attempts by `provider/key name`, then by outcome
+    /// ([`Outcome::label`](keypool_core::Outcome::label)); outcomes never seen
+    /// are left out.
+    pub attempts: BTreeMap<String, BTreeMap<&'static str, u64>>,
 }
 
 /// What the client counts; behind one lock held for a few additions.
@@ -82,6 +86,8 @@ pub(crate) struct Stats {
     /// For the canary's judge: (rollout baseline, arm) → counters since the last verdict.
     pub(crate) arms: BTreeMap<(String, canary::Arm), ArmStats>,
     pub(crate) rotations: u64,
+    /// provider → key → attempts by outcome index.
+    attempts: BTreeMap<String, BTreeMap<String, [u64; 10]>>,
 }
 
 /// One finished request, as the statistics see it.
@@ -114,6 +120,13 @@ fn entry<'m, V: Default>(map: &'m mut BTreeMap<String, V>, key: &str) -> &'m mut
 }
 
 impl Stats {
+    /// One upstream attempt and how it ended.
+    pub(crate) fn attempt(&mut self, provider: &str, key: &str, outcome: &keypool_core::Outcome) {
+        if let Some(n) = entry(entry(&mut self.attempts, provider), key).get_mut(outcome.index()) {
+            *n += 1;
+        }
+    }
+
     pub(crate) fn record(&mut self, f: &Finished<'_>) {
         self.total.record(f.ok, f.attempts, f.latency);
         if let Some((provider, key)) = f.key {
@@ -165,6 +178,21 @@ impl Stats {
                 })
                 .collect(),
             rotations: self.rotations,
+            attempts: self
+                .attempts
+                .iter()
+                .flat_map(|(provider, keys)| {
+                    keys.iter().map(move |(key, counts)| {
+                        let by_outcome = keypool_core::Outcome::LABELS
+                            .iter()
+                            .zip(counts)
+                            .filter(|(_, n)| **n > 0)
+                            .map(|(label, n)| (*label, *n))
+                            .collect();
+                        (format!("{provider}/{key}"), by_outcome)
+                    })
+                })
+                .collect(),
         }
     }
 }

@@ -459,11 +459,13 @@ fn record(
     let secs = s.now_ms().div_euclid(1000);
     s.recent().count(secs, status.is_success());
     let status = status.as_u16().to_string();
-    metrics::counter!("gateway_requests_total", "endpoint" => endpoint, "model" => model.to_owned(), "status" => status).increment(1);
+    // The key that answered ("" when none did); upstream attempts by key and
+    // outcome come from the client's statistics at scrape time.
+    let key = meta.map_or_else(String::new, |m| m.key.to_string());
+    metrics::counter!("gateway_requests_total", "endpoint" => endpoint, "model" => model.to_owned(), "key" => key, "status" => status).increment(1);
     metrics::histogram!("gateway_request_duration_seconds", "endpoint" => endpoint)
         .record(started.elapsed().as_secs_f64());
     if let Some(m) = meta {
-        metrics::counter!("gateway_upstream_attempts_total", "provider" => m.provider.to_string(), "key" => m.key.to_string(), "model" => m.model_used.clone()).increment(u64::from(m.attempts));
         if let Some(arm) = &m.arm {
             let arm_name = match arm.arm {
                 canary::Arm::Baseline => "baseline".to_owned(),
@@ -671,6 +673,12 @@ async fn metrics_text(State(s): State<Arc<AppState>>) -> Response {
             ];
             metrics::gauge!("gateway_key_up", &labels).set(if k.selectable { 1.0 } else { 0.0 });
             metrics::gauge!("gateway_key_tokens_today", "provider" => p.name.clone(), "key" => k.name.to_string()).set(k.tokens_today as f64);
+        }
+    }
+    for (key, outcomes) in &snap.stats.attempts {
+        let (provider, name) = key.split_once('/').unwrap_or(("", key));
+        for (outcome, n) in outcomes {
+            metrics::counter!("gateway_upstream_attempts_total", "provider" => provider.to_owned(), "key" => name.to_owned(), "outcome" => *outcome).absolute(*n);
         }
     }
     for b in &snap.budget {

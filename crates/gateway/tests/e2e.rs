@@ -671,3 +671,46 @@ async fn transport_settings_are_read_and_a_bad_ca_bundle_stops_the_start() {
     assert!(e.contains("unknown field `insecure`"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn upstream_attempts_are_counted_by_key_and_outcome() {
+    let env = start(&[REVOKED, HEALTHY], |c| {
+        c.providers[0].strategy = keypool_core::Strategy::RoundRobin;
+    })
+    .await;
+    for _ in 0..3 {
+        assert_eq!(env.chat("gpt-4o-mini").await.status(), 200);
+    }
+    let snap: serde_json::Value = env
+        .http
+        .get(env.url("/status.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        snap["stats"]["attempts"]["simulated/revoked"]["unauthorized"], 1,
+        "{}",
+        snap["stats"]["attempts"]
+    );
+    assert_eq!(snap["stats"]["attempts"]["simulated/healthy"]["success"], 3);
+    let metrics = env
+        .http
+        .get(env.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"gateway_upstream_attempts_total{provider="simulated",key="revoked",outcome="unauthorized"}"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"key="healthy",status="200""#),
+        "{metrics}"
+    );
+}

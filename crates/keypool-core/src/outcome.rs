@@ -69,6 +69,41 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome's [`label`](Self::label), in declaration order.
+    pub const LABELS: [&'static str; 10] = [
+        "success",
+        "rate_limited",
+        "quota_exhausted",
+        "unauthorized",
+        "forbidden",
+        "server_error",
+        "timeout",
+        "connect",
+        "client_error",
+        "cancelled",
+    ];
+
+    /// A short snake-case name for metrics and logs, e.g. `rate_limited`.
+    pub const fn label(&self) -> &'static str {
+        Self::LABELS[self.index()]
+    }
+
+    /// The outcome's position in [`LABELS`](Self::LABELS).
+    pub const fn index(&self) -> usize {
+        match self {
+            Outcome::Success { .. } => 0,
+            Outcome::RateLimited { .. } => 1,
+            Outcome::QuotaExhausted => 2,
+            Outcome::Unauthorized => 3,
+            Outcome::Forbidden => 4,
+            Outcome::ServerError => 5,
+            Outcome::Timeout => 6,
+            Outcome::Connect => 7,
+            Outcome::ClientError => 8,
+            Outcome::Cancelled => 9,
+        }
+    }
+
     /// A success with the given usage and latency.
     pub const fn success(prompt_tokens: u64, completion_tokens: u64, latency: Duration) -> Self {
         Outcome::Success {
