@@ -85,7 +85,18 @@ impl Outcome {
 
     /// A short snake-case name for metrics and logs, e.g. `rate_limited`.
     pub const fn label(&self) -> &'static str {
-        Self::LABELS[self.index()]
+        match self {
+            Outcome::Success { .. } => "success",
+            Outcome::RateLimited { .. } => "rate_limited",
+            Outcome::QuotaExhausted => "quota_exhausted",
+            Outcome::Unauthorized => "unauthorized",
+            Outcome::Forbidden => "forbidden",
+            Outcome::ServerError => "server_error",
+            Outcome::Timeout => "timeout",
+            Outcome::Connect => "connect",
+            Outcome::ClientError => "client_error",
+            Outcome::Cancelled => "cancelled",
+        }
     }
 
     /// The outcome's position in [`LABELS`](Self::LABELS).
@@ -132,5 +143,30 @@ impl Outcome {
                 | Outcome::Timeout
                 | Outcome::Connect
         )
+    }
+}
+
+#[cfg(test)]
+mod label_tests {
+    use super::*;
+
+    #[test]
+    fn labels_match_their_index() {
+        let all = [
+            Outcome::success(1, 1, Duration::ZERO),
+            Outcome::RateLimited { retry_after: None },
+            Outcome::QuotaExhausted,
+            Outcome::Unauthorized,
+            Outcome::Forbidden,
+            Outcome::ServerError,
+            Outcome::Timeout,
+            Outcome::Connect,
+            Outcome::ClientError,
+            Outcome::Cancelled,
+        ];
+        for (i, o) in all.iter().enumerate() {
+            assert_eq!(o.index(), i);
+            assert_eq!(Outcome::LABELS.get(i), Some(&o.label()));
+        }
     }
 }
