@@ -483,6 +483,7 @@ pub(crate) async fn usage(
             .map(|l| {
                 json!({
                     "key_id": l.key_id,
+                    "key_name": l.key_name,
                     "team": l.team,
                     "model": l.model,
                     "requests": l.requests,

@@ -85,8 +85,10 @@ pub struct UsageRecord {
 /// One line of `GET /v1/usage`: totals per client key, team and model.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UsageLine {
-    /// The client key's id.
+    /// The client key's id (`None` for a key from the config file).
     pub key_id: Option<String>,
+    /// The client key's name.
+    pub key_name: Option<String>,
     /// The team.
     pub team: Option<String>,
     /// The model.
@@ -487,13 +489,13 @@ impl Store for SqliteStore {
 
     fn usage(&mut self, q: &UsageQuery) -> Result<Vec<UsageLine>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT key_id, team, model, COUNT(*), SUM(prompt_tokens), SUM(completion_tokens),
-                    SUM(cost_micros)
+            "SELECT key_id, key_name, team, model, COUNT(*), SUM(prompt_tokens),
+                    SUM(completion_tokens), SUM(cost_micros)
              FROM usage
              WHERE (?1 IS NULL OR key_id = ?1) AND (?2 IS NULL OR team = ?2)
                AND (?3 IS NULL OR model = ?3) AND (?4 IS NULL OR at >= ?4)
                AND (?5 IS NULL OR at < ?5)
-             GROUP BY key_id, team, model
+             GROUP BY key_id, key_name, team, model
              ORDER BY SUM(cost_micros) DESC, model",
         )?;
         let rows = stmt.query_map(
@@ -501,12 +503,13 @@ impl Store for SqliteStore {
             |r| {
                 Ok(UsageLine {
                     key_id: r.get(0)?,
-                    team: r.get(1)?,
-                    model: r.get(2)?,
-                    requests: to_u64(r.get(3)?),
-                    prompt_tokens: to_u64(r.get(4)?),
-                    completion_tokens: to_u64(r.get(5)?),
-                    cost_micros: to_u64(r.get(6)?),
+                    key_name: r.get(1)?,
+                    team: r.get(2)?,
+                    model: r.get(3)?,
+                    requests: to_u64(r.get(4)?),
+                    prompt_tokens: to_u64(r.get(5)?),
+                    completion_tokens: to_u64(r.get(6)?),
+                    cost_micros: to_u64(r.get(7)?),
                 })
             },
         )?;
@@ -647,9 +650,8 @@ impl Store for MemoryStore {
     }
 
     fn usage(&mut self, q: &UsageQuery) -> Result<Vec<UsageLine>, StoreError> {
-        let mut lines: BTreeMap<(Option<String>, Option<String>, String), [u64; 4]> =
-            BTreeMap::new();
-        for ((hour, key_id, _, team, model), t) in &self.usage {
+        let mut lines: BTreeMap<UsageKey, [u64; 4]> = BTreeMap::new();
+        for ((hour, key_id, key_name, team, model), t) in &self.usage {
             let keep = q.key_id.as_ref().is_none_or(|k| key_id.as_ref() == Some(k))
                 && q.team.as_ref().is_none_or(|x| team.as_ref() == Some(x))
                 && q.model.as_ref().is_none_or(|m| m == model)
@@ -657,7 +659,13 @@ impl Store for MemoryStore {
                 && q.to.is_none_or(|to| *hour < to);
             if keep {
                 let l = lines
-                    .entry((key_id.clone(), team.clone(), model.clone()))
+                    .entry((
+                        0,
+                        key_id.clone(),
+                        key_name.clone(),
+                        team.clone(),
+                        model.clone(),
+                    ))
                     .or_default();
                 for (a, b) in l.iter_mut().zip(t) {
                     *a += b;
@@ -666,8 +674,9 @@ impl Store for MemoryStore {
         }
         let mut v: Vec<UsageLine> = lines
             .into_iter()
-            .map(|((key_id, team, model), t)| UsageLine {
+            .map(|((_, key_id, key_name, team, model), t)| UsageLine {
                 key_id,
+                key_name,
                 team,
                 model,
                 requests: t[0],
