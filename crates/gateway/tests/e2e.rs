@@ -561,6 +561,10 @@ mode = "none"
     );
     assert!(text.contains("budget global daily $100.00"), "{text}");
     assert!(
+        text.contains("storage: in memory only"),
+        "without [storage] the gateway says state is not kept: {text}"
+    );
+    assert!(
         !text.contains("00000000000000000001"),
         "secrets are redacted"
     );
