@@ -106,14 +106,32 @@ async fn audit(
         actor: actor.to_owned(),
         action: action.to_owned(),
         target: target.to_owned(),
-        before,
-        after,
+        before: before.map(scrub),
+        after: after.map(scrub),
     };
     tracing::info!(actor, action, target, "management action");
     s.store
         .write(Write::Audit(entry))
         .await
         .map_err(|e| internal(&format!("the audit log could not be written: {e}")))
+}
+
+/// Drops every `secret` and `key` field, at any depth: the audit log keeps
+/// no secret, not even a redacted one.
+fn scrub(mut v: Value) -> Value {
+    fn walk(v: &mut Value) {
+        match v {
+            Value::Object(o) => {
+                o.remove("secret");
+                o.remove("key");
+                o.values_mut().for_each(walk);
+            }
+            Value::Array(a) => a.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    walk(&mut v);
+    v
 }
 
 /// Sets a field of a JSON object (a no-op on anything else).
