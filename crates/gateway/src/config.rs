@@ -157,6 +157,25 @@ pub struct KeyConfig {
     pub max_in_flight: Option<u32>,
 }
 
+impl KeyConfig {
+    /// A key named `name` whose secret is read from the environment variable
+    /// `var` (`secret = "${VAR}"`), with no limits.
+    pub fn from_env(name: impl Into<String>, var: &str) -> Self {
+        KeyConfig {
+            name: name.into(),
+            secret: Some(format!("${{{var}}}")),
+            secret_file: None,
+            tier: 0,
+            weight: 1,
+            tokens_per_day: None,
+            requests_per_day: None,
+            requests_per_minute: None,
+            tokens_per_minute: None,
+            max_in_flight: None,
+        }
+    }
+}
+
 fn one() -> u32 {
     1
 }

@@ -52,23 +52,7 @@ pub(crate) fn view(s: &AppState) -> Value {
             })
         })
         .collect();
-    let verdicts = s.client.last_verdicts();
-    let canary: Vec<Value> = snap
-        .rollouts
-        .iter()
-        .map(|r| {
-            json!({
-                "model": r.model,
-                "phase": r.phase.to_string(),
-                "enabled": r.enabled,
-                "candidates": r.candidates.iter().map(|c| json!({
-                    "model": c.model,
-                    "bp": c.share.bp(),
-                })).collect::<Vec<_>>(),
-                "verdict": verdicts.get(&r.model).map(|(_, v)| v),
-            })
-        })
-        .collect();
+    let canary = crate::manage::rollouts_view(s);
     let budget: Vec<Value> = snap
         .budget
         .iter()

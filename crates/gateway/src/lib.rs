@@ -151,16 +151,8 @@ pub fn demo_config(upstream_base_url: &str, listen: &str) -> Config {
         .iter()
         .enumerate()
         .map(|(i, (name, _, _))| config::KeyConfig {
-            name: (*name).to_owned(),
-            secret: Some(format!("${{DEMO_KEY_{}}}", i + 1)),
-            secret_file: None,
-            tier: 0,
-            weight: 1,
             tokens_per_day: Some(5_000_000),
-            requests_per_day: None,
-            requests_per_minute: None,
-            tokens_per_minute: None,
-            max_in_flight: None,
+            ..config::KeyConfig::from_env(*name, &format!("DEMO_KEY_{}", i + 1))
         })
         .collect();
     Config {

@@ -774,11 +774,11 @@ pub(crate) async fn rotate_upstream(
 
 // ----- the canary -------------------------------------------------------
 
-fn canary_view(s: &AppState) -> Value {
+/// Each rollout: split, phase and latest verdict (the API and the dashboard).
+pub(crate) fn rollouts_view(s: &AppState) -> Vec<Value> {
     let snap = s.client.snapshot();
     let verdicts = s.client.last_verdicts();
-    let data: Vec<Value> = snap
-        .rollouts
+    snap.rollouts
         .iter()
         .map(|r| {
             json!({
@@ -795,8 +795,11 @@ fn canary_view(s: &AppState) -> Value {
                 })),
             })
         })
-        .collect();
-    json!({"object": "list", "data": data})
+        .collect()
+}
+
+fn canary_view(s: &AppState) -> Value {
+    json!({"object": "list", "data": rollouts_view(s)})
 }
 
 pub(crate) async fn get_canary(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {

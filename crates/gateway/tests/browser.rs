@@ -47,16 +47,8 @@ fn tool(var: &str, default: &str) -> PathBuf {
 
 fn key(name: &str, var: &str) -> KeyConfig {
     KeyConfig {
-        name: name.into(),
-        secret: Some(format!("${{{var}}}")),
-        secret_file: None,
-        tier: 0,
-        weight: 1,
         tokens_per_day: Some(1_000_000),
-        requests_per_day: None,
-        requests_per_minute: None,
-        tokens_per_minute: None,
-        max_in_flight: None,
+        ..KeyConfig::from_env(name, var)
     }
 }
 

@@ -37,18 +37,7 @@ struct Gw {
 }
 
 fn key(name: &str, var: &str) -> KeyConfig {
-    KeyConfig {
-        name: name.into(),
-        secret: Some(format!("${{{var}}}")),
-        secret_file: None,
-        tier: 0,
-        weight: 1,
-        tokens_per_day: None,
-        requests_per_day: None,
-        requests_per_minute: None,
-        tokens_per_minute: None,
-        max_in_flight: None,
-    }
+    KeyConfig::from_env(name, var)
 }
 
 /// The gateway's config: alpha and beta (gamma's secret is kept for a
