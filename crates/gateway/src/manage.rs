@@ -239,6 +239,8 @@ async fn create_key_inner(
     b: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let actor = admin(s, headers)?;
+    // One change at a time: a change and its record go together.
+    let _one_at_a_time = s.manage_lock.lock().await;
     let c: CreateKey = body(b)?;
     if c.name.trim().is_empty() || c.name.len() > 128 {
         return Err(bad_request(
@@ -323,6 +325,8 @@ async fn rotate_key_inner(
     b: Result<Bytes, BytesRejection>,
 ) -> Answer {
     let actor = admin(s, headers)?;
+    // One change at a time: a change and its record go together.
+    let _one_at_a_time = s.manage_lock.lock().await;
     let r: RotateKey = body(b)?;
     let grace_ms = match r.grace_seconds {
         Some(g) => seconds("grace_seconds", g)?,
@@ -385,6 +389,8 @@ pub(crate) async fn schedule_revoke(
 ) -> Response {
     let r = async {
         let actor = admin(&s, &headers)?;
+        // One change at a time: a change and its record go together.
+        let _one_at_a_time = s.manage_lock.lock().await;
         let r: ScheduleRevoke = body(b)?;
         let delay = seconds("delay_seconds", r.delay_seconds)?;
         revoke(&s, &actor, &id, delay, "client_key.schedule_revoke").await
@@ -399,6 +405,8 @@ pub(crate) async fn delete_key(
 ) -> Response {
     let r = async {
         let actor = admin(&s, &headers)?;
+        // One change at a time: a change and its record go together.
+        let _one_at_a_time = s.manage_lock.lock().await;
         revoke(&s, &actor, &id, 0, "client_key.revoke").await
     };
     r.await.unwrap_or_else(|e| e)
@@ -610,6 +618,8 @@ pub(crate) async fn add_upstream(
 ) -> Response {
     let r = async {
         let actor = admin(&s, &headers)?;
+        // One change at a time: a change and its record go together.
+        let _one_at_a_time = s.manage_lock.lock().await;
         let a: AddUpstream = body(b)?;
         let limits = Limits {
             tokens_per_day: a.tokens_per_day,
@@ -658,6 +668,8 @@ async fn act_on_upstream(
     action: KeyAction,
 ) -> Answer {
     let actor = admin(s, headers)?;
+    // One change at a time: a change and its record go together.
+    let _one_at_a_time = s.manage_lock.lock().await;
     let before = one_key(s, provider, name)
         .ok_or_else(|| not_found(&format!("no key {name:?} in provider {provider:?}")))?;
     let done = s
@@ -737,6 +749,8 @@ pub(crate) async fn rotate_upstream(
 ) -> Response {
     let r = async {
         let actor = admin(&s, &headers)?;
+        // One change at a time: a change and its record go together.
+        let _one_at_a_time = s.manage_lock.lock().await;
         let r: RotateUpstream = body(b)?;
         let grace = match r.grace_seconds {
             Some(g) => {
@@ -881,6 +895,8 @@ pub(crate) async fn canary_command(
 ) -> Response {
     let r = async {
         let actor = admin(&s, &headers)?;
+        // One change at a time: a change and its record go together.
+        let _one_at_a_time = s.manage_lock.lock().await;
         let c: CanaryCommand = body(b)?;
         let before = s
             .client

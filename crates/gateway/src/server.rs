@@ -35,6 +35,9 @@ pub struct AppState {
     pub(crate) key_records: Mutex<HashMap<String, StoredClientKey>>,
     /// Recent events and request counts, for the dashboard.
     pub(crate) recent: Mutex<Recent>,
+    /// Held by each management change, so that concurrent changes to one key
+    /// cannot interleave their in-memory and stored updates.
+    pub(crate) manage_lock: tokio::sync::Mutex<()>,
     metrics: PrometheusHandle,
 }
 
@@ -113,6 +116,7 @@ impl AppState {
             store,
             key_records: Mutex::new(HashMap::new()),
             recent: Mutex::new(Recent::default()),
+            manage_lock: tokio::sync::Mutex::new(()),
             metrics: prometheus(),
         }
     }
