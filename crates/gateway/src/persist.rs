@@ -172,6 +172,9 @@ pub(crate) fn spawn_saver(s: Arc<AppState>) -> tokio::task::JoinHandle<()> {
             match &event {
                 ClientEvent::Pool { provider, event } => {
                     if let Some(name) = changed_key(event) {
+                        // Read and queued under the management lock, so an
+                        // older state never lands after an operator's newer one.
+                        let _one_at_a_time = s.manage_lock.lock().await;
                         let state = manage::saved_state(&s, provider, name);
                         s.store.write_later(Write::UpstreamKey {
                             provider: provider.to_string(),
