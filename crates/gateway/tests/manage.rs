@@ -303,6 +303,21 @@ async fn team_keys_are_created_used_rotated_and_revoked() {
         "admin alone cannot chat"
     );
 
+    // A created key's rate limit applies at once.
+    let (_, slow) = gw
+        .admin(
+            Method::POST,
+            "/v1/keys",
+            Some(json!({"name": "slow", "rate_limit": 2})),
+        )
+        .await;
+    let slow_secret = slow["key"].as_str().unwrap().to_owned();
+    assert_eq!(gw.chat(&slow_secret).await.status(), 200);
+    assert_eq!(gw.chat(&slow_secret).await.status(), 200);
+    let r = gw.chat(&slow_secret).await;
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+
     // DELETE revokes at once.
     let (_, third) = gw
         .admin(
@@ -369,6 +384,7 @@ async fn team_keys_are_created_used_rotated_and_revoked() {
         actions,
         [
             "client_key.revoke",
+            "client_key.create",
             "client_key.create",
             "client_key.create",
             "client_key.schedule_revoke",
