@@ -463,10 +463,9 @@ fn record(
     let secs = s.now_ms().div_euclid(1000);
     s.recent().count(secs, status.is_success());
     let status = status.as_u16().to_string();
-    // The key that answered ("" when none did); upstream attempts by key and
-    // outcome come from the client's statistics at scrape time.
-    let key = meta.map_or_else(String::new, |m| m.key.to_string());
-    metrics::counter!("gateway_requests_total", "endpoint" => endpoint, "model" => model.to_owned(), "key" => key, "status" => status).increment(1);
+    // Per key, upstream attempts by outcome come from the client's statistics
+    // at scrape time (a key label here would add a series per key and status).
+    metrics::counter!("gateway_requests_total", "endpoint" => endpoint, "model" => model.to_owned(), "status" => status).increment(1);
     metrics::histogram!("gateway_request_duration_seconds", "endpoint" => endpoint)
         .record(started.elapsed().as_secs_f64());
     if let Some(m) = meta {

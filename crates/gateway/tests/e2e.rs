@@ -703,7 +703,7 @@ async fn upstream_attempts_are_counted_by_key_and_outcome() {
         "{metrics}"
     );
     assert!(
-        metrics.contains(r#"key="healthy",status="200""#),
+        metrics.contains(r#"gateway_upstream_attempts_total{provider="simulated",key="healthy",outcome="success"}"#),
         "{metrics}"
     );
 }
