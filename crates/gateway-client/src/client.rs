@@ -560,7 +560,11 @@ impl Client {
                                 Some((&provider.name, &key_name)),
                                 cost.micros(),
                             );
-                            return Ok(Sent::Answer(Box::new(ApiResponse { body, meta })));
+                            return Ok(Sent::Answer(Box::new(ApiResponse {
+                                body,
+                                raw: answer.body.clone(),
+                                meta,
+                            })));
                         }
                         Class::ContextLengthExceeded { limit } => {
                             if !work.context_retried && self.adapt_to_context(work, ctx, limit)? {

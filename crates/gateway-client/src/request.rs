@@ -186,8 +186,11 @@ pub struct ResponseMeta {
 /// An upstream's answer and what the client did to get it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ApiResponse {
-    /// The upstream's JSON body, as it sent it.
+    /// The upstream's JSON body, parsed.
     pub body: serde_json::Value,
+    /// The upstream's body byte for byte (what `body` was parsed from), for
+    /// passing it on unchanged.
+    pub raw: bytes::Bytes,
     /// Metadata.
     pub meta: ResponseMeta,
 }

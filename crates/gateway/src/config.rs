@@ -96,6 +96,8 @@ pub struct ServerConfig {
     pub body_limit_bytes: usize,
     /// On SIGTERM, in-flight requests get this long to finish. Default 10 s.
     pub shutdown_grace_secs: u64,
+    /// Worker threads serving requests. Default: one per core.
+    pub workers: Option<std::num::NonZeroUsize>,
 }
 
 impl Default for ServerConfig {
@@ -104,6 +106,7 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:9000".into(),
             body_limit_bytes: 10 * 1024 * 1024,
             shutdown_grace_secs: 10,
+            workers: None,
         }
     }
 }

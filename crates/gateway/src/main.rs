@@ -84,10 +84,24 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_target(false)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // `serve --config` reads its file first: `[server] workers` sizes the runtime.
+    let loaded = match &cli.command {
+        Command::Serve {
+            config: Some(path), ..
+        } => match Config::load(path) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("gateway: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = loaded.as_ref().and_then(|c| c.server.workers) {
+        builder.worker_threads(n.get());
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("gateway: cannot start the runtime: {e}");
@@ -96,7 +110,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve { config, listen } => serve(config, listen).await,
+            Command::Serve { listen, .. } => serve(loaded, listen).await,
             Command::Demo {
                 requests,
                 concurrency,
@@ -121,9 +135,9 @@ fn main() -> ExitCode {
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-async fn serve(path: Option<PathBuf>, listen: Option<String>) -> Result<()> {
-    let (mut config, env, _sim) = match path {
-        Some(p) => (Config::load(&p)?, env(), None),
+async fn serve(loaded: Option<Config>, listen: Option<String>) -> Result<()> {
+    let (mut config, env, _sim) = match loaded {
+        Some(c) => (c, env(), None),
         None => {
             let sim = gateway::sim::start(&gateway::sim::DEMO_KEYS).await?;
             tracing::info!(

@@ -498,6 +498,35 @@ async fn shutdown_lets_requests_in_flight_finish() {
     );
 }
 
+#[tokio::test]
+async fn the_upstream_answer_is_passed_on_byte_for_byte() {
+    use wiremock::{Mock, MockServer, ResponseTemplate, matchers::method};
+    let upstream = MockServer::start().await;
+    // Field order, spacing, a float's spelling and an unknown field, as a
+    // re-serialisation would not keep them.
+    let body = r#"{"id":"chatcmpl-1", "object":"chat.completion","zeta":1.50,"choices":[{"index":0,"message":{"role":"assistant","content":"hi"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}"#;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(body, "application/json"))
+        .mount(&upstream)
+        .await;
+    let mut config = gateway::demo_config(&format!("{}/v1", upstream.uri()), "127.0.0.1:0");
+    config.providers[0].keys = vec![key("one", "K0")];
+    config.budget = None;
+    let env: HashMap<String, String> =
+        [("K0".to_owned(), "sk-one-000000000000000000000".to_owned())].into();
+    let running = gateway::start(&config, &env).await.unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("http://{}/v1/chat/completions", running.addr))
+        .json(&chat("gpt-4o-mini"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    assert_eq!(r.headers()["x-gateway-key"], "one");
+    assert_eq!(r.text().await.unwrap(), body);
+}
+
 #[test]
 fn the_issue_config_works_as_written() {
     let text = r#"
@@ -657,6 +686,11 @@ async fn transport_settings_are_read_and_a_bad_ca_bundle_stops_the_start() {
         [("K".to_owned(), "sk-test-0123456789abcdef".to_owned())].into();
     let e = gateway::start(&config, &env).await.unwrap_err().to_string();
     assert!(e.contains("not-a-ca.pem"), "{e}");
+    let zero = "[server]\nworkers = 0\n";
+    let e = Config::parse(zero, Path::new("gw.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("workers") || e.contains("line 2"), "{e}");
     let unknown = "[transport]\ninsecure = true\n";
     let e = Config::parse(unknown, Path::new("gw.toml"))
         .unwrap_err()
