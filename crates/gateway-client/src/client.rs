@@ -562,7 +562,7 @@ impl Client {
                             );
                             return Ok(Sent::Answer(Box::new(ApiResponse {
                                 body,
-                                raw: answer.body.clone(),
+                                raw: answer.body,
                                 meta,
                             })));
                         }
