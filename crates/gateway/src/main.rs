@@ -39,6 +39,10 @@ enum Command {
         /// How many at once.
         #[arg(long, default_value_t = 8)]
         concurrency: usize,
+        /// Spread the traffic over this many seconds, so the dashboard can be
+        /// watched (0: as fast as possible).
+        #[arg(long, default_value_t = 6)]
+        seconds: u64,
         /// Keep serving after the traffic (until Ctrl-C), to look around.
         #[arg(long)]
         keep_serving: bool,
@@ -114,8 +118,12 @@ fn main() -> ExitCode {
             Command::Demo {
                 requests,
                 concurrency,
+                seconds,
                 keep_serving,
-            } => demo(requests, concurrency.max(1), keep_serving).await,
+            } => {
+                let pace = Duration::from_secs(seconds);
+                demo(requests, concurrency.max(1), pace, keep_serving).await
+            }
             Command::Check { config } => check(&config),
             Command::HashKey { key } => {
                 println!("{}", gateway::auth::hash_key(&key));
@@ -222,7 +230,12 @@ fn check(path: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-async fn demo(requests: usize, concurrency: usize, keep_serving: bool) -> Result<()> {
+async fn demo(
+    requests: usize,
+    concurrency: usize,
+    pace: Duration,
+    keep_serving: bool,
+) -> Result<()> {
     let mut keys = gateway::sim::DEMO_KEYS.to_vec();
     let rotated = "sk-sim-healthy-rotated-000000005";
     keys.push((
@@ -247,7 +260,15 @@ async fn demo(requests: usize, concurrency: usize, keep_serving: bool) -> Result
     let mut statuses: HashMap<u16, usize> = HashMap::new();
     let mut done = 0;
     let mut rotated_yet = false;
+    // In a terminal, the text dashboard is redrawn as the traffic runs.
+    let live = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let mut drawn = Instant::now();
+    let batches = requests.div_ceil(concurrency).max(1);
+    let gap = pace / u32::try_from(batches).unwrap_or(u32::MAX);
     for batch in (0..requests).collect::<Vec<_>>().chunks(concurrency) {
+        if !gap.is_zero() {
+            tokio::time::sleep(gap).await;
+        }
         let calls = batch.iter().map(|i| {
             let http = http.clone();
             let url = format!("{base}/v1/chat/completions");
@@ -268,6 +289,12 @@ async fn demo(requests: usize, concurrency: usize, keep_serving: bool) -> Result
         }
         let width = 30;
         let filled = done * width / requests.max(1);
+        if live && drawn.elapsed() >= Duration::from_millis(400) {
+            drawn = Instant::now();
+            let status = running.client().status_report();
+            // Home the cursor and clear the screen, then redraw.
+            print!("\x1b[H\x1b[2J{base}/dashboard\n\n{status}\n");
+        }
         print!(
             "\r[{}{}] {done}/{requests} requests  {statuses:?}",
             "#".repeat(filled),
