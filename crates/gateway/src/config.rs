@@ -84,6 +84,11 @@ pub struct StorageConfig {
     /// kept in memory only and lost when the gateway stops.
     #[serde(default)]
     pub path: Option<PathBuf>,
+    /// Usage records older than this many days are deleted (hourly). At
+    /// least 32, so that a month's budget can always be rebuilt. Default:
+    /// kept forever.
+    #[serde(default)]
+    pub usage_retention_days: Option<u32>,
 }
 
 /// `[server]`.

@@ -122,6 +122,9 @@ pub async fn start_with(
         understood.models,
         store,
     ));
+    if let Some(days) = config.storage.usage_retention_days {
+        persist::prune(&state, days).await;
+    }
     persist::restore(&state, loaded).await?;
     let saver = persist::spawn_saver(state.clone());
     let mut running = server::spawn(listener, state, config.server.body_limit_bytes)?;
@@ -129,6 +132,9 @@ pub async fn start_with(
     if !manual_clock {
         // With an injected clock the caller drives time (`Client::tick`).
         running.keep(client.spawn_monitor(Duration::from_secs(60)));
+        if let Some(days) = config.storage.usage_retention_days {
+            running.keep(persist::spawn_pruner(running.state(), days));
+        }
     }
     Ok(running)
 }

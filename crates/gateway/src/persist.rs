@@ -190,3 +190,23 @@ pub(crate) fn spawn_saver(s: Arc<AppState>) -> tokio::task::JoinHandle<()> {
         }
     })
 }
+
+/// Deletes usage records older than `days`.
+pub(crate) async fn prune(s: &AppState, days: u32) {
+    let before = s.now_ms().saturating_sub(i64::from(days) * DAY_MS);
+    match s.store.query(move |st| st.prune_usage(before)).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("deleted {n} usage records older than {days} days"),
+        Err(e) => tracing::warn!("usage records could not be pruned: {e}"),
+    }
+}
+
+/// Prunes usage every hour.
+pub(crate) fn spawn_pruner(s: Arc<AppState>, days: u32) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            s.client.clock().sleep(Duration::from_secs(3600)).await;
+            prune(&s, days).await;
+        }
+    })
+}

@@ -750,6 +750,11 @@ impl Running {
         drained
     }
 
+    /// The state every handler shares.
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone()
+    }
+
     /// Ties `task` to the server: it is stopped by [`shutdown`](Self::shutdown).
     pub fn keep(&mut self, task: tokio::task::JoinHandle<()>) {
         self.background.push(task);

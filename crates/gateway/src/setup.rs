@@ -310,6 +310,15 @@ pub fn build(
         }
         u.lines.push("auth: none (loopback only)".into());
     }
+    if let Some(days) = config.storage.usage_retention_days {
+        if days < 32 {
+            return Err(err(
+                "storage.usage_retention_days".into(),
+                format!("{days} is too short: a month's budget is rebuilt from 32 days of usage"),
+            ));
+        }
+        u.lines.push(format!("storage: usage kept {days} days"));
+    }
     u.lines.push(match &config.storage.path {
         Some(p) => format!("storage: {} (SQLite)", p.display()),
         None => "storage: in memory only (lost when the gateway stops)".into(),

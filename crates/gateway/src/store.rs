@@ -213,6 +213,9 @@ pub trait Store: Send + 'static {
     fn spend_since(&mut self, from: i64) -> Result<Vec<SpendLine>, StoreError>;
     /// The newest `limit` audit entries, newest first.
     fn audit(&mut self, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+    /// Deletes usage records older than `before` (Unix milliseconds);
+    /// returns how many went.
+    fn prune_usage(&mut self, before: i64) -> Result<u64, StoreError>;
     /// A line for the start-up log: where state lives.
     fn describe(&self) -> String;
 }
@@ -558,6 +561,13 @@ impl Store for SqliteStore {
         rows.map(|r| r.map_err(StoreError::from)).collect()
     }
 
+    fn prune_usage(&mut self, before: i64) -> Result<u64, StoreError> {
+        let n = self
+            .conn
+            .execute("DELETE FROM usage WHERE at < ?1", [before])?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     fn describe(&self) -> String {
         format!("state is stored in {} (SQLite, WAL)", self.path.display())
     }
@@ -715,6 +725,12 @@ impl Store for MemoryStore {
 
     fn audit(&mut self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
         Ok(self.audit.iter().rev().take(limit).cloned().collect())
+    }
+
+    fn prune_usage(&mut self, before: i64) -> Result<u64, StoreError> {
+        let old = self.usage.len();
+        self.usage.retain(|k, _| k.0 + HOUR_MS > before);
+        Ok((old - self.usage.len()) as u64)
     }
 
     fn describe(&self) -> String {
@@ -981,6 +997,10 @@ mod tests {
         assert_eq!(spend.iter().map(|s| s.cost_micros).sum::<u64>(), 507);
         assert_eq!(spend.iter().map(|s| s.requests).sum::<u64>(), 3);
         assert_eq!(store.audit(10).unwrap()[0].action, "client_key.create");
+        store.prune_usage(HOUR_MS).unwrap();
+        let left = store.usage(&UsageQuery::default()).unwrap();
+        assert_eq!(left.len(), 1, "the records of the first hour are gone");
+        assert_eq!(left[0].key_id.as_deref(), Some("key_2"));
 
         store
             .write(&[Write::UpstreamKey {
@@ -1019,7 +1039,7 @@ mod tests {
         exercise(&mut SqliteStore::open(&path).unwrap());
         let mut again = SqliteStore::open(&path).unwrap();
         assert_eq!(again.load().unwrap().client_keys.len(), 1);
-        assert_eq!(again.usage(&UsageQuery::default()).unwrap().len(), 2);
+        assert_eq!(again.usage(&UsageQuery::default()).unwrap().len(), 1);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -145,6 +145,19 @@ async fn a_streamed_answer_arrives_as_server_sent_events() {
         "the final usage chunk is passed through"
     );
     assert_eq!(*events.last().unwrap(), "data: [DONE]");
+    // The stream's usage was recorded before [DONE] (auth is off here, so the
+    // management API is open to this local caller).
+    let usage: serde_json::Value = env
+        .http
+        .get(env.url("/v1/usage"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(usage["usage"][0]["requests"], 1, "{usage}");
+    assert!(usage["usage"][0]["completion_tokens"].as_u64().unwrap() > 0);
 }
 
 #[tokio::test]

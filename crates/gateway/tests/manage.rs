@@ -698,3 +698,70 @@ async fn state_survives_a_restart() {
     assert_eq!(audit["data"].as_array().unwrap().len(), 3);
     let _ = std::fs::remove_dir_all(db.parent().unwrap());
 }
+
+#[tokio::test]
+async fn old_usage_goes_after_its_retention_and_short_retentions_are_refused() {
+    use gateway::store::{SqliteStore, Store, UsageRecord, Write};
+    let db = temp_db("retention");
+    let day = 86_400_000i64;
+    let now = i64::try_from(T0).unwrap() * 1000;
+    {
+        let mut store = SqliteStore::open(&db).unwrap();
+        let record = |at: i64| {
+            Write::Usage(UsageRecord {
+                at,
+                key_id: None,
+                key_name: None,
+                team: None,
+                provider: "simulated".into(),
+                upstream_key: "alpha".into(),
+                model: "gpt-4o-mini".into(),
+                prompt_tokens: 1,
+                completion_tokens: 1,
+                cost_micros: 1,
+            })
+        };
+        store
+            .write(&[
+                record(now - 100 * day),
+                record(now - 50 * day),
+                record(now - day),
+            ])
+            .unwrap();
+    }
+    let sim = sim::start(&KEYS).await.unwrap();
+    let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(T0));
+    let (mut config, env) = config(&sim.base_url(), Some(&db));
+    config.storage.usage_retention_days = Some(10);
+    let e = gateway::start(&config, &env).await.unwrap_err().to_string();
+    assert!(
+        e.contains("usage_retention_days") && e.contains("32"),
+        "{e}"
+    );
+    config.storage.usage_retention_days = Some(60);
+    let running = gateway::start_with(
+        &config,
+        &env,
+        gateway::StartOptions {
+            clock: Some(Arc::new(clock)),
+            transport: None,
+        },
+    )
+    .await
+    .unwrap();
+    let usage: Value = reqwest::Client::new()
+        .get(format!("http://{}/v1/usage", running.addr))
+        .bearer_auth(MASTER)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        usage["usage"][0]["requests"], 2,
+        "the 100-day-old record went: {usage}"
+    );
+    drop(sim);
+    let _ = std::fs::remove_dir_all(db.parent().unwrap());
+}
