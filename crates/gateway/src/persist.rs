@@ -50,8 +50,13 @@ pub(crate) async fn restore(s: &AppState, loaded: Loaded) -> Result<(), StoreErr
         let done = s.client.with_pool(provider, |pool, now| {
             pool.find(name).map(|id| pool.restore(id, &saved, now))
         });
-        if matches!(done, Some(Some(Ok(())))) {
-            states += 1;
+        match done {
+            Some(Some(Ok(()))) => states += 1,
+            Some(None) | None => tracing::warn!(
+                "{provider}/{name} has a saved state but is not in the config (keys added \
+                 through the API are not kept across restarts: add it to the file)"
+            ),
+            Some(Some(Err(e))) => tracing::warn!("{provider}/{name}: {e}"),
         }
     }
     for (model, state) in &loaded.canaries {
