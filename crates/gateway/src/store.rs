@@ -199,8 +199,9 @@ pub enum Write {
     Audit(AuditEntry),
 }
 
-/// What the gateway needs from persistent storage. Implementations run on
-/// the store's own thread, so they may block.
+/// What the gateway needs from persistent storage. Calls block: writes run
+/// on the task that leads a group commit (so they should take microseconds,
+/// as an append does), queries on a blocking thread.
 pub trait Store: Send + 'static {
     /// Everything needed at start-up.
     fn load(&mut self) -> Result<Loaded, StoreError>;
