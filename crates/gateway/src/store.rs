@@ -819,6 +819,15 @@ fn commit(store: &mut dyn Store, batch: Pending) {
     }
 }
 
+/// Leads a group commit when dropped, however the task holding it ends.
+struct Lead<'a>(&'a Shared);
+
+impl Drop for Lead<'_> {
+    fn drop(&mut self) {
+        self.0.lead();
+    }
+}
+
 /// The way to a store. Writes are committed in groups: a write waits for the
 /// commit that holds it, and one commit serves every write queued meanwhile.
 /// Cheap to clone.
@@ -867,9 +876,11 @@ impl StoreHandle {
             p.waiters.push((i, done));
         }
         // Let the tasks ready on this worker queue their writes first: one
-        // commit then serves them all.
+        // commit then serves them all. Should this task be dropped while it
+        // yields (its client went away), the guard still commits the write.
+        let lead = Lead(&self.shared);
         tokio::task::yield_now().await;
-        self.shared.lead();
+        drop(lead);
         match wait.await {
             Ok(r) => r.map_err(StoreError),
             Err(_) => Err(stopped()),
@@ -1083,6 +1094,25 @@ mod tests {
         let loaded = h.query(|s| s.load()).await.unwrap();
         assert_eq!(loaded.client_keys.len(), 1);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn a_write_whose_task_is_dropped_is_still_committed() {
+        let (h, _) = StoreHandle::start(Box::new(MemoryStore::default())).unwrap();
+        {
+            let write = std::pin::pin!(h.write(usage(1, "k", "m", 1)));
+            // Polled once (queued, now yielding), then dropped.
+            let waker = std::task::Waker::noop();
+            let mut cx = std::task::Context::from_waker(waker);
+            assert!(std::future::Future::poll(write, &mut cx).is_pending());
+            assert_eq!(lock(&h.shared.pending).writes.len(), 1, "queued");
+        }
+        assert!(
+            lock(&h.shared.pending).writes.is_empty(),
+            "committed when the task was dropped, not left for the next writer"
+        );
+        let lines = h.query(|s| s.usage(&UsageQuery::default())).await.unwrap();
+        assert_eq!(lines.first().map(|l| l.requests), Some(1));
     }
 
     #[tokio::test]
