@@ -1104,7 +1104,7 @@ mod tests {
             // Polled once (queued, now yielding), then dropped.
             let waker = std::task::Waker::noop();
             let mut cx = std::task::Context::from_waker(waker);
-            assert!(std::future::Future::poll(write, &mut cx).is_pending());
+            assert!(Future::poll(write, &mut cx).is_pending());
             assert_eq!(lock(&h.shared.pending).writes.len(), 1, "queued");
         }
         assert!(
