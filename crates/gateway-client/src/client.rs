@@ -826,6 +826,13 @@ impl Client {
         Some(r)
     }
 
+    /// Reads a provider's key pool without changing it (no events, no
+    /// wake-up of the monitor). `None` if there is no such provider.
+    pub fn read_pool<R>(&self, provider: &str, f: impl FnOnce(&KeyPool) -> R) -> Option<R> {
+        let p = self.inner.providers.iter().find(|p| &*p.name == provider)?;
+        Some(f(&lock(&p.pool)))
+    }
+
     /// Runs `f` on the rollout of `model`. `None` if it has none.
     pub fn with_rollout<R>(
         &self,

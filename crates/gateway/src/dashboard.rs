@@ -52,7 +52,7 @@ pub(crate) fn view(s: &AppState) -> Value {
             })
         })
         .collect();
-    let canary = crate::manage::rollouts_view(s);
+    let canary = crate::manage::rollouts_view(s, &snap);
     let budget: Vec<Value> = snap
         .budget
         .iter()

@@ -567,15 +567,10 @@ fn upstream_view(s: &AppState) -> Value {
 }
 
 fn one_key(s: &AppState, provider: &str, name: &str) -> Option<Value> {
-    let snap = s.client.snapshot();
-    snap.providers
-        .iter()
-        .find(|p| p.name == provider)?
-        .pool
-        .keys
-        .iter()
-        .find(|k| &*k.name == name)
-        .map(key_view)
+    let key = s.client.read_pool(provider, |pool| {
+        pool.find(name).and_then(|id| pool.key_snapshot(id))
+    })??;
+    Some(key_view(&key))
 }
 
 pub(crate) async fn list_upstream(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
@@ -789,8 +784,7 @@ pub(crate) async fn rotate_upstream(
 // ----- the canary -------------------------------------------------------
 
 /// Each rollout: split, phase and latest verdict (the API and the dashboard).
-pub(crate) fn rollouts_view(s: &AppState) -> Vec<Value> {
-    let snap = s.client.snapshot();
+pub(crate) fn rollouts_view(s: &AppState, snap: &gateway_client::Snapshot) -> Vec<Value> {
     let verdicts = s.client.last_verdicts();
     snap.rollouts
         .iter()
@@ -813,7 +807,7 @@ pub(crate) fn rollouts_view(s: &AppState) -> Vec<Value> {
 }
 
 fn canary_view(s: &AppState) -> Value {
-    json!({"object": "list", "data": rollouts_view(s)})
+    json!({"object": "list", "data": rollouts_view(s, &s.client.snapshot())})
 }
 
 pub(crate) async fn get_canary(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
@@ -1004,7 +998,7 @@ pub(crate) async fn get_audit(
 
 /// The key's state for the store, by name.
 pub(crate) fn saved_state(s: &AppState, provider: &str, name: &str) -> Option<Value> {
-    let saved = s.client.with_pool(provider, |pool, _| {
+    let saved = s.client.read_pool(provider, |pool| {
         pool.find(name).and_then(|id| pool.saved(id))
     })??;
     serde_json::to_value(saved).ok()
