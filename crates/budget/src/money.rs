@@ -41,6 +41,12 @@ impl Money {
         self.0
     }
 
+    /// The amount in dollars with all six decimals and no sign, e.g.
+    /// `0.000123`: exact, for headers and JSON numbers.
+    pub fn decimal(self) -> String {
+        format!("{}.{:06}", self.0 / 1_000_000, self.0 % 1_000_000)
+    }
+
     /// Parses a dollar amount written in decimal (`"12.5"`, `"$0.000042"`,
     /// `"2e-6"`) exactly; digits past the micro-dollar are rounded half up.
     pub fn parse_dollars(s: &str) -> Result<Self, BudgetError> {
@@ -160,6 +166,13 @@ mod tests {
         assert_eq!(Money::ZERO.to_string(), "$0.00");
         assert_eq!(Money::from_micros(12_345_678).to_string(), "$12.345678");
         assert_eq!(Money::from_micros(1_500).to_string(), "$0.0015");
+    }
+
+    #[test]
+    fn decimal_keeps_all_six_places() {
+        assert_eq!(Money::from_micros(123).decimal(), "0.000123");
+        assert_eq!(Money::from_cents(1250).decimal(), "12.500000");
+        assert_eq!(Money::ZERO.decimal(), "0.000000");
     }
 
     #[test]

@@ -25,10 +25,6 @@ pub(crate) async fn page() -> Response {
         .into_response()
 }
 
-fn micros(m: budget::Money) -> u64 {
-    m.micros()
-}
-
 /// What the page shows, at one moment.
 pub(crate) fn view(s: &AppState) -> Value {
     let snap = s.client.snapshot();
@@ -60,9 +56,9 @@ pub(crate) fn view(s: &AppState) -> Value {
             json!({
                 "scope": b.scope.to_string(),
                 "period": b.period.to_string(),
-                "limit_micros": micros(b.limit),
-                "spent_micros": micros(b.spent),
-                "reserved_micros": micros(b.reserved),
+                "limit_micros": b.limit.micros(),
+                "spent_micros": b.spent.micros(),
+                "reserved_micros": b.reserved.micros(),
             })
         })
         .collect();

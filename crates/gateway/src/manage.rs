@@ -471,8 +471,7 @@ pub(crate) struct UsageParams {
 
 fn dollars(micros: u64) -> Value {
     // Display only: the sum is exact integer micro-dollars, shown in dollars.
-    let text = format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000);
-    serde_json::from_str(&text).unwrap_or(Value::Null)
+    serde_json::from_str(&budget::Money::from_micros(micros).decimal()).unwrap_or(Value::Null)
 }
 
 pub(crate) async fn usage(

@@ -109,10 +109,9 @@ pub(crate) async fn restore(s: &AppState, loaded: Loaded) -> Result<(), StoreErr
         });
     }
     tracing::info!(
-        "restored {keys} client keys, {states} upstream key states, {} canary states, ${}.{:06} of spend in the last 32 days",
+        "restored {keys} client keys, {states} upstream key states, {} canary states, ${} of spend in the last 32 days",
         loaded.canaries.len(),
-        spent / 1_000_000,
-        spent % 1_000_000
+        Money::from_micros(spent).decimal()
     );
     Ok(())
 }

@@ -316,11 +316,7 @@ fn meta_headers(r: &mut Response, meta: &ResponseMeta, cost: bool) {
     set("x-gateway-attempts", meta.attempts.to_string());
     if cost {
         // Integer arithmetic: money never passes through floating point.
-        let micros = meta.cost.micros();
-        set(
-            "x-gateway-cost-usd",
-            format!("{}.{:06}", micros / 1_000_000, micros % 1_000_000),
-        );
+        set("x-gateway-cost-usd", meta.cost.decimal());
     }
 }
 
