@@ -4,7 +4,7 @@
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use sha2::{Digest, Sha256};
@@ -53,6 +53,10 @@ pub struct ClientKey {
     limiter: Option<DefaultDirectRateLimiter>,
     /// Unix milliseconds from which the key is refused; `NEVER` if not set.
     revoke_at: AtomicI64,
+    /// Unix milliseconds (0 for a key from the config file).
+    pub created_at: i64,
+    /// The key that replaced it, after a rotation.
+    rotated_to: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for ClientKey {
@@ -116,6 +120,8 @@ impl ClientKey {
             rate_limit: c.rate_limit,
             limiter: limiter(c.rate_limit)?,
             revoke_at: AtomicI64::new(NEVER),
+            created_at: 0,
+            rotated_to: Mutex::new(None),
         })
     }
 
@@ -131,7 +137,37 @@ impl ClientKey {
             rate_limit: k.rate_limit,
             limiter: limiter(k.rate_limit)?,
             revoke_at: AtomicI64::new(k.revoke_at.unwrap_or(NEVER)),
+            created_at: k.created_at,
+            rotated_to: Mutex::new(k.rotated_to.clone()),
         })
+    }
+
+    /// The key as stored; `None` for a key from the config file (it has no id).
+    pub fn record(&self) -> Option<StoredClientKey> {
+        Some(StoredClientKey {
+            id: self.id.clone()?,
+            name: self.name.clone(),
+            team: self.team.clone(),
+            hash: self.hash.iter().map(|b| format!("{b:02x}")).collect(),
+            scopes: self.scopes.clone(),
+            models: self.models.clone(),
+            rate_limit: self.rate_limit,
+            created_at: self.created_at,
+            revoke_at: self.revoke_at(),
+            rotated_to: self
+                .rotated_to
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
+        })
+    }
+
+    /// Records the key that replaced this one.
+    pub fn set_rotated_to(&self, id: &str) {
+        *self
+            .rotated_to
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(id.to_owned());
     }
 
     /// Whether the key may use `model`.
@@ -445,5 +481,30 @@ mod tests {
         let (a, b) = (new_secret().unwrap(), new_secret().unwrap());
         assert!(a.starts_with("gw-") && a.len() == 51 && a != b);
         assert!(new_id().unwrap().starts_with("key_"));
+    }
+
+    #[test]
+    fn a_stored_key_comes_back_as_it_was_saved() {
+        let stored = StoredClientKey {
+            id: "key_0123456789abcdef".into(),
+            name: "web".into(),
+            team: Some("search".into()),
+            hash: hash_key("gw-secret"),
+            scopes: vec![CHAT_WRITE.into()],
+            models: vec!["gpt-4.1".into()],
+            rate_limit: Some(200),
+            created_at: 1_795_322_452_000,
+            revoke_at: Some(1_795_408_852_000),
+            rotated_to: None,
+        };
+        let restored = ClientKey::from_stored(&stored).unwrap();
+        assert_eq!(restored.record(), Some(stored));
+        restored.set_rotated_to("key_fedcba9876543210");
+        assert_eq!(
+            restored.record().unwrap().rotated_to.as_deref(),
+            Some("key_fedcba9876543210")
+        );
+        let config = key("cfg", "gw-other", None);
+        assert_eq!(config.record(), None, "a config key has no record");
     }
 }

@@ -146,7 +146,7 @@ fn secs(ms: i64) -> i64 {
 }
 
 /// A client key as the API shows it: never its secret.
-fn key_json(k: &ClientKey, created_at: i64, now_ms: i64) -> Value {
+fn key_json(k: &ClientKey, now_ms: i64) -> Value {
     let status = match k.revoke_at() {
         Some(t) if t <= now_ms => "revoked",
         Some(_) => "revoking",
@@ -160,7 +160,7 @@ fn key_json(k: &ClientKey, created_at: i64, now_ms: i64) -> Value {
         "scopes": k.scopes,
         "models": k.models,
         "rate_limit": k.rate_limit,
-        "created_at": secs(created_at),
+        "created_at": secs(k.created_at),
         "revoke_at": k.revoke_at().map(secs),
         "status": status,
     })
@@ -182,27 +182,12 @@ struct CreateKey {
     models: Vec<String>,
 }
 
-fn stored(s: &AppState, id: &str) -> Option<StoredClientKey> {
-    s.key_records
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .get(id)
-        .cloned()
-}
-
-fn remember(s: &AppState, k: &StoredClientKey) {
-    s.key_records
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .insert(k.id.clone(), k.clone());
-}
-
 /// Creates a key from `template` with a new id and secret; saves it and
-/// makes it work at once. Returns the record and the secret.
+/// makes it work at once. Returns the key and its secret.
 async fn issue(
     s: &AppState,
     template: StoredClientKey,
-) -> Result<(StoredClientKey, String), Response> {
+) -> Result<(Arc<ClientKey>, String), Response> {
     let secret = auth::new_secret().map_err(|e| internal(&format!("no randomness: {e}")))?;
     let id = auth::new_id().map_err(|e| internal(&format!("no randomness: {e}")))?;
     let record = StoredClientKey {
@@ -214,13 +199,22 @@ async fn issue(
         ..template
     };
     let key = ClientKey::from_stored(&record).map_err(|m| bad_request("invalid_key", &m))?;
+    save_key(s, record).await?;
+    Ok((s.auth.add(key), secret))
+}
+
+/// Saves a client key's record; a change takes effect only once it is saved.
+async fn save_key(s: &AppState, record: StoredClientKey) -> Result<(), Response> {
     s.store
-        .write(Write::ClientKey(record.clone()))
+        .write(Write::ClientKey(record))
         .await
-        .map_err(|e| internal(&format!("the key could not be saved: {e}")))?;
-    s.auth.add(key);
-    remember(s, &record);
-    Ok((record, secret))
+        .map_err(|e| internal(&format!("the key could not be saved: {e}")))
+}
+
+/// When a key is refused if asked to be refused from `wanted`: an earlier
+/// schedule is kept.
+fn revoke_time(k: &ClientKey, wanted: i64) -> i64 {
+    k.revoke_at().map_or(wanted, |t| t.min(wanted))
 }
 
 pub(crate) async fn create_key(
@@ -270,17 +264,14 @@ async fn create_key_inner(
         revoke_at: None,
         rotated_to: None,
     };
-    let (record, secret) = issue(s, template).await?;
-    let key = s
-        .auth
-        .by_id(&record.id)
-        .ok_or_else(|| internal("the new key vanished"))?;
-    let shown = key_json(&key, record.created_at, s.now_ms());
+    let (key, secret) = issue(s, template).await?;
+    let shown = key_json(&key, s.now_ms());
+    let id = key.id.as_deref().unwrap_or_default();
     audit(
         s,
         &actor,
         "client_key.create",
-        &record.id,
+        id,
         None,
         Some(shown.clone()),
     )
@@ -343,30 +334,26 @@ async fn rotate_key_inner(
             &format!("client key {:?} is revoked", r.key_id),
         ));
     }
-    let mut old_record =
-        stored(s, &r.key_id).ok_or_else(|| not_found(&format!("no client key {:?}", r.key_id)))?;
-    let before = key_json(&old, old_record.created_at, now);
-    let (new_record, secret) = issue(s, old_record.clone()).await?;
-    let revoke_at = old.revoke_from(now.saturating_add(grace_ms));
+    let mut old_record = old
+        .record()
+        .ok_or_else(|| not_found(&format!("no client key {:?}", r.key_id)))?;
+    let before = key_json(&old, now);
+    let (new_key, secret) = issue(s, old_record.clone()).await?;
+    let new_id = new_key.id.clone().unwrap_or_default();
+    let revoke_at = revoke_time(&old, now.saturating_add(grace_ms));
     old_record.revoke_at = Some(revoke_at);
-    old_record.rotated_to = Some(new_record.id.clone());
-    s.store
-        .write(Write::ClientKey(old_record.clone()))
-        .await
-        .map_err(|e| internal(&format!("the old key could not be saved: {e}")))?;
-    remember(s, &old_record);
-    let new_key = s
-        .auth
-        .by_id(&new_record.id)
-        .ok_or_else(|| internal("the new key vanished"))?;
-    let mut answer = key_json(&new_key, new_record.created_at, now);
+    old_record.rotated_to = Some(new_id.clone());
+    save_key(s, old_record).await?;
+    old.revoke_from(revoke_at);
+    old.set_rotated_to(&new_id);
+    let mut answer = key_json(&new_key, now);
     audit(
         s,
         &actor,
         "client_key.rotate",
         &r.key_id,
         Some(before),
-        Some(json!({"old": key_json(&old, old_record.created_at, now), "new": answer.clone()})),
+        Some(json!({"old": key_json(&old, now), "new": answer.clone()})),
     )
     .await?;
     set(&mut answer, "key", Value::String(secret));
@@ -418,16 +405,15 @@ async fn revoke(s: &AppState, actor: &str, id: &str, delay_ms: i64, action: &str
         .auth
         .by_id(id)
         .ok_or_else(|| not_found(&format!("no client key {id:?}")))?;
-    let mut record = stored(s, id).ok_or_else(|| not_found(&format!("no client key {id:?}")))?;
-    let before = key_json(&key, record.created_at, now);
-    let at = key.revoke_from(now.saturating_add(delay_ms));
+    let mut record = key
+        .record()
+        .ok_or_else(|| not_found(&format!("no client key {id:?}")))?;
+    let before = key_json(&key, now);
+    let at = revoke_time(&key, now.saturating_add(delay_ms));
     record.revoke_at = Some(at);
-    s.store
-        .write(Write::ClientKey(record.clone()))
-        .await
-        .map_err(|e| internal(&format!("the key could not be saved: {e}")))?;
-    remember(s, &record);
-    let after = key_json(&key, record.created_at, now);
+    save_key(s, record).await?;
+    key.revoke_from(at);
+    let after = key_json(&key, now);
     audit(s, actor, action, id, Some(before), Some(after.clone())).await?;
     Ok(axum::Json(after).into_response())
 }
@@ -442,11 +428,7 @@ pub(crate) async fn list_keys(State(s): State<Arc<AppState>>, headers: HeaderMap
         .all()
         .iter()
         .map(|k| {
-            let created =
-                k.id.as_deref()
-                    .and_then(|id| stored(&s, id))
-                    .map_or(0, |r| r.created_at);
-            let mut v = key_json(k, created, now);
+            let mut v = key_json(k, now);
             if k.id.is_none() {
                 set(&mut v, "source", json!("config"));
             }

@@ -32,10 +32,6 @@ pub(crate) async fn restore(s: &AppState, loaded: Loaded) -> Result<(), StoreErr
         match ClientKey::from_stored(k) {
             Ok(key) => {
                 s.auth.add(key);
-                s.key_records
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .insert(k.id.clone(), k.clone());
                 keys += 1;
             }
             Err(e) => tracing::warn!("stored client key {} is unusable: {e}", k.id),

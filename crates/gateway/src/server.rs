@@ -1,6 +1,6 @@
 //! The OpenAI-compatible HTTP server.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -19,7 +19,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::auth::{Auth, CHAT_WRITE, ClientKey, Denied, EMBEDDINGS_READ};
 use crate::manage;
-use crate::store::{StoreHandle, StoredClientKey, UsageRecord, Write};
+use crate::store::{StoreHandle, UsageRecord, Write};
 
 /// What every handler shares.
 pub struct AppState {
@@ -31,8 +31,6 @@ pub struct AppState {
     pub models: Vec<String>,
     /// Where usage, keys, states and the audit log are kept.
     pub store: StoreHandle,
-    /// The stored records of API-created client keys, by id.
-    pub(crate) key_records: Mutex<HashMap<String, StoredClientKey>>,
     /// Recent events and request counts, for the dashboard.
     pub(crate) recent: Mutex<Recent>,
     /// Held by each management change, so that concurrent changes to one key
@@ -114,7 +112,6 @@ impl AppState {
             auth,
             models,
             store,
-            key_records: Mutex::new(HashMap::new()),
             recent: Mutex::new(Recent::default()),
             manage_lock: tokio::sync::Mutex::new(()),
             metrics: prometheus(),
