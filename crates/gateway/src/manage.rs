@@ -687,26 +687,6 @@ async fn act_on_upstream(
     Ok(axum::Json(after.unwrap_or_else(|| json!({"removed": target}))).into_response())
 }
 
-pub(crate) async fn disable_upstream(
-    State(s): State<Arc<AppState>>,
-    Path((provider, name)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    act_on_upstream(&s, &headers, &provider, &name, KeyAction::Disable)
-        .await
-        .unwrap_or_else(|e| e)
-}
-
-pub(crate) async fn enable_upstream(
-    State(s): State<Arc<AppState>>,
-    Path((provider, name)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    act_on_upstream(&s, &headers, &provider, &name, KeyAction::Enable)
-        .await
-        .unwrap_or_else(|e| e)
-}
-
 pub(crate) async fn remove_upstream(
     State(s): State<Arc<AppState>>,
     Path((provider, name)): Path<(String, String)>,
@@ -717,49 +697,78 @@ pub(crate) async fn remove_upstream(
         .unwrap_or_else(|e| e)
 }
 
-pub(crate) async fn rotate_upstream(
+/// `POST /admin/upstream-keys/{provider}/{name}/{action}`: `disable`,
+/// `enable`, or `rotate` (with `{"secret", "grace_seconds"?}`).
+pub(crate) async fn upstream_command(
     State(s): State<Arc<AppState>>,
-    Path((provider, name)): Path<(String, String)>,
+    Path((provider, name, action)): Path<(String, String, String)>,
     headers: HeaderMap,
     b: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let r = async {
-        let actor = admin(&s, &headers)?;
-        // One change at a time: a change and its record go together.
-        let _one_at_a_time = s.manage_lock.lock().await;
-        let r: RotateUpstream = body(b)?;
-        let grace = match r.grace_seconds {
-            Some(g) => {
-                Duration::from_millis(u64::try_from(seconds("grace_seconds", g)?).unwrap_or(0))
-            }
-            None => DEFAULT_GRACE,
-        };
-        let before = one_key(&s, &provider, &name)
-            .ok_or_else(|| not_found(&format!("no key {name:?} in provider {provider:?}")))?;
-        s.client
-            .with_pool(&provider, |pool, now| {
-                let id = pool.find(&name).ok_or(None)?;
-                pool.rotate(id, r.secret, grace, now).map_err(Some)
-            })
-            .ok_or_else(|| no_provider(&provider))?
-            .map_err(|e| match e {
-                Some(e) => bad_request("invalid_key", &e.to_string()),
-                None => not_found(&format!("no key {name:?} in provider {provider:?}")),
-            })?;
-        let after = upstream_view(&s);
-        let target = format!("{provider}/{name}");
-        audit(
-            &s,
-            &actor,
-            "upstream_key.rotate",
-            &target,
-            Some(before),
-            one_key(&s, &provider, &name),
-        )
-        .await?;
-        Ok::<_, Response>(axum::Json(after).into_response())
+    let done = match action.as_str() {
+        "disable" => act_on_upstream(&s, &headers, &provider, &name, KeyAction::Disable).await,
+        "enable" => act_on_upstream(&s, &headers, &provider, &name, KeyAction::Enable).await,
+        "rotate" => rotate_upstream(&s, &headers, &provider, &name, b).await,
+        other => Err(bad_request(
+            "invalid_command",
+            &format!("unknown action {other:?} (disable, enable, rotate)"),
+        )),
     };
-    r.await.unwrap_or_else(|e| e)
+    done.unwrap_or_else(|e| e)
+}
+
+/// Every key of `provider` named `name` (two during a rotation's grace).
+fn keys_named(s: &AppState, provider: &str, name: &str) -> Vec<Value> {
+    s.client
+        .read_pool(provider, |pool| {
+            pool.key_ids()
+                .filter(|&id| pool.name(id).is_some_and(|n| &**n == name))
+                .filter_map(|id| pool.key_snapshot(id))
+                .map(|k| key_view(&k))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn rotate_upstream(
+    s: &AppState,
+    headers: &HeaderMap,
+    provider: &str,
+    name: &str,
+    b: Result<Bytes, BytesRejection>,
+) -> Answer {
+    let actor = admin(s, headers)?;
+    // One change at a time: a change and its record go together.
+    let _one_at_a_time = s.manage_lock.lock().await;
+    let r: RotateUpstream = body(b)?;
+    let grace = match r.grace_seconds {
+        Some(g) => Duration::from_millis(u64::try_from(seconds("grace_seconds", g)?).unwrap_or(0)),
+        None => DEFAULT_GRACE,
+    };
+    let before = one_key(s, provider, name)
+        .ok_or_else(|| not_found(&format!("no key {name:?} in provider {provider:?}")))?;
+    s.client
+        .with_pool(provider, |pool, now| {
+            let id = pool.find(name).ok_or(None)?;
+            pool.rotate(id, r.secret, grace, now).map_err(Some)
+        })
+        .ok_or_else(|| no_provider(provider))?
+        .map_err(|e| match e {
+            Some(e) => bad_request("invalid_key", &e.to_string()),
+            None => not_found(&format!("no key {name:?} in provider {provider:?}")),
+        })?;
+    let after = keys_named(s, provider, name);
+    let target = format!("{provider}/{name}");
+    audit(
+        s,
+        &actor,
+        "upstream_key.rotate",
+        &target,
+        Some(before),
+        Some(json!(after)),
+    )
+    .await?;
+    Ok(axum::Json(json!({"object": "list", "data": after})).into_response())
 }
 
 // ----- the canary -------------------------------------------------------

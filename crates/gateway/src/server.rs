@@ -167,16 +167,8 @@ pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
             axum::routing::delete(manage::remove_upstream),
         )
         .route(
-            "/admin/upstream-keys/{provider}/{name}/disable",
-            post(manage::disable_upstream),
-        )
-        .route(
-            "/admin/upstream-keys/{provider}/{name}/enable",
-            post(manage::enable_upstream),
-        )
-        .route(
-            "/admin/upstream-keys/{provider}/{name}/rotate",
-            post(manage::rotate_upstream),
+            "/admin/upstream-keys/{provider}/{name}/{action}",
+            post(manage::upstream_command),
         )
         .route("/admin/canary", get(manage::get_canary))
         .route(

@@ -463,6 +463,14 @@ async fn the_upstream_pool_and_the_canary_are_operated_at_runtime() {
         )
         .await;
     assert_eq!(status, 404);
+    let (status, body) = gw
+        .admin(
+            Method::POST,
+            "/admin/upstream-keys/simulated/alpha/explode",
+            None,
+        )
+        .await;
+    assert_eq!((status, error_code(&body)), (400, "invalid_command"));
     let (status, after) = gw
         .admin(
             Method::POST,
@@ -510,7 +518,7 @@ async fn the_upstream_pool_and_the_canary_are_operated_at_runtime() {
     assert_eq!(status, 400);
 
     // Rotate gamma onto alpha's secret: the new one serves, the old drains.
-    let (status, _) = gw
+    let (status, rotated) = gw
         .admin(
             Method::POST,
             "/admin/upstream-keys/simulated/gamma/rotate",
@@ -518,6 +526,7 @@ async fn the_upstream_pool_and_the_canary_are_operated_at_runtime() {
         )
         .await;
     assert_eq!(status, 200);
+    assert_eq!(rotated["data"].as_array().unwrap().len(), 2, "{rotated}");
     let (_, keys) = gw.admin(Method::GET, "/admin/upstream-keys", None).await;
     let states: Vec<&str> = keys["data"][0]["keys"]
         .as_array()
