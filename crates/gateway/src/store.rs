@@ -585,8 +585,37 @@ pub struct MemoryStore {
     client_keys: BTreeMap<String, StoredClientKey>,
     upstream_keys: BTreeMap<(String, String), serde_json::Value>,
     canaries: BTreeMap<String, serde_json::Value>,
-    usage: BTreeMap<UsageKey, [u64; 4]>,
+    usage: BTreeMap<UsageKey, Totals>,
     audit: std::collections::VecDeque<AuditEntry>,
+}
+
+/// Requests, tokens and cost added up.
+#[derive(Clone, Copy, Debug, Default)]
+struct Totals {
+    requests: u64,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    cost_micros: u64,
+}
+
+impl Totals {
+    fn add(&mut self, other: Totals) {
+        self.requests += other.requests;
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.cost_micros += other.cost_micros;
+    }
+}
+
+impl From<&UsageRecord> for Totals {
+    fn from(u: &UsageRecord) -> Self {
+        Totals {
+            requests: 1,
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            cost_micros: u.cost_micros,
+        }
+    }
 }
 
 /// How long a memory store keeps usage.
@@ -626,11 +655,7 @@ impl Store for MemoryStore {
                         u.team.clone(),
                         u.model.clone(),
                     );
-                    let t = self.usage.entry(k).or_default();
-                    t[0] += 1;
-                    t[1] += u.prompt_tokens;
-                    t[2] += u.completion_tokens;
-                    t[3] += u.cost_micros;
+                    self.usage.entry(k).or_default().add(u.into());
                 }
                 Write::ClientKey(k) => {
                     self.client_keys.insert(k.id.clone(), k.clone());
@@ -661,7 +686,7 @@ impl Store for MemoryStore {
     }
 
     fn usage(&mut self, q: &UsageQuery) -> Result<Vec<UsageLine>, StoreError> {
-        let mut lines: BTreeMap<UsageKey, [u64; 4]> = BTreeMap::new();
+        let mut lines: BTreeMap<UsageKey, Totals> = BTreeMap::new();
         for ((hour, key_id, key_name, team, model), t) in &self.usage {
             let keep = q.key_id.as_ref().is_none_or(|k| key_id.as_ref() == Some(k))
                 && q.team.as_ref().is_none_or(|x| team.as_ref() == Some(x))
@@ -669,7 +694,7 @@ impl Store for MemoryStore {
                 && q.from.is_none_or(|f| *hour + HOUR_MS > f)
                 && q.to.is_none_or(|to| *hour < to);
             if keep {
-                let l = lines
+                lines
                     .entry((
                         0,
                         key_id.clone(),
@@ -677,10 +702,8 @@ impl Store for MemoryStore {
                         team.clone(),
                         model.clone(),
                     ))
-                    .or_default();
-                for (a, b) in l.iter_mut().zip(t) {
-                    *a += b;
-                }
+                    .or_default()
+                    .add(*t);
             }
         }
         let mut v: Vec<UsageLine> = lines
@@ -690,10 +713,10 @@ impl Store for MemoryStore {
                 key_name,
                 team,
                 model,
-                requests: t[0],
-                prompt_tokens: t[1],
-                completion_tokens: t[2],
-                cost_micros: t[3],
+                requests: t.requests,
+                prompt_tokens: t.prompt_tokens,
+                completion_tokens: t.completion_tokens,
+                cost_micros: t.cost_micros,
             })
             .collect();
         v.sort_by(|a, b| {
@@ -716,10 +739,10 @@ impl Store for MemoryStore {
                 key_name: key_name.clone(),
                 team: team.clone(),
                 model: model.clone(),
-                requests: t[0],
-                prompt_tokens: t[1],
-                completion_tokens: t[2],
-                cost_micros: t[3],
+                requests: t.requests,
+                prompt_tokens: t.prompt_tokens,
+                completion_tokens: t.completion_tokens,
+                cost_micros: t.cost_micros,
             })
             .collect())
     }
