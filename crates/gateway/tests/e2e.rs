@@ -540,6 +540,26 @@ async fn the_upstream_answer_is_passed_on_byte_for_byte() {
     assert_eq!(r.text().await.unwrap(), body);
 }
 
+/// Builds the layers from a config with a mock transport, as `gateway check` does.
+fn build(
+    config: &Config,
+    env: &HashMap<String, String>,
+) -> Result<
+    (
+        gateway_client::Client,
+        gateway::auth::Auth,
+        gateway::setup::Understood,
+    ),
+    gateway::config::ConfigError,
+> {
+    gateway::setup::build(
+        config,
+        env,
+        std::sync::Arc::new(transport::MockTransport::new()),
+        None,
+    )
+}
+
 #[test]
 fn the_issue_config_works_as_written() {
     let text = r#"
@@ -574,13 +594,7 @@ mode = "none"
     let env: HashMap<String, String> = (1..=3)
         .map(|i| (format!("KEY_{i}"), format!("sk-relay-key-{i:020}")))
         .collect();
-    let (_client, _auth, understood) = gateway::setup::build(
-        &config,
-        &env,
-        std::sync::Arc::new(transport::MockTransport::new()),
-        None,
-    )
-    .unwrap();
+    let (_client, _auth, understood) = build(&config, &env).unwrap();
     let text = understood.lines.join("\n");
     assert!(
         text.contains("provider relay key backup (sk-…0003) tier 1"),
@@ -613,38 +627,18 @@ fn config_errors_name_the_field_and_line() {
     );
     let missing = "[[providers]]\nname = \"p\"\nbase_url = \"http://x/v1\"\nkeys = [{ name = \"k\", secret = \"${NOPE}\" }]\n";
     let c = Config::parse(missing, Path::new("gw.toml")).unwrap();
-    let e = gateway::setup::build(
-        &c,
-        &HashMap::new(),
-        std::sync::Arc::new(transport::MockTransport::new()),
-        None,
-    )
-    .unwrap_err()
-    .to_string();
+    let e = build(&c, &HashMap::new()).unwrap_err().to_string();
     assert_eq!(
         e,
         "providers[0].keys[0].secret: environment variable NOPE is not set"
     );
     let open = "[server]\nlisten = \"0.0.0.0:9000\"\n[auth]\nmode = \"none\"\n[[providers]]\nname = \"p\"\nbase_url = \"http://x/v1\"\nkeys = [{ name = \"k\", secret = \"sk-literal-0123456789abcdef\" }]\n";
     let c = Config::parse(open, Path::new("gw.toml")).unwrap();
-    let e = gateway::setup::build(
-        &c,
-        &HashMap::new(),
-        std::sync::Arc::new(transport::MockTransport::new()),
-        None,
-    )
-    .unwrap_err()
-    .to_string();
+    let e = build(&c, &HashMap::new()).unwrap_err().to_string();
     assert!(e.contains("only allowed on a loopback address"), "{e}");
     let literal = open.replace("0.0.0.0", "127.0.0.1");
     let c = Config::parse(&literal, Path::new("gw.toml")).unwrap();
-    let (_, _, u) = gateway::setup::build(
-        &c,
-        &HashMap::new(),
-        std::sync::Arc::new(transport::MockTransport::new()),
-        None,
-    )
-    .unwrap();
+    let (_, _, u) = build(&c, &HashMap::new()).unwrap();
     assert!(u.warnings[0].contains("literal secret"), "{:?}", u.warnings);
 }
 
@@ -665,13 +659,7 @@ fn models_from_a_prices_file_are_served() {
     let config = Config::parse(&text, Path::new("gw.toml")).unwrap();
     let env: HashMap<String, String> =
         [("K".to_owned(), "sk-some-key-0123456789abcdef".to_owned())].into();
-    let (_, _, understood) = gateway::setup::build(
-        &config,
-        &env,
-        std::sync::Arc::new(transport::MockTransport::new()),
-        None,
-    )
-    .unwrap();
+    let (_, _, understood) = build(&config, &env).unwrap();
     assert!(
         understood.models.iter().any(|m| m == "local-llama"),
         "{:?}",
