@@ -16,7 +16,7 @@ use budget::{Ledger, LedgerConfig, Limit, Money, Period, PriceTable, Scope};
 use canary::{Rollout, Share};
 use gateway_client::{ApiRequest, Client, ClientError, ManualClock, RequestContext, RetryPolicy};
 use keypool_core::{CooldownCause, DisableCause, KeyState, NewKey, PoolConfig, Timestamp};
-use transport::{ReqwestConfig, ReqwestTransport};
+use transport::{HttpConfig, ReqwestTransport};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -68,9 +68,9 @@ async fn on_key(server: &MockServer, name: &str, template: ResponseTemplate) {
 
 fn transport() -> Arc<ReqwestTransport> {
     Arc::new(
-        ReqwestTransport::new(&ReqwestConfig {
+        ReqwestTransport::new(&HttpConfig {
             use_env_proxy: false,
-            ..ReqwestConfig::default()
+            ..HttpConfig::default()
         })
         .unwrap(),
     )

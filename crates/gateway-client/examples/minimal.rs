@@ -16,7 +16,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     pool.add(NewKey::new("prod-1", "sk-prod-aaaaaaaaaaaaaaaa"), now)?;
     pool.add(NewKey::new("prod-2", "sk-prod-bbbbbbbbbbbbbbbb"), now)?;
 
-    // In production: Arc::new(ReqwestTransport::new(&ReqwestConfig::default())?).
+    // In production: Arc::new(ReqwestTransport::new(&HttpConfig::default())?).
     let upstream = MockTransport::new();
     upstream.script(
         "sk-prod-aaaaaaaaaaaaaaaa",

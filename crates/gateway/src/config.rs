@@ -313,11 +313,11 @@ impl Config {
         })
     }
 
-    /// The reqwest transport's settings.
-    pub fn reqwest(&self) -> transport::ReqwestConfig {
+    /// The HTTP transport's settings.
+    pub fn http(&self) -> transport::HttpConfig {
         let t = &self.transport;
-        let d = transport::ReqwestConfig::default();
-        transport::ReqwestConfig {
+        let d = transport::HttpConfig::default();
+        transport::HttpConfig {
             connect_timeout: t
                 .connect_timeout_secs
                 .map_or(d.connect_timeout, Duration::from_secs),
@@ -326,6 +326,36 @@ impl Config {
             max_body_bytes: t.max_body_bytes.unwrap_or(d.max_body_bytes),
             ..d
         }
+    }
+
+    /// The transport to the upstreams: hyper's client (the leanest per
+    /// request), or reqwest's when `use_env_proxy` is on and `env` names a
+    /// proxy (`HTTPS_PROXY`, `HTTP_PROXY` or `ALL_PROXY`, in either case),
+    /// since only reqwest goes through one. The second value says which.
+    pub fn upstream_transport(
+        &self,
+        env: &HashMap<String, String>,
+    ) -> Result<(std::sync::Arc<dyn transport::Transport>, &'static str), transport::TransportError>
+    {
+        let http = self.http();
+        let proxy = ["HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY"]
+            .iter()
+            .any(|name| {
+                [name.to_string(), name.to_lowercase()]
+                    .iter()
+                    .any(|n| env.get(n).is_some_and(|v| !v.trim().is_empty()))
+            });
+        Ok(if http.use_env_proxy && proxy {
+            (
+                std::sync::Arc::new(transport::ReqwestTransport::new(&http)?),
+                "reqwest (through the proxy the environment names)",
+            )
+        } else {
+            (
+                std::sync::Arc::new(transport::HyperTransport::new(&http)?),
+                "hyper",
+            )
+        })
     }
 
     /// How long SIGTERM waits for in-flight requests.

@@ -98,7 +98,11 @@ pub async fn start_with(
 ) -> Result<server::Running, StartError> {
     let transport: Arc<dyn transport::Transport> = match options.transport {
         Some(t) => t,
-        None => Arc::new(transport::ReqwestTransport::new(&config.reqwest())?),
+        None => {
+            let (t, which) = config.upstream_transport(env)?;
+            tracing::info!("upstream transport: {which}");
+            t
+        }
     };
     let manual_clock = options.clock.is_some();
     let (client, auth, understood) = setup::build(config, env, transport, options.clock)?;

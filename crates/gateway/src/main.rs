@@ -219,8 +219,9 @@ fn check(path: &std::path::Path) -> Result<()> {
         None,
     )?;
     // The real transport too: a CA bundle that cannot be read is an error here.
-    transport::ReqwestTransport::new(&config.reqwest())?;
+    let (_, which) = config.upstream_transport(&env())?;
     println!("{}: valid", path.display());
+    println!("  upstream transport: {which}");
     for line in &understood.lines {
         println!("  {line}");
     }

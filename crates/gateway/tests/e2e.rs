@@ -680,9 +680,27 @@ async fn transport_settings_are_read_and_a_bad_ca_bundle_stops_the_start() {
         bundle.display()
     );
     let config = Config::parse(&text, Path::new("gw.toml")).unwrap();
-    let r = config.reqwest();
+    let r = config.http();
     assert_eq!(r.connect_timeout, Duration::from_secs(3));
     assert!(!r.use_env_proxy);
+    // hyper's client unless a proxy is both allowed and named; only reqwest
+    // goes through one.
+    let proxied: HashMap<String, String> = [(
+        "https_proxy".to_owned(),
+        "http://proxy.internal:3128".to_owned(),
+    )]
+    .into();
+    let plain = "[[providers]]\nname = \"p\"\nbase_url = \"http://127.0.0.1:9/v1\"\nkeys = [{ name = \"k\", secret = \"${K}\" }]\n";
+    let defaults = Config::parse(plain, Path::new("gw.toml")).unwrap();
+    let which = |c: &Config, env: &HashMap<String, String>| c.upstream_transport(env).unwrap().1;
+    assert_eq!(which(&defaults, &HashMap::new()), "hyper");
+    assert!(which(&defaults, &proxied).starts_with("reqwest"));
+    let no_proxy = Config::parse(
+        &format!("[transport]\nuse_env_proxy = false\n\n{plain}"),
+        Path::new("gw.toml"),
+    )
+    .unwrap();
+    assert_eq!(which(&no_proxy, &proxied), "hyper");
     let env: HashMap<String, String> =
         [("K".to_owned(), "sk-test-0123456789abcdef".to_owned())].into();
     let e = gateway::start(&config, &env).await.unwrap_err().to_string();

@@ -53,11 +53,21 @@ impl TransportError {
         }
     }
 
+    #[cfg_attr(not(any(feature = "reqwest", feature = "hyper")), allow(dead_code))]
     pub(crate) fn with_source(
         mut self,
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {
         self.source = Some(Box::new(source));
+        self
+    }
+
+    #[cfg(feature = "hyper")]
+    pub(crate) fn with_boxed_source(
+        mut self,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    ) -> Self {
+        self.source = Some(source);
         self
     }
 

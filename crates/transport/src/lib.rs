@@ -2,9 +2,12 @@
 //! one function that turns their answers into outcomes the key pool understands.
 //!
 //! - [`Transport`]: an async trait that sends one request ([`Transport::send`])
-//!   or a stream ([`Transport::send_stream`]). Backends: [`ReqwestTransport`]
-//!   (feature `reqwest`) and [`MockTransport`] (feature `mock`), which the layers
-//!   above use in their tests.
+//!   or a stream ([`Transport::send_stream`]). Backends: [`HyperTransport`]
+//!   (feature `hyper`: hyper-util's pooled client, the leanest per request;
+//!   no proxy support), [`ReqwestTransport`] (feature `reqwest`: proxies from
+//!   the environment), both set up by one [`HttpConfig`], and
+//!   [`MockTransport`] (feature `mock`), which the layers above use in their
+//!   tests.
 //! - [`classify`]: status, headers and body to a [`Class`], the
 //!   [`keypool_core::Outcome`] to report, usage, OpenAI's rate-limit headers and
 //!   the upstream's own error. Pure, and the only code that knows HTTP.
@@ -38,6 +41,10 @@
 
 mod classify;
 mod error;
+#[cfg(any(feature = "reqwest", feature = "hyper"))]
+mod http_config;
+#[cfg(feature = "hyper")]
+mod hyper_backend;
 #[cfg(feature = "mock")]
 mod mock;
 #[cfg(feature = "reqwest")]
@@ -49,10 +56,14 @@ pub use classify::{
     rate_limits, retry_after, usage_of,
 };
 pub use error::{ErrorKind, TransportError};
+#[cfg(any(feature = "reqwest", feature = "hyper"))]
+pub use http_config::HttpConfig;
+#[cfg(feature = "hyper")]
+pub use hyper_backend::HyperTransport;
 #[cfg(feature = "mock")]
 pub use mock::{MockReply, MockTransport, Recorded};
 #[cfg(feature = "reqwest")]
-pub use reqwest_backend::{ReqwestConfig, ReqwestTransport};
+pub use reqwest_backend::ReqwestTransport;
 pub use transport::{
     ChatStream, DEFAULT_MAX_BODY, RawEvents, Request, StreamEvent, StreamStart, Transport,
     chat_stream,

@@ -1,46 +1,11 @@
 //! The reqwest backend: one shared client, rustls with Mozilla's roots.
 
-use std::path::PathBuf;
-use std::time::Duration;
-
-use eventsource_stream::Eventsource;
-use futures_util::StreamExt;
 use http::header::{ACCEPT, CONTENT_TYPE};
 
 use crate::classify::Answer;
 use crate::error::{ErrorKind, TransportError};
-use crate::transport::{DEFAULT_MAX_BODY, Request, StreamStart, Transport, chat_stream};
-
-/// How the reqwest backend is set up. There is deliberately no option to
-/// switch certificate verification off.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReqwestConfig {
-    /// Time allowed to connect. Default 10 s.
-    pub connect_timeout: Duration,
-    /// Idle pooled connections are closed after this. Default 90 s.
-    pub pool_idle_timeout: Duration,
-    /// The largest body read. Default 16 MiB.
-    pub max_body_bytes: usize,
-    /// A PEM bundle of extra roots to trust besides Mozilla's (e.g. a corporate CA).
-    pub extra_ca_file: Option<PathBuf>,
-    /// Use `HTTP_PROXY`, `HTTPS_PROXY` and `NO_PROXY` as reqwest does. Default true.
-    pub use_env_proxy: bool,
-    /// The `User-Agent`.
-    pub user_agent: String,
-}
-
-impl Default for ReqwestConfig {
-    fn default() -> Self {
-        ReqwestConfig {
-            connect_timeout: Duration::from_secs(10),
-            pool_idle_timeout: Duration::from_secs(90),
-            max_body_bytes: DEFAULT_MAX_BODY,
-            extra_ca_file: None,
-            use_env_proxy: true,
-            user_agent: concat!("keypool/", env!("CARGO_PKG_VERSION")).to_owned(),
-        }
-    }
-}
+use crate::http_config::{HttpConfig, read_ca_bundle, sse_chat_stream};
+use crate::transport::{Request, StreamStart, Transport};
 
 /// Sends requests with one shared [`reqwest::Client`]: connection pooling,
 /// keep-alive, HTTP/2 where the server offers it, rustls verifying against
@@ -53,18 +18,13 @@ pub struct ReqwestTransport {
 
 impl ReqwestTransport {
     /// Builds the client. Fails if the extra CA bundle cannot be read or parsed.
-    pub fn new(config: &ReqwestConfig) -> Result<Self, TransportError> {
+    pub fn new(config: &HttpConfig) -> Result<Self, TransportError> {
         let mut roots: Vec<reqwest::Certificate> = webpki_root_certs::TLS_SERVER_ROOT_CERTS
             .iter()
             .filter_map(|c| reqwest::Certificate::from_der(c.as_ref()).ok())
             .collect();
         if let Some(path) = &config.extra_ca_file {
-            let pem = std::fs::read(path).map_err(|e| {
-                TransportError::new(
-                    ErrorKind::Config,
-                    format!("cannot read CA bundle {}: {e}", path.display()),
-                )
-            })?;
+            let pem = read_ca_bundle(path)?;
             let extra = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
                 TransportError::new(
                     ErrorKind::Config,
@@ -181,20 +141,12 @@ impl Transport for ReqwestTransport {
                 body,
             }));
         }
-        let raw = response
-            .bytes_stream()
-            .eventsource()
-            .map(|event| match event {
-                Ok(e) => Ok(e.data),
-                Err(eventsource_stream::EventStreamError::Transport(e)) => {
-                    Err(TransportError::from(e))
-                }
-                Err(_) => Err(TransportError::new(
-                    ErrorKind::Stream,
-                    "upstream sent a malformed event stream",
-                )),
-            });
-        let events = chat_stream(Box::pin(raw), request.timeout, self.max_body);
+        let events = sse_chat_stream(
+            response.bytes_stream(),
+            TransportError::from,
+            request.timeout,
+            self.max_body,
+        );
         Ok(StreamStart::Events {
             status,
             headers,

@@ -8,6 +8,11 @@
     clippy::indexing_slicing
 )]
 
+/// The HTTP backends (reqwest and hyper) against a wiremock server: the
+/// same rules end to end, timeouts, connection errors, streams, limits,
+/// secrets.
+#[cfg(any(feature = "reqwest", feature = "hyper"))]
+mod backends;
 /// Every classification rule, on answers built in memory.
 mod classification;
 /// Classification never panics, whatever it is given.
@@ -15,7 +20,3 @@ mod fuzz;
 /// The mock transport the layers above test with.
 #[cfg(feature = "mock")]
 mod mock;
-/// The reqwest backend against a wiremock server: the same rules end to end,
-/// timeouts, connection errors, streams, limits, secrets.
-#[cfg(feature = "reqwest")]
-mod reqwest_backend;

@@ -2,21 +2,53 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::StreamExt;
 use keypool_core::{Secret, Usage};
+use std::sync::Arc;
+
 use transport::{
-    Class, ErrorKind, Request, ReqwestConfig, ReqwestTransport, StreamEvent, StreamStart,
-    Transport, TransportError, classify,
+    Class, ErrorKind, HttpConfig, Request, StreamEvent, StreamStart, Transport, TransportError,
+    classify,
 };
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 const SECRET: &str = "sk-test-0123456789abcdefSECRET";
 
-fn transport(max_body: usize) -> ReqwestTransport {
-    ReqwestTransport::new(&ReqwestConfig {
-        max_body_bytes: max_body,
-        use_env_proxy: false,
-        ..ReqwestConfig::default()
+/// The HTTP backends built with the crate's features.
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    #[cfg(feature = "reqwest")]
+    Reqwest,
+    #[cfg(feature = "hyper")]
+    Hyper,
+}
+
+fn backends() -> Vec<Backend> {
+    vec![
+        #[cfg(feature = "reqwest")]
+        Backend::Reqwest,
+        #[cfg(feature = "hyper")]
+        Backend::Hyper,
+    ]
+}
+
+fn build(b: Backend, config: &HttpConfig) -> Result<Arc<dyn Transport>, TransportError> {
+    Ok(match b {
+        #[cfg(feature = "reqwest")]
+        Backend::Reqwest => Arc::new(transport::ReqwestTransport::new(config)?),
+        #[cfg(feature = "hyper")]
+        Backend::Hyper => Arc::new(transport::HyperTransport::new(config)?),
     })
+}
+
+fn transport(b: Backend, max_body: usize) -> Arc<dyn Transport> {
+    build(
+        b,
+        &HttpConfig {
+            max_body_bytes: max_body,
+            use_env_proxy: false,
+            ..HttpConfig::default()
+        },
+    )
     .unwrap()
 }
 
@@ -31,19 +63,25 @@ fn request(server: &MockServer) -> Request {
     r
 }
 
-async fn answer_class(template: ResponseTemplate) -> Class {
+async fn answer_class(b: Backend, template: ResponseTemplate) -> Class {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/v1/chat/completions"))
         .respond_with(template)
         .mount(&server)
         .await;
-    let a = transport(1 << 20).send(request(&server)).await.unwrap();
+    let a = transport(b, 1 << 20).send(request(&server)).await.unwrap();
     classify(&a, Duration::ZERO, SystemTime::now()).class
 }
 
 #[tokio::test]
 async fn sends_the_key_as_a_bearer_token_and_reads_usage() {
+    for b in backends() {
+        sends_the_key_as_a_bearer_token_and_reads_usage_on(b).await;
+    }
+}
+
+async fn sends_the_key_as_a_bearer_token_and_reads_usage_on(b: Backend) {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/v1/chat/completions"))
@@ -56,7 +94,7 @@ async fn sends_the_key_as_a_bearer_token_and_reads_usage() {
         .expect(1)
         .mount(&server)
         .await;
-    let a = transport(1 << 20).send(request(&server)).await.unwrap();
+    let a = transport(b, 1 << 20).send(request(&server)).await.unwrap();
     let c = classify(&a, Duration::from_millis(10), SystemTime::now());
     assert_eq!(
         (c.class, c.usage),
@@ -66,6 +104,12 @@ async fn sends_the_key_as_a_bearer_token_and_reads_usage() {
 
 #[tokio::test]
 async fn every_class_end_to_end() {
+    for b in backends() {
+        every_class_end_to_end_on(b).await;
+    }
+}
+
+async fn every_class_end_to_end_on(b: Backend) {
     let err = |kind: &str, code: &str, msg: &str| serde_json::json!({"error": {"type": kind, "code": code, "message": msg}});
     let cases = [
         (ResponseTemplate::new(429).set_body_json(err("requests", "rate_limit_exceeded", "slow")).insert_header("retry-after", "7"), Class::RateLimited { retry_after: Some(Duration::from_secs(7)) }),
@@ -81,12 +125,18 @@ async fn every_class_end_to_end() {
         (ResponseTemplate::new(200).set_body_string("{\"choices\": [tru"), Class::ServerError { status: 200 }),
     ];
     for (template, expected) in cases {
-        assert_eq!(answer_class(template).await, expected);
+        assert_eq!(answer_class(b, template).await, expected, "{b:?}");
     }
 }
 
 #[tokio::test]
 async fn retry_after_as_an_http_date_and_rate_limit_headers() {
+    for b in backends() {
+        retry_after_as_an_http_date_and_rate_limit_headers_on(b).await;
+    }
+}
+
+async fn retry_after_as_an_http_date_and_rate_limit_headers_on(b: Backend) {
     let server = MockServer::start().await;
     let in_a_minute = httpdate::fmt_http_date(SystemTime::now() + Duration::from_secs(60));
     Mock::given(method("POST"))
@@ -98,7 +148,7 @@ async fn retry_after_as_an_http_date_and_rate_limit_headers() {
         )
         .mount(&server)
         .await;
-    let a = transport(1 << 20).send(request(&server)).await.unwrap();
+    let a = transport(b, 1 << 20).send(request(&server)).await.unwrap();
     let c = classify(&a, Duration::ZERO, SystemTime::now());
     let Class::RateLimited {
         retry_after: Some(wait),
@@ -115,6 +165,12 @@ async fn retry_after_as_an_http_date_and_rate_limit_headers() {
 
 #[tokio::test]
 async fn a_slow_upstream_times_out() {
+    for b in backends() {
+        a_slow_upstream_times_out_on(b).await;
+    }
+}
+
+async fn a_slow_upstream_times_out_on(b: Backend) {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(10)))
@@ -122,13 +178,19 @@ async fn a_slow_upstream_times_out() {
         .await;
     let mut r = request(&server);
     r.timeout = Duration::from_millis(100);
-    let e = transport(1 << 20).send(r).await.unwrap_err();
+    let e = transport(b, 1 << 20).send(r).await.unwrap_err();
     assert!(e.is_timeout(), "{e:?}");
     assert_eq!(e.outcome(), keypool_core::Outcome::Timeout);
 }
 
 #[tokio::test]
 async fn a_refused_connection_is_a_connect_error() {
+    for b in backends() {
+        a_refused_connection_is_a_connect_error_on(b).await;
+    }
+}
+
+async fn a_refused_connection_is_a_connect_error_on(b: Backend) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
@@ -138,24 +200,30 @@ async fn a_refused_connection_is_a_connect_error() {
         Secret::new(SECRET),
         serde_json::json!({}),
     );
-    let e = transport(1 << 20).send(r).await.unwrap_err();
+    let e = transport(b, 1 << 20).send(r).await.unwrap_err();
     assert!(e.is_connect(), "{e:?}");
     assert_eq!(e.outcome(), keypool_core::Outcome::Connect);
 }
 
 #[tokio::test]
 async fn a_body_past_the_limit_is_refused() {
+    for b in backends() {
+        a_body_past_the_limit_is_refused_on(b).await;
+    }
+}
+
+async fn a_body_past_the_limit_is_refused_on(b: Backend) {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(200).set_body_string("x".repeat(4096)))
         .mount(&server)
         .await;
-    let e = transport(1024).send(request(&server)).await.unwrap_err();
+    let e = transport(b, 1024).send(request(&server)).await.unwrap_err();
     assert!(e.is_body_too_large(), "{e:?}");
     assert_eq!(e.to_string(), "upstream answer is larger than 1024 bytes");
     // Within the limit it is read whole.
     assert_eq!(
-        transport(4096)
+        transport(b, 4096)
             .send(request(&server))
             .await
             .unwrap()
@@ -171,6 +239,12 @@ fn sse(chunks: &[&str]) -> String {
 
 #[tokio::test]
 async fn streams_yield_chunks_then_done_with_usage_and_ask_for_usage() {
+    for b in backends() {
+        streams_yield_chunks_then_done_with_usage_and_ask_for_usage_on(b).await;
+    }
+}
+
+async fn streams_yield_chunks_then_done_with_usage_and_ask_for_usage_on(b: Backend) {
     let server = MockServer::start().await;
     let body = sse(&[
         r#"{"choices":[{"delta":{"content":"สวัส"}}]}"#,
@@ -183,7 +257,7 @@ async fn streams_yield_chunks_then_done_with_usage_and_ask_for_usage() {
         .respond_with(ResponseTemplate::new(200).set_body_raw(body, "text/event-stream"))
         .mount(&server)
         .await;
-    let StreamStart::Events { status, events, .. } = transport(1 << 20)
+    let StreamStart::Events { status, events, .. } = transport(b, 1 << 20)
         .send_stream(request(&server))
         .await
         .unwrap()
@@ -209,13 +283,19 @@ async fn streams_yield_chunks_then_done_with_usage_and_ask_for_usage() {
 
 #[tokio::test]
 async fn a_stream_that_ends_without_done_is_an_error() {
+    for b in backends() {
+        a_stream_that_ends_without_done_is_an_error_on(b).await;
+    }
+}
+
+async fn a_stream_that_ends_without_done_is_an_error_on(b: Backend) {
     let server = MockServer::start().await;
     let body = sse(&[r#"{"choices":[{"delta":{"content":"half"}}]}"#]);
     Mock::given(method("POST"))
         .respond_with(ResponseTemplate::new(200).set_body_raw(body, "text/event-stream"))
         .mount(&server)
         .await;
-    let StreamStart::Events { events, .. } = transport(1 << 20)
+    let StreamStart::Events { events, .. } = transport(b, 1 << 20)
         .send_stream(request(&server))
         .await
         .unwrap()
@@ -232,6 +312,12 @@ async fn a_stream_that_ends_without_done_is_an_error() {
 
 #[tokio::test]
 async fn an_error_answer_to_a_stream_request_is_returned_whole() {
+    for b in backends() {
+        an_error_answer_to_a_stream_request_is_returned_whole_on(b).await;
+    }
+}
+
+async fn an_error_answer_to_a_stream_request_is_returned_whole_on(b: Backend) {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(
@@ -240,7 +326,7 @@ async fn an_error_answer_to_a_stream_request_is_returned_whole() {
         )
         .mount(&server)
         .await;
-    let StreamStart::Answered(a) = transport(1 << 20)
+    let StreamStart::Answered(a) = transport(b, 1 << 20)
         .send_stream(request(&server))
         .await
         .unwrap()
@@ -255,6 +341,12 @@ async fn an_error_answer_to_a_stream_request_is_returned_whole() {
 
 #[tokio::test]
 async fn errors_never_contain_the_secret_or_the_authorization_header() {
+    for b in backends() {
+        errors_never_contain_the_secret_or_the_authorization_header_on(b).await;
+    }
+}
+
+async fn errors_never_contain_the_secret_or_the_authorization_header_on(b: Backend) {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(
@@ -269,17 +361,17 @@ async fn errors_never_contain_the_secret_or_the_authorization_header() {
     drop(listener);
     let mut errors = Vec::new();
     // Body too large, a timeout, a refused connection (with credentials in the URL).
-    errors.push(transport(100).send(request(&server)).await.unwrap_err());
+    errors.push(transport(b, 100).send(request(&server)).await.unwrap_err());
     let mut slow = request(&server);
     slow.timeout = Duration::from_millis(10);
-    errors.push(transport(1 << 20).send(slow).await.unwrap_err());
+    errors.push(transport(b, 1 << 20).send(slow).await.unwrap_err());
     let r = Request::new(
         format!("http://admin:{SECRET}@{closed}/v1"),
         "/x",
         Secret::new(SECRET),
         serde_json::json!({}),
     );
-    errors.push(transport(1 << 20).send(r).await.unwrap_err());
+    errors.push(transport(b, 1 << 20).send(r).await.unwrap_err());
     for e in &errors {
         let mut text = format!("{e} {e:?}");
         let mut source = std::error::Error::source(e);
@@ -294,30 +386,36 @@ async fn errors_never_contain_the_secret_or_the_authorization_header() {
 
 #[test]
 fn a_bad_ca_bundle_is_a_clear_error() {
-    let missing = ReqwestConfig {
-        extra_ca_file: Some("/nonexistent/ca.pem".into()),
-        ..ReqwestConfig::default()
-    };
-    let e = ReqwestTransport::new(&missing).unwrap_err();
-    assert_eq!(e.kind(), ErrorKind::Config);
-    assert!(
-        e.to_string()
-            .starts_with("cannot read CA bundle /nonexistent/ca.pem"),
-        "{e}"
-    );
     let dir = std::env::temp_dir().join(format!("transport-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let not_pem = dir.join("ca.pem");
     std::fs::write(&not_pem, "not a certificate").unwrap();
-    let e = ReqwestTransport::new(&ReqwestConfig {
-        extra_ca_file: Some(not_pem),
-        ..ReqwestConfig::default()
-    })
-    .unwrap_err();
-    assert!(
-        e.to_string().contains("holds no certificate") || e.to_string().contains("not PEM"),
-        "{e}"
-    );
+    for b in backends() {
+        let missing = HttpConfig {
+            extra_ca_file: Some("/nonexistent/ca.pem".into()),
+            ..HttpConfig::default()
+        };
+        let e = build(b, &missing).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Config);
+        assert!(
+            e.to_string()
+                .starts_with("cannot read CA bundle /nonexistent/ca.pem"),
+            "{b:?}: {e}"
+        );
+        let e = build(
+            b,
+            &HttpConfig {
+                extra_ca_file: Some(not_pem.clone()),
+                ..HttpConfig::default()
+            },
+        )
+        .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Config);
+        assert!(
+            e.to_string().contains("holds no certificate") || e.to_string().contains("not PEM"),
+            "{b:?}: {e}"
+        );
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -325,10 +423,38 @@ fn a_bad_ca_bundle_is_a_clear_error() {
 fn the_error_is_small_send_and_sync() {
     fn assert_send_sync<T: Send + Sync + 'static>() {}
     assert_send_sync::<TransportError>();
-    assert_send_sync::<ReqwestTransport>();
+    #[cfg(feature = "reqwest")]
+    assert_send_sync::<transport::ReqwestTransport>();
+    #[cfg(feature = "hyper")]
+    assert_send_sync::<transport::HyperTransport>();
     assert!(
         size_of::<TransportError>() <= 40,
         "{}",
         size_of::<TransportError>()
+    );
+}
+
+#[tokio::test]
+async fn https_is_tls_with_verification() {
+    for b in backends() {
+        https_is_tls_with_verification_on(b).await;
+    }
+}
+
+/// An `https` URL is spoken to with TLS: a server that answers in plain
+/// HTTP fails the handshake, as would one whose certificate is not trusted.
+async fn https_is_tls_with_verification_on(b: Backend) {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&server)
+        .await;
+    let mut r = request(&server);
+    r.base_url = format!("{}/v1", server.uri().replacen("http://", "https://", 1)).into();
+    let e = transport(b, 1 << 20).send(r).await.unwrap_err();
+    assert!(e.is_connect(), "{b:?}: {e:?}");
+    assert!(
+        server.received_requests().await.unwrap().is_empty(),
+        "{b:?}"
     );
 }
