@@ -17,6 +17,8 @@ pub(crate) struct Figures {
     pub(crate) p50_ms: f64,
     pub(crate) p99_ms: f64,
     pub(crate) errors: u64,
+    /// Answered requests.
+    pub(crate) requests: u64,
 }
 
 /// Kills the child when dropped, so no process outlives the benchmark.
@@ -45,24 +47,22 @@ fn wait_until_up(addr: SocketAddr) -> Result<()> {
     Err(format!("nothing listens on {addr} after 30 s"))
 }
 
-/// Sends one request on a kept-alive connection and reads the whole answer.
-fn round_trip(stream: &mut BufReader<TcpStream>, request: &[u8]) -> std::io::Result<u16> {
-    stream.get_mut().write_all(request)?;
-    let mut status_line = String::new();
-    stream.read_line(&mut status_line)?;
-    let status = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+/// Reads one HTTP/1.1 message (head and `Content-Length` body) into `out`,
+/// byte for byte.
+fn read_message(stream: &mut BufReader<TcpStream>, out: &mut Vec<u8>) -> std::io::Result<()> {
+    out.clear();
     let mut length = 0usize;
     loop {
-        let mut line = String::new();
-        if stream.read_line(&mut line)? == 0 {
+        let start = out.len();
+        if stream.read_until(b'\n', out)? == 0 {
             return Err(std::io::ErrorKind::UnexpectedEof.into());
         }
-        let line = line.trim_end();
-        if line.is_empty() {
+        let line = out
+            .get(start..)
+            .and_then(|l| std::str::from_utf8(l).ok())
+            .unwrap_or("")
+            .trim_end();
+        if line.is_empty() && start > 0 {
             break;
         }
         if let Some((name, value)) = line.split_once(':') {
@@ -71,9 +71,97 @@ fn round_trip(stream: &mut BufReader<TcpStream>, request: &[u8]) -> std::io::Res
             }
         }
     }
-    let mut body = vec![0u8; length];
-    stream.read_exact(&mut body)?;
-    Ok(status)
+    let head = out.len();
+    out.resize(head + length, 0);
+    stream.read_exact(out.get_mut(head..).unwrap_or_default())
+}
+
+/// Sends one request on a kept-alive connection and reads the whole answer.
+fn round_trip(
+    stream: &mut BufReader<TcpStream>,
+    request: &[u8],
+    answer: &mut Vec<u8>,
+) -> std::io::Result<u16> {
+    stream.get_mut().write_all(request)?;
+    read_message(stream, answer)?;
+    let status_line = answer.split(|b| *b == b'\n').next().unwrap_or_default();
+    Ok(std::str::from_utf8(status_line)
+        .ok()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0))
+}
+
+/// A bare forwarder: a thread per client connection, each with its own
+/// kept-alive upstream connection, passing each request's bytes on with the
+/// upstream key added and the answer's bytes back. No parsing beyond finding
+/// where a message ends, no pool, no accounting: the cheapest proxy there is,
+/// measured to show what any proxy costs on this machine.
+///
+/// It runs as its own process (`cargo xtask forward UPSTREAM KEY`, printing
+/// `listening on ADDR`), so that its CPU time is counted apart.
+pub(crate) fn run_forwarder(upstream: &str, authorization: &str) -> Result<()> {
+    let upstream: SocketAddr = upstream
+        .parse()
+        .map_err(|e| format!("bad upstream address {upstream:?}: {e}"))?;
+    let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    println!("listening on {addr}");
+    std::io::stdout().flush().map_err(|e| e.to_string())?;
+    let auth = format!("authorization: Bearer {authorization}\r\n").into_bytes();
+    for client in listener.incoming().flatten() {
+        let auth = auth.clone();
+        std::thread::spawn(move || {
+            let _ = forward(client, upstream, &auth);
+        });
+    }
+    Ok(())
+}
+
+/// Starts a process that prints `listening on ADDR` first, and reads that address.
+fn spawn_listening(command: &mut Command, what: &str) -> Result<(Process, SocketAddr)> {
+    let mut child = Process(
+        command
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start {what}: {e}"))?,
+    );
+    let mut first = String::new();
+    if let Some(out) = child.0.stdout.take() {
+        BufReader::new(out)
+            .read_line(&mut first)
+            .map_err(|e| e.to_string())?;
+    }
+    let addr = first
+        .trim()
+        .strip_prefix("listening on ")
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| format!("unexpected output from {what}: {first:?}"))?;
+    Ok((child, addr))
+}
+
+fn forward(client: TcpStream, upstream: SocketAddr, auth: &[u8]) -> std::io::Result<()> {
+    let up = TcpStream::connect(upstream)?;
+    for s in [&client, &up] {
+        s.set_nodelay(true)?;
+    }
+    let (mut client, mut up) = (BufReader::new(client), BufReader::new(up));
+    let (mut request, mut answer, mut out) = (Vec::new(), Vec::new(), Vec::new());
+    loop {
+        read_message(&mut client, &mut request)?;
+        let line_end = request
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
+        out.clear();
+        let (line, rest) = request.split_at(line_end);
+        out.extend_from_slice(line);
+        out.extend_from_slice(auth);
+        out.extend_from_slice(rest);
+        up.get_mut().write_all(&out)?;
+        read_message(&mut up, &mut answer)?;
+        client.get_mut().write_all(&answer)?;
+    }
 }
 
 /// Drives `connections` keep-alive connections to `addr` for `duration`.
@@ -107,9 +195,10 @@ pub(crate) fn load(
                 let _ = stream.set_nodelay(true);
                 let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
                 let mut stream = BufReader::new(stream);
+                let mut answer = Vec::new();
                 while Instant::now() < deadline {
                     let t = Instant::now();
-                    match round_trip(&mut stream, &request) {
+                    match round_trip(&mut stream, &request, &mut answer) {
                         Ok(200) => latencies.push(t.elapsed()),
                         Ok(_) => errors += 1,
                         Err(_) => {
@@ -147,7 +236,21 @@ pub(crate) fn load(
         p50_ms: q(0.50),
         p99_ms: q(0.99),
         errors,
+        requests: all.len() as u64,
     }
+}
+
+/// CPU time (user + system) a process has used so far, from
+/// `/proc/<pid>/stat`; `None` where there is no /proc.
+fn cpu_time(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after ")".
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // The kernel's USER_HZ is 100 on every Linux this runs on.
+    Some(Duration::from_millis(ticks * 10))
 }
 
 fn rss_mib(pid: u32) -> Option<f64> {
@@ -163,8 +266,42 @@ fn rss_mib(pid: u32) -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// The upstream key the benchmark uses when it calls the simulated upstream
+/// itself (directly, or through the bare forwarder).
+const BENCH_KEY: &str = "sk-bench-0000000000000000";
+
+/// Runs `run`, and returns with its figures the CPU time each of `processes`
+/// spent per answered request, in microseconds.
+fn with_cpu(processes: &[(&'static str, String)], run: impl FnOnce() -> Figures) -> Measured {
+    let before: Vec<_> = processes.iter().map(|(_, pid)| cpu_time(pid)).collect();
+    let figures = run();
+    let per_request = processes
+        .iter()
+        .zip(before)
+        .map(|((name, pid), before)| {
+            let used = cpu_time(pid)
+                .zip(before)
+                .and_then(|(a, b)| a.checked_sub(b));
+            let us = used.map(|u| u.as_secs_f64() * 1e6 / figures.requests.max(1) as f64);
+            (*name, us)
+        })
+        .collect();
+    (figures, per_request)
+}
+
+/// A run's figures with its processes' CPU time per request.
+type Measured = (Figures, Vec<(&'static str, Option<f64>)>);
+
+/// The run with the median throughput. `runs` is not empty.
+fn median(mut runs: Vec<Measured>) -> Measured {
+    runs.sort_by(|a, b| a.0.requests_per_sec.total_cmp(&b.0.requests_per_sec));
+    runs.swap_remove(runs.len() / 2)
+}
+
 /// Builds the release gateway, runs the benchmark, and returns the markdown section.
-pub(crate) fn bench_gateway() -> Result<String> {
+///
+/// `quick` runs only the 16-connection comparison, for profiling sessions.
+pub(crate) fn bench_gateway(quick: bool) -> Result<String> {
     crate::cargo(&["build", "--release", "-p", "gateway"], &[])?;
     let bin = root().join("target/release/gateway");
     let dir = root().join("target/bench-gateway");
@@ -172,25 +309,17 @@ pub(crate) fn bench_gateway() -> Result<String> {
     const KEYS: usize = 10_000;
 
     // The simulated upstream, with the 10 000 keys' secrets accepted.
-    let mut sim = Process(
+    let (sim, upstream) = spawn_listening(
         Command::new(&bin)
             .args(["sim-upstream", "--keys", &KEYS.to_string()])
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot start the simulated upstream: {e}"))?,
-    );
-    let mut first = String::new();
-    if let Some(out) = sim.0.stdout.take() {
-        BufReader::new(out)
-            .read_line(&mut first)
-            .map_err(|e| e.to_string())?;
-    }
-    let upstream: SocketAddr = first
-        .trim()
-        .strip_prefix("listening on ")
-        .and_then(|a| a.parse().ok())
-        .ok_or_else(|| format!("unexpected simulated upstream output {first:?}"))?;
+            .env("RUST_LOG", "error"),
+        "the simulated upstream",
+    )?;
+    let me_exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let (forwarder, forwarder_addr) = spawn_listening(
+        Command::new(me_exe).args(["forward", &upstream.to_string(), BENCH_KEY]),
+        "the bare forwarder",
+    )?;
 
     // The gateway, with 10 000 keys on one provider.
     let port = free_port()?;
@@ -219,45 +348,105 @@ pub(crate) fn bench_gateway() -> Result<String> {
     let rss = rss_mib(gw.0.id());
 
     let mut rows = Vec::new();
+    let mut cpu_rows = Vec::new();
     let mut store_rows = Vec::new();
     let mut verdicts = Vec::new();
-    for connections in [16usize, 64] {
-        let direct = load(
-            upstream,
-            "/v1/chat/completions",
-            Some("sk-bench-0000000000000000"),
-            connections,
-            Duration::from_secs(5),
-        );
-        let through = load(
-            gateway,
-            "/v1/chat/completions",
-            None,
-            connections,
-            Duration::from_secs(5),
-        );
-        for (target, f) in [
+    let me = std::process::id().to_string();
+    let (sim_pid, gw_pid) = (sim.0.id().to_string(), gw.0.id().to_string());
+    let forwarder_pid = forwarder.0.id().to_string();
+    let connection_counts: &[usize] = if quick { &[16] } else { &[16, 64] };
+    for &connections in connection_counts {
+        let run = |addr, authorization, proxy: Option<(&'static str, &String)>| {
+            let mut processes = vec![
+                ("load generator", me.clone()),
+                ("upstream", sim_pid.clone()),
+            ];
+            processes.extend(proxy.map(|(name, pid)| (name, pid.clone())));
+            with_cpu(&processes, || {
+                load(
+                    addr,
+                    "/v1/chat/completions",
+                    authorization,
+                    connections,
+                    Duration::from_secs(5),
+                )
+            })
+        };
+        // This machine's noise is large (the same binary's share of direct
+        // throughput has read from 16% to 33%), so at 16 connections the
+        // three targets take turns for three rounds and each keeps its
+        // median round.
+        let rounds = if connections == 16 { 3 } else { 1 };
+        let (mut direct, mut bare, mut through) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            direct.push(run(upstream, Some(BENCH_KEY), None));
+            bare.push(run(forwarder_addr, None, Some(("proxy", &forwarder_pid))));
+            through.push(run(gateway, None, Some(("proxy", &gw_pid))));
+        }
+        let (direct, bare, through) = (median(direct), median(bare), median(through));
+        for (target, (f, cpu)) in [
             ("upstream directly", &direct),
+            ("through a bare forwarder", &bare),
             ("through the gateway", &through),
         ] {
             rows.push(format!(
                 "| {connections} | {target} | {:.0} | {:.2} ms | {:.2} ms | {} |",
                 f.requests_per_sec, f.p50_ms, f.p99_ms, f.errors
             ));
+            if connections != 16 {
+                continue;
+            }
+            let cell = |name: &str| {
+                cpu.iter()
+                    .find(|(n, _)| *n == name)
+                    .and_then(|(_, us)| *us)
+                    .map_or_else(|| "–".to_owned(), |us| format!("{us:.1} µs"))
+            };
+            let total: Option<f64> = cpu.iter().map(|(_, us)| *us).sum();
+            cpu_rows.push(format!(
+                "| {target} | {} | {} | {} | {} |",
+                cell("load generator"),
+                cell("upstream"),
+                cell("proxy"),
+                total.map_or_else(|| "–".to_owned(), |us| format!("{us:.1} µs"))
+            ));
         }
         if connections == 16 {
-            let share = through.requests_per_sec / direct.requests_per_sec.max(1.0);
+            let (direct, bare, through) = (&direct.0, &bare.0, &through.0);
+            let share = |f: &Figures| f.requests_per_sec / direct.requests_per_sec.max(1.0);
             let added = through.p99_ms - direct.p99_ms;
             verdicts.push(format!(
                 "- At 16 connections the gateway keeps {:.0}% of direct throughput (target ≥ 50%: {}) and adds {:.2} ms at p99 (target ≤ 1 ms: {}).",
-                share * 100.0,
-                if share >= 0.5 { "met" } else { "MISSED" },
+                share(through) * 100.0,
+                if share(through) >= 0.5 { "met" } else { "MISSED" },
                 added,
                 if added <= 1.0 { "met" } else { "MISSED" }
             ));
+            verdicts.push(format!(
+                "- For scale, the bare forwarder (no parsing, no pool, no accounting) keeps {:.0}% of direct throughput and adds {:.2} ms at p99; the gateway reaches {:.0}% of the forwarder's throughput.",
+                share(bare) * 100.0,
+                bare.p99_ms - direct.p99_ms,
+                through.requests_per_sec / bare.requests_per_sec.max(1.0) * 100.0
+            ));
         }
     }
+    verdicts.push(match rss {
+        Some(mib) => format!(
+            "- Resident memory of the gateway with {KEYS} keys configured, after warm-up: {mib:.1} MiB (target ≤ 30 MB: {}).",
+            if mib * 1.048_576 <= 30.0 { "met" } else { "MISSED" }
+        ),
+        None => "- Resident memory: not measured (no /proc on this machine).".into(),
+    });
     drop(gw);
+    drop(forwarder);
+    if quick {
+        return Ok(format!(
+            "{}\n\n{}\n\n{}\n",
+            rows.join("\n"),
+            cpu_rows.join("\n"),
+            verdicts.join("\n")
+        ));
+    }
 
     // The same gateway keeping every request in SQLite, against the
     // in-memory store: rounds alternate, so both see the same machine.
@@ -288,11 +477,11 @@ pub(crate) fn bench_gateway() -> Result<String> {
             ));
         }
     }
-    let median = |runs: &mut Vec<Figures>| -> Figures {
-        runs.sort_by(|a, b| a.requests_per_sec.total_cmp(&b.requests_per_sec));
-        runs.swap_remove(runs.len() / 2)
-    };
-    let (m, q) = (median(&mut memory_runs), median(&mut sqlite_runs));
+    let with_no_cpu = |runs: Vec<Figures>| runs.into_iter().map(|f| (f, Vec::new())).collect();
+    let ((m, _), (q, _)) = (
+        median(with_no_cpu(memory_runs)),
+        median(with_no_cpu(sqlite_runs)),
+    );
     for (target, f) in [
         ("gateway, in-memory store", &m),
         ("gateway, SQLite store", &q),
@@ -312,25 +501,25 @@ pub(crate) fn bench_gateway() -> Result<String> {
         if kept >= 0.8 { "met" } else { "MISSED" },
         stored.map_or_else(String::new, |n| format!("; its database holds {n} usage records"))
     ));
-    verdicts.push(match rss {
-        Some(mib) => format!(
-            "- Resident memory of the gateway with {KEYS} keys configured, after warm-up: {mib:.1} MiB (target ≤ 30 MB: {}).",
-            if mib * 1.048_576 <= 30.0 { "met" } else { "MISSED" }
-        ),
-        None => "- Resident memory: not measured (no /proc on this machine).".into(),
-    });
     drop(sim);
     Ok(format!(
         "## Gateway: load\n\n\
          `cargo xtask bench-gateway`: the release `gateway` serving {KEYS} keys (one provider, \
          least-used) in front of the simulated upstream, each its own process on loopback; \
          keep-alive HTTP/1.1 load from the xtask for 5 s per row at each connection count, against \
-         the gateway and against the upstream directly in the same run. All three share the \
+         the gateway, against the upstream directly and, for scale, through a bare forwarder \
+         (`cargo xtask forward`: a blocking thread per connection that passes bytes on with the \
+         key added, and nothing else), in the same run. At 16 connections the three take turns \
+         for three rounds and each row is the median round. All three processes share the \
          machine's 2 cores.\n\n\
          | connections | target | requests/s | p50 | p99 | errors |\n|---|---|---|---|---|---|\n{}\n\n\
+         CPU time each process spent per answered request at 16 connections (user + system, \
+         from /proc), which is what bounds throughput when all three share 2 cores:\n\n\
+         | target | load generator | upstream | proxy | all |\n|---|---|---|---|---|\n{}\n\n\
          The store's cost, at 16 connections:\n\n\
          | connections | target | requests/s | p50 | p99 | errors |\n|---|---|---|---|---|---|\n{}\n\n{}\n",
         rows.join("\n"),
+        cpu_rows.join("\n"),
         store_rows.join("\n"),
         verdicts.join("\n")
     ))

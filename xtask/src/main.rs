@@ -7,7 +7,10 @@
 //! - `bench`: the criterion benchmarks and the memory measurement, written as
 //!   a table to `docs/benchmarks.md`;
 //! - `bench-gateway`: a load run of the release gateway against the simulated
-//!   upstream, written to its own section of `docs/benchmarks.md`.
+//!   upstream, written to its own section of `docs/benchmarks.md`
+//!   (`bench-gateway --quick`: the 16-connection rows only, printed);
+//! - `forward UPSTREAM KEY`: the bare forwarder `bench-gateway` measures
+//!   for scale, as a process of its own.
 //!
 //! `test` ends with one line totalling every test binary's results
 //! (`tests: N passed, N failed, N skipped`). It depends on nothing but
@@ -28,9 +31,13 @@ fn main() -> ExitCode {
         "test" => test(),
         "ci" => lint().and_then(|()| test()),
         "bench" => bench(),
-        "bench-gateway" => bench_gateway(),
+        "forward" => match (env::args().nth(2), env::args().nth(3)) {
+            (Some(upstream), Some(key)) => load::run_forwarder(&upstream, &key),
+            _ => Err("usage: cargo xtask forward UPSTREAM_ADDR KEY".into()),
+        },
+        "bench-gateway" => bench_gateway(env::args().nth(2).as_deref() == Some("--quick")),
         _ => Err(format!(
-            "unknown job {job:?}\nusage: cargo xtask <lint|test|ci|bench|bench-gateway>"
+            "unknown job {job:?}\nusage: cargo xtask <lint|test|ci|bench|bench-gateway [--quick]|forward UPSTREAM KEY>"
         )),
     };
     match result {
@@ -351,8 +358,12 @@ fn section(doc: &str, name: &str) -> Option<String> {
     Some(doc[a..b].to_owned())
 }
 
-fn bench_gateway() -> Result<()> {
-    let body = load::bench_gateway()?;
+fn bench_gateway(quick: bool) -> Result<()> {
+    let body = load::bench_gateway(quick)?;
+    if quick {
+        println!("{body}");
+        return Ok(());
+    }
     let marked = format!("<!-- begin {GATEWAY_SECTION} -->\n{body}<!-- end {GATEWAY_SECTION} -->");
     let out = root().join("docs/benchmarks.md");
     let old = fs::read_to_string(&out).unwrap_or_default();
