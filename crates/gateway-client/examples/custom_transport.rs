@@ -63,7 +63,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .await?;
         println!(
             "{}",
-            a.body
+            a.body()
                 .pointer("/choices/0/message/content")
                 .unwrap_or(&serde_json::Value::Null)
         );

@@ -42,7 +42,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         answer.meta.key,
         answer.meta.attempts,
         answer
-            .body
+            .body()
             .pointer("/choices/0/message/content")
             .unwrap_or(&serde_json::Value::Null)
     );

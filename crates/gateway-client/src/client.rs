@@ -538,7 +538,6 @@ impl Client {
                     self.report(p, lease, c.outcome, Some(&c.rate_limits));
                     match c.class {
                         Class::Success => {
-                            let body = c.json.unwrap_or(serde_json::Value::Null);
                             let usage = c.usage;
                             let cost = self.settle(
                                 &work.model,
@@ -561,7 +560,6 @@ impl Client {
                                 cost.micros(),
                             );
                             return Ok(Sent::Answer(Box::new(ApiResponse {
-                                body,
                                 raw: answer.body,
                                 meta,
                             })));

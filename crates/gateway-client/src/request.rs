@@ -184,13 +184,23 @@ pub struct ResponseMeta {
 }
 
 /// An upstream's answer and what the client did to get it.
+///
+/// The body is kept as the upstream's bytes, which a gateway passes on
+/// unchanged; [`ApiResponse::body`] parses them for callers that want to
+/// look inside. (Classification reads only `usage` out of them, so an answer
+/// passed through is never built as a JSON tree.)
 #[derive(Clone, Debug, PartialEq)]
 pub struct ApiResponse {
-    /// The upstream's JSON body, parsed.
-    pub body: serde_json::Value,
-    /// The upstream's body byte for byte (what `body` was parsed from), for
-    /// passing it on unchanged.
+    /// The upstream's body byte for byte: JSON, since the answer was
+    /// classified a success.
     pub raw: bytes::Bytes,
     /// Metadata.
     pub meta: ResponseMeta,
+}
+
+impl ApiResponse {
+    /// The body, parsed (each call parses it again).
+    pub fn body(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.raw).unwrap_or(serde_json::Value::Null)
+    }
 }

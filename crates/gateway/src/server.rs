@@ -550,11 +550,7 @@ async fn serve_api(
             save_usage(&s, key.as_deref(), &answer.meta).await;
             // The upstream's bytes, unchanged: nothing re-serialised, field
             // order and numbers exactly as it sent them.
-            let mut r = if answer.raw.is_empty() || answer.body.is_null() {
-                axum::Json(answer.body).into_response()
-            } else {
-                ([(header::CONTENT_TYPE, "application/json")], answer.raw).into_response()
-            };
+            let mut r = ([(header::CONTENT_TYPE, "application/json")], answer.raw).into_response();
             meta_headers(&mut r, &answer.meta, true);
             record(
                 &s,

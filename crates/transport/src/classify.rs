@@ -108,8 +108,6 @@ pub struct Classification {
     pub rate_limits: RateLimits,
     /// The upstream's own error, if the body had one.
     pub error: Option<UpstreamError>,
-    /// The body parsed as JSON, if it is JSON (so callers need not parse it again).
-    pub json: Option<serde_json::Value>,
 }
 
 impl Class {
@@ -132,8 +130,11 @@ impl Class {
 /// success outcome); `now` turns an HTTP-date `Retry-After` into a wait.
 /// Never panics, whatever the status, headers or body.
 pub fn classify(answer: &Answer, latency: Duration, now: SystemTime) -> Classification {
-    let json: Option<serde_json::Value> = serde_json::from_slice(&answer.body).ok();
-    let error = json.as_ref().and_then(upstream_error);
+    let probe: Option<Probe> = serde_json::from_slice(&answer.body).ok();
+    let error = probe
+        .as_ref()
+        .and_then(|p| p.error.as_ref())
+        .and_then(upstream_error);
     let rate_limits = rate_limits(&answer.headers);
     let status = answer.status;
     let code = error.as_ref().and_then(|e| e.code.as_deref()).unwrap_or("");
@@ -145,7 +146,7 @@ pub fn classify(answer: &Answer, latency: Duration, now: SystemTime) -> Classifi
     let is = |s: &str| code == s || kind == s;
 
     let class = if (200..300).contains(&status) {
-        if json.is_some() {
+        if probe.is_some() {
             Class::Success
         } else {
             Class::ServerError { status }
@@ -175,7 +176,10 @@ pub fn classify(answer: &Answer, latency: Duration, now: SystemTime) -> Classifi
         Class::ServerError { status }
     };
     let usage = if class == Class::Success {
-        json.as_ref().and_then(usage_of)
+        probe
+            .as_ref()
+            .and_then(|p| p.usage.as_ref())
+            .and_then(usage_in)
     } else {
         None
     };
@@ -185,14 +189,85 @@ pub fn classify(answer: &Answer, latency: Duration, now: SystemTime) -> Classifi
         usage,
         rate_limits,
         error,
-        json,
     }
 }
 
-/// Reads `{"error": {"type", "code", "message"}}` (OpenAI), or Anthropic's
-/// `{"type": "error", "error": {"type", "message"}}`; a bare string error too.
-fn upstream_error(json: &serde_json::Value) -> Option<UpstreamError> {
-    let e = json.get("error")?;
+/// What classification reads of a body: the top-level `usage` and `error`
+/// values, if it is an object. Any JSON deserializes into it, and everything
+/// else in the body is skipped without being built, so a success costs no
+/// more allocations than its usage object.
+#[derive(Default)]
+struct Probe {
+    usage: Option<serde_json::Value>,
+    error: Option<serde_json::Value>,
+}
+
+impl<'de> serde::Deserialize<'de> for Probe {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
+
+        struct ProbeVisitor;
+
+        impl<'de> Visitor<'de> for ProbeVisitor {
+            type Value = Probe;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Probe, A::Error> {
+                let mut probe = Probe::default();
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    // Like a parse into a map, a repeated key keeps its last value.
+                    match key.as_ref() {
+                        "usage" => probe.usage = Some(map.next_value()?),
+                        "error" => probe.error = Some(map.next_value()?),
+                        _ => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(probe)
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Probe, A::Error> {
+                while seq.next_element::<IgnoredAny>()?.is_some() {}
+                Ok(Probe::default())
+            }
+
+            fn visit_bool<E>(self, _: bool) -> Result<Probe, E> {
+                Ok(Probe::default())
+            }
+
+            fn visit_i64<E>(self, _: i64) -> Result<Probe, E> {
+                Ok(Probe::default())
+            }
+
+            fn visit_u64<E>(self, _: u64) -> Result<Probe, E> {
+                Ok(Probe::default())
+            }
+
+            fn visit_f64<E>(self, _: f64) -> Result<Probe, E> {
+                Ok(Probe::default())
+            }
+
+            fn visit_str<E>(self, _: &str) -> Result<Probe, E> {
+                Ok(Probe::default())
+            }
+
+            fn visit_unit<E>(self) -> Result<Probe, E> {
+                Ok(Probe::default())
+            }
+        }
+
+        d.deserialize_any(ProbeVisitor)
+    }
+}
+
+/// Reads the `error` value of `{"error": {"type", "code", "message"}}`
+/// (OpenAI) or Anthropic's `{"type": "error", "error": {"type", "message"}}`;
+/// a bare string error too.
+fn upstream_error(e: &serde_json::Value) -> Option<UpstreamError> {
     if let Some(message) = e.as_str() {
         return Some(UpstreamError {
             message: Some(message.to_owned()),
@@ -215,7 +290,11 @@ fn upstream_error(json: &serde_json::Value) -> Option<UpstreamError> {
 /// `prompt_tokens_details.cached_tokens`) or Anthropic's (`input_tokens`,
 /// `output_tokens`, `cache_read_input_tokens`) shape.
 pub fn usage_of(json: &serde_json::Value) -> Option<Usage> {
-    let u = json.get("usage")?;
+    usage_in(json.get("usage")?)
+}
+
+/// [`usage_of`], given the `usage` object itself.
+fn usage_in(u: &serde_json::Value) -> Option<Usage> {
     let n = |v: Option<&serde_json::Value>| v.and_then(serde_json::Value::as_u64);
     if let Some(prompt) = n(u.get("prompt_tokens")) {
         return Some(Usage {

@@ -86,6 +86,38 @@ fn a_2xx_body_that_is_not_json_is_a_server_error() {
 }
 
 #[test]
+fn only_usage_and_error_are_read_but_the_whole_body_must_be_json() {
+    let read = |body: &str| {
+        let c = classify(&answer(200, body, &[]), Duration::ZERO, SystemTime::now());
+        (c.class, c.usage)
+    };
+    // Any JSON is an answer; only a top-level object can carry usage.
+    assert_eq!(read("[1, 2]"), (Class::Success, None));
+    assert_eq!(read("\"ok\""), (Class::Success, None));
+    // Invalid anywhere, even in a part that is skipped, or trailing: not JSON.
+    assert_eq!(
+        read(r#"{"choices": [{"x": tru}], "usage": {"prompt_tokens": 1}}"#).0,
+        Class::ServerError { status: 200 }
+    );
+    assert_eq!(
+        read(r#"{"usage": {"prompt_tokens": 1}} trailing"#).0,
+        Class::ServerError { status: 200 }
+    );
+    // A repeated key keeps its last value, as a full parse does.
+    assert_eq!(
+        read(
+            r#"{"usage": {"prompt_tokens": 1}, "usage": {"prompt_tokens": 7, "completion_tokens": 2}}"#
+        ),
+        (Class::Success, Some(Usage::new(7, 2)))
+    );
+    // Escaped keys are still the keys they spell.
+    assert_eq!(
+        read(r#"{"us\u0061ge": {"prompt_tokens": 3, "completion_tokens": 4}}"#),
+        (Class::Success, Some(Usage::new(3, 4)))
+    );
+}
+
+#[test]
 fn rate_limited_with_every_form_of_retry_after() {
     let body = openai("requests", "rate_limit_exceeded", "Rate limit reached");
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_322_452);

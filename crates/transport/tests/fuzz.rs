@@ -2,7 +2,7 @@ use std::time::{Duration, SystemTime};
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use proptest::prelude::*;
-use transport::{Answer, classify, parse_duration};
+use transport::{Answer, Class, classify, parse_duration, usage_of};
 
 fn headers() -> impl Strategy<Value = Vec<(String, Vec<u8>)>> {
     let names = prop_oneof![
@@ -29,6 +29,56 @@ fn body() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
+/// JSON values shaped like answers: objects that may hold `usage` (in
+/// OpenAI's or Anthropic's shape, or malformed) and `error`, nested, and
+/// scalars and arrays at the top.
+fn json() -> impl Strategy<Value = serde_json::Value> {
+    use serde_json::json;
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::from),
+        any::<u32>().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        (-1e6f64..1e6).prop_map(serde_json::Value::from),
+        "\\PC{0,12}".prop_map(serde_json::Value::from),
+    ];
+    let tokens = prop_oneof![
+        any::<u32>().prop_map(|n| json!(n)),
+        Just(json!(-3)),
+        Just(json!("12")),
+        Just(json!(1.5)),
+    ];
+    let usage = prop_oneof![
+        (tokens.clone(), tokens.clone(), tokens.clone()).prop_map(|(p, c, k)| json!({"prompt_tokens": p, "completion_tokens": c, "prompt_tokens_details": {"cached_tokens": k}})),
+        (tokens.clone(), tokens.clone(), tokens).prop_map(|(i, o, r)| json!({"input_tokens": i, "output_tokens": o, "cache_read_input_tokens": r})),
+        leaf.clone(),
+    ];
+    let value = leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+            prop::collection::btree_map("[a-z_]{1,8}", inner, 0..4)
+                .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+        ]
+    });
+    (
+        value.clone(),
+        prop::option::of(usage),
+        prop::option::of(value),
+    )
+        .prop_map(|(base, usage, error)| {
+            let mut base = base;
+            if let Some(o) = base.as_object_mut() {
+                if let Some(u) = usage {
+                    o.insert("usage".into(), u);
+                }
+                if let Some(e) = error {
+                    o.insert("error".into(), e);
+                }
+            }
+            base
+        })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
@@ -48,5 +98,17 @@ proptest! {
     #[test]
     fn duration_parsing_never_panics(s in "\\PC{0,30}") {
         let _ = parse_duration(&s);
+    }
+
+    /// Classification reads only `usage` and `error` out of a body, without
+    /// building the rest: what it reads must be what a parse of the whole
+    /// body gives.
+    #[test]
+    fn success_and_usage_match_a_full_parse(v in json(), pretty in any::<bool>()) {
+        let text = if pretty { serde_json::to_string_pretty(&v) } else { serde_json::to_string(&v) };
+        let answer = Answer { status: 200, headers: HeaderMap::new(), body: text.unwrap().into() };
+        let c = classify(&answer, Duration::from_millis(5), SystemTime::UNIX_EPOCH);
+        prop_assert_eq!(c.class, Class::Success);
+        prop_assert_eq!(c.usage, usage_of(&v));
     }
 }
