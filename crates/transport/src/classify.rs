@@ -206,6 +206,33 @@ impl<'de> serde::Deserialize<'de> for Probe {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
 
+        /// A key, compared where it lies: no string is allocated for it.
+        enum Field {
+            Usage,
+            Error,
+            Other,
+        }
+
+        impl<'de> serde::Deserialize<'de> for Field {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct FieldVisitor;
+                impl Visitor<'_> for FieldVisitor {
+                    type Value = Field;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("a key")
+                    }
+                    fn visit_str<E>(self, key: &str) -> Result<Field, E> {
+                        Ok(match key {
+                            "usage" => Field::Usage,
+                            "error" => Field::Error,
+                            _ => Field::Other,
+                        })
+                    }
+                }
+                d.deserialize_identifier(FieldVisitor)
+            }
+        }
+
         struct ProbeVisitor;
 
         impl<'de> Visitor<'de> for ProbeVisitor {
@@ -217,12 +244,12 @@ impl<'de> serde::Deserialize<'de> for Probe {
 
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Probe, A::Error> {
                 let mut probe = Probe::default();
-                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                while let Some(key) = map.next_key::<Field>()? {
                     // Like a parse into a map, a repeated key keeps its last value.
-                    match key.as_ref() {
-                        "usage" => probe.usage = Some(map.next_value()?),
-                        "error" => probe.error = Some(map.next_value()?),
-                        _ => {
+                    match key {
+                        Field::Usage => probe.usage = Some(map.next_value()?),
+                        Field::Error => probe.error = Some(map.next_value()?),
+                        Field::Other => {
                             map.next_value::<IgnoredAny>()?;
                         }
                     }
