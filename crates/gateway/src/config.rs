@@ -101,7 +101,8 @@ pub struct ServerConfig {
     pub body_limit_bytes: usize,
     /// On SIGTERM, in-flight requests get this long to finish. Default 10 s.
     pub shutdown_grace_secs: u64,
-    /// Worker threads serving requests. Default: one per core.
+    /// Threads serving requests, each with a single-threaded runtime of its
+    /// own (`gateway serve`). Default: one per core.
     pub workers: Option<std::num::NonZeroUsize>,
 }
 
@@ -328,8 +329,8 @@ impl Config {
         }
     }
 
-    /// The transport to the upstreams: hyper's client (the leanest per
-    /// request), or reqwest's when `use_env_proxy` is on and `env` names a
+    /// The transport to the upstreams: hyper's client, one per serving
+    /// thread (the leanest per request), or reqwest's when `use_env_proxy` is on and `env` names a
     /// proxy (`HTTPS_PROXY`, `HTTP_PROXY` or `ALL_PROXY`, in either case),
     /// since only reqwest goes through one. The second value says which.
     pub fn upstream_transport(
@@ -352,8 +353,8 @@ impl Config {
             )
         } else {
             (
-                std::sync::Arc::new(transport::HyperTransport::new(&http)?),
-                "hyper",
+                std::sync::Arc::new(crate::ThreadLocalHyper::new(http)?),
+                "hyper (a client per serving thread)",
             )
         })
     }

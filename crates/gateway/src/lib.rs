@@ -33,12 +33,15 @@
 pub mod auth;
 pub mod config;
 mod dashboard;
+mod local_transport;
 mod manage;
 mod persist;
 pub mod server;
 pub mod setup;
 pub mod sim;
 pub mod store;
+
+pub use local_transport::ThreadLocalHyper;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -69,8 +72,13 @@ pub struct StartOptions {
     /// The clock (default: the system's). Tests inject a
     /// [`ManualClock`](gateway_client::ManualClock) to step through grace periods.
     pub clock: Option<Arc<dyn gateway_client::Clock>>,
-    /// The transport (default: reqwest).
+    /// The transport (default: [`Config::upstream_transport`]).
     pub transport: Option<Arc<dyn transport::Transport>>,
+    /// Threads serving requests: the calling runtime's and, past 1, threads
+    /// with runtimes of their own (see [`server::spawn`]). Default 1, so
+    /// that everything runs on the caller's runtime; `gateway serve` uses
+    /// `[server] workers`.
+    pub serving_threads: Option<std::num::NonZeroUsize>,
 }
 
 impl std::fmt::Debug for StartOptions {
@@ -78,6 +86,7 @@ impl std::fmt::Debug for StartOptions {
         f.debug_struct("StartOptions")
             .field("clock", &self.clock.is_some())
             .field("transport", &self.transport.is_some())
+            .field("serving_threads", &self.serving_threads)
             .finish()
     }
 }
@@ -131,7 +140,10 @@ pub async fn start_with(
     }
     persist::restore(&state, loaded).await?;
     let saver = persist::spawn_saver(state.clone());
-    let mut running = server::spawn(listener, state, config.server.body_limit_bytes)?;
+    let threads = options
+        .serving_threads
+        .unwrap_or(std::num::NonZeroUsize::MIN);
+    let mut running = server::spawn(listener, state, config.server.body_limit_bytes, threads)?;
     running.keep(saver);
     if !manual_clock {
         // With an injected clock the caller drives time (`Client::tick`).

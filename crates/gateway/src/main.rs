@@ -88,7 +88,9 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_target(false)
         .init();
-    // `serve --config` reads its file first: `[server] workers` sizes the runtime.
+    // `serve --config` reads its file first: `[server] workers` is how many
+    // threads serve, each with a single-threaded runtime of its own (the
+    // main thread's runs the background tasks too).
     let loaded = match &cli.command {
         Command::Serve {
             config: Some(path), ..
@@ -101,10 +103,15 @@ fn main() -> ExitCode {
         },
         _ => None,
     };
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = loaded.as_ref().and_then(|c| c.server.workers) {
-        builder.worker_threads(n.get());
-    }
+    let serving_threads = loaded
+        .as_ref()
+        .and_then(|c| c.server.workers)
+        .or_else(|| std::thread::available_parallelism().ok())
+        .unwrap_or(std::num::NonZeroUsize::MIN);
+    let mut builder = match cli.command {
+        Command::Serve { .. } => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
     let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -114,7 +121,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve { listen, .. } => serve(loaded, listen).await,
+            Command::Serve { listen, .. } => serve(loaded, listen, serving_threads).await,
             Command::Demo {
                 requests,
                 concurrency,
@@ -143,7 +150,11 @@ fn main() -> ExitCode {
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-async fn serve(loaded: Option<Config>, listen: Option<String>) -> Result<()> {
+async fn serve(
+    loaded: Option<Config>,
+    listen: Option<String>,
+    threads: std::num::NonZeroUsize,
+) -> Result<()> {
     let (mut config, env, _sim) = match loaded {
         Some(c) => (c, env(), None),
         None => {
@@ -162,8 +173,15 @@ async fn serve(loaded: Option<Config>, listen: Option<String>) -> Result<()> {
     if let Some(l) = listen {
         config.server.listen = l;
     }
-    let running = gateway::start(&config, &env).await?;
-    tracing::info!("serving on http://{}/v1", running.addr);
+    let options = gateway::StartOptions {
+        serving_threads: Some(threads),
+        ..gateway::StartOptions::default()
+    };
+    let running = gateway::start_with(&config, &env, options).await?;
+    tracing::info!(
+        "serving on http://{}/v1 with {threads} thread(s)",
+        running.addr
+    );
     shutdown_signal().await;
     tracing::info!(
         "shutting down: waiting up to {:?} for requests in flight",

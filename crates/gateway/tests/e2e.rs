@@ -464,6 +464,19 @@ async fn models_metrics_and_status_endpoints() {
 
 #[tokio::test]
 async fn shutdown_lets_requests_in_flight_finish() {
+    shutdown_drains(1, 1).await;
+}
+
+/// Several serving threads, each with a runtime of its own accepting from
+/// the one socket: every request is answered, and shutdown drains them all.
+#[tokio::test]
+async fn serving_threads_answer_and_drain_together() {
+    shutdown_drains(3, 12).await;
+}
+
+/// `clients` requests on connections of their own are in flight at a slow
+/// upstream when a gateway serving on `threads` threads shuts down.
+async fn shutdown_drains(threads: usize, clients: usize) {
     use wiremock::{Mock, MockServer, ResponseTemplate, matchers::method};
     let upstream = MockServer::start().await;
     Mock::given(method("POST"))
@@ -481,18 +494,27 @@ async fn shutdown_lets_requests_in_flight_finish() {
     config.budget = None;
     let env: HashMap<String, String> =
         [("K0".to_owned(), "sk-slow-00000000000000000000".to_owned())].into();
-    let running = gateway::start(&config, &env).await.unwrap();
+    let options = gateway::StartOptions {
+        serving_threads: std::num::NonZeroUsize::new(threads),
+        ..gateway::StartOptions::default()
+    };
+    let running = gateway::start_with(&config, &env, options).await.unwrap();
     let url = format!("http://{}/v1/chat/completions", running.addr);
-    let in_flight = tokio::spawn(async move {
-        reqwest::Client::new()
-            .post(url)
-            .json(&chat("gpt-4o-mini"))
-            .send()
-            .await
-            .map(|r| r.status().as_u16())
-    });
-    // Let the request reach the upstream, then shut down.
-    while upstream.received_requests().await.unwrap().is_empty() {
+    let in_flight: Vec<_> = (0..clients)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                reqwest::Client::new()
+                    .post(url)
+                    .json(&chat("gpt-4o-mini"))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+            })
+        })
+        .collect();
+    // Let every request reach the upstream, then shut down.
+    while upstream.received_requests().await.unwrap().len() < clients {
         tokio::task::yield_now().await;
     }
     let addr = running.addr;
@@ -500,7 +522,9 @@ async fn shutdown_lets_requests_in_flight_finish() {
         running.shutdown(Duration::from_secs(5)).await,
         "drained within the grace period"
     );
-    assert_eq!(in_flight.await.unwrap().unwrap(), 200);
+    for request in in_flight {
+        assert_eq!(request.await.unwrap().unwrap(), 200);
+    }
     assert!(
         reqwest::Client::new()
             .get(format!("http://{addr}/healthz"))
@@ -693,14 +717,20 @@ async fn transport_settings_are_read_and_a_bad_ca_bundle_stops_the_start() {
     let plain = "[[providers]]\nname = \"p\"\nbase_url = \"http://127.0.0.1:9/v1\"\nkeys = [{ name = \"k\", secret = \"${K}\" }]\n";
     let defaults = Config::parse(plain, Path::new("gw.toml")).unwrap();
     let which = |c: &Config, env: &HashMap<String, String>| c.upstream_transport(env).unwrap().1;
-    assert_eq!(which(&defaults, &HashMap::new()), "hyper");
+    assert_eq!(
+        which(&defaults, &HashMap::new()),
+        "hyper (a client per serving thread)"
+    );
     assert!(which(&defaults, &proxied).starts_with("reqwest"));
     let no_proxy = Config::parse(
         &format!("[transport]\nuse_env_proxy = false\n\n{plain}"),
         Path::new("gw.toml"),
     )
     .unwrap();
-    assert_eq!(which(&no_proxy, &proxied), "hyper");
+    assert_eq!(
+        which(&no_proxy, &proxied),
+        "hyper (a client per serving thread)"
+    );
     let env: HashMap<String, String> =
         [("K".to_owned(), "sk-test-0123456789abcdef".to_owned())].into();
     let e = gateway::start(&config, &env).await.unwrap_err().to_string();

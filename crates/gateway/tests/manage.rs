@@ -72,7 +72,7 @@ async fn start_on(sim: sim::SimUpstream, clock: ManualClock, db: Option<&Path>) 
         &env,
         gateway::StartOptions {
             clock: Some(Arc::new(clock.clone())),
-            transport: None,
+            ..gateway::StartOptions::default()
         },
     )
     .await
@@ -753,7 +753,7 @@ async fn old_usage_goes_after_its_retention_and_short_retentions_are_refused() {
         &env,
         gateway::StartOptions {
             clock: Some(Arc::new(clock)),
-            transport: None,
+            ..gateway::StartOptions::default()
         },
     )
     .await
