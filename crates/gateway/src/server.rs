@@ -294,19 +294,22 @@ fn client_error(e: &ClientError) -> Response {
 
 fn meta_headers(r: &mut Response, meta: &ResponseMeta, cost: bool) {
     let h = r.headers_mut();
-    let mut set = |name: &'static str, value: String| {
-        if let Ok(v) = HeaderValue::from_str(&value) {
+    let mut set = |name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
             h.insert(HeaderName::from_static(name), v);
         }
     };
-    set("x-gateway-key", meta.key.to_string());
-    set("x-gateway-provider", meta.provider.to_string());
-    set("x-gateway-model", meta.model_used.clone());
-    set("x-gateway-attempts", meta.attempts.to_string());
+    set("x-gateway-key", &meta.key);
+    set("x-gateway-provider", &meta.provider);
+    set("x-gateway-model", &meta.model_used);
     if cost {
         // Integer arithmetic: money never passes through floating point.
-        set("x-gateway-cost-usd", meta.cost.decimal());
+        set("x-gateway-cost-usd", &meta.cost.decimal());
     }
+    h.insert(
+        HeaderName::from_static("x-gateway-attempts"),
+        HeaderValue::from(meta.attempts),
+    );
 }
 
 /// A request that passed authentication and checks.
