@@ -1,6 +1,6 @@
 //! The OpenAI-compatible HTTP server.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -37,7 +37,15 @@ pub struct AppState {
     /// cannot interleave their in-memory and stored updates.
     pub(crate) manage_lock: tokio::sync::Mutex<()>,
     metrics: PrometheusHandle,
+    /// Request counters by model label, then (endpoint, status): registered
+    /// once, then counted without building a metric key. Models outside
+    /// `models` share the label `other`, so callers cannot grow it (or
+    /// `/metrics`) without bound.
+    request_counters: Mutex<RequestCounters>,
 }
+
+/// Model label → (endpoint, status, counter).
+type RequestCounters = HashMap<String, Vec<(&'static str, u16, metrics::Counter)>>;
 
 /// Seconds per bucket of the dashboard's request chart.
 pub(crate) const BUCKET_SECS: i64 = 10;
@@ -106,7 +114,9 @@ fn prometheus() -> PrometheusHandle {
 
 impl AppState {
     /// State for a client, keeping its records in `store`.
-    pub fn new(client: Client, auth: Auth, models: Vec<String>, store: StoreHandle) -> Self {
+    pub fn new(client: Client, auth: Auth, mut models: Vec<String>, store: StoreHandle) -> Self {
+        models.sort();
+        models.dedup();
         AppState {
             client,
             auth,
@@ -115,7 +125,42 @@ impl AppState {
             recent: Mutex::new(Recent::default()),
             manage_lock: tokio::sync::Mutex::new(()),
             metrics: prometheus(),
+            request_counters: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The `gateway_requests_total` counter for one endpoint, model and status.
+    fn request_counter(
+        &self,
+        endpoint: &'static str,
+        model: &str,
+        status: u16,
+    ) -> metrics::Counter {
+        let model = if self
+            .models
+            .binary_search_by(|m| m.as_str().cmp(model))
+            .is_ok()
+        {
+            model
+        } else {
+            "other"
+        };
+        let mut counters = self
+            .request_counters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, _, c)) = counters
+            .get(model)
+            .and_then(|v| v.iter().find(|(e, s, _)| *e == endpoint && *s == status))
+        {
+            return c.clone();
+        }
+        let counter = metrics::counter!("gateway_requests_total", "endpoint" => endpoint, "model" => model.to_owned(), "status" => status.to_string());
+        counters
+            .entry(model.to_owned())
+            .or_default()
+            .push((endpoint, status, counter.clone()));
+        counter
     }
 
     /// Now on the client's clock, in Unix milliseconds.
@@ -136,9 +181,13 @@ impl AppState {
 
 /// The routes.
 pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
-    Router::new()
+    // The two routes that carry the traffic set `x-request-id` themselves:
+    // the middleware's boxing and extra service calls were about a tenth of
+    // a proxied request's allocations.
+    let api = Router::new()
         .route("/v1/chat/completions", post(chat))
-        .route("/v1/embeddings", post(embeddings))
+        .route("/v1/embeddings", post(embeddings));
+    let rest = Router::new()
         .route("/v1/models", get(models))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -184,32 +233,41 @@ pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
                 "no such route",
             )
         })
+        .layer(middleware::from_fn(request_id));
+    api.merge(rest)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(middleware::from_fn(request_id))
         .with_state(state)
 }
 
 static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
 
-/// Gives every answer an `x-request-id` (the caller's, or a new one).
-async fn request_id(request: Request, next: Next) -> Response {
-    let given = request
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| v.len() <= 128 && !v.is_empty())
-        .map(str::to_owned);
-    let id = given.unwrap_or_else(|| {
-        let n = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
-        let t = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
-        format!("req-{t:x}-{n:x}")
-    });
-    let mut response = next.run(request).await;
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert("x-request-id", v);
+/// The request's id: the caller's `x-request-id` when it is printable and
+/// at most 128 bytes long, or a new one.
+fn request_id_of(headers: &HeaderMap) -> HeaderValue {
+    let given = headers
+        .get(REQUEST_ID)
+        .filter(|v| v.to_str().is_ok() && v.len() <= 128 && !v.is_empty());
+    match given {
+        Some(v) => v.clone(),
+        None => {
+            let n = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
+            let t = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            HeaderValue::from_str(&format!("req-{t:x}-{n:x}"))
+                .unwrap_or_else(|_| HeaderValue::from_static("req-0"))
+        }
     }
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Gives every answer an `x-request-id` (the caller's, or a new one), on
+/// the routes that do not set it themselves.
+async fn request_id(request: Request, next: Next) -> Response {
+    let id = request_id_of(request.headers());
+    let mut response = next.run(request).await;
+    response.headers_mut().insert(REQUEST_ID, id);
     response
 }
 
@@ -450,10 +508,10 @@ fn record(
 ) {
     let secs = s.now_ms().div_euclid(1000);
     s.recent().count(secs, status.is_success());
-    let status = status.as_u16().to_string();
     // Per key, upstream attempts by outcome come from the client's statistics
     // at scrape time (a key label here would add a series per key and status).
-    metrics::counter!("gateway_requests_total", "endpoint" => endpoint, "model" => model.to_owned(), "status" => status).increment(1);
+    s.request_counter(endpoint, model, status.as_u16())
+        .increment(1);
     metrics::histogram!("gateway_request_duration_seconds", "endpoint" => endpoint)
         .record(started.elapsed().as_secs_f64());
     if let Some(m) = meta {
@@ -472,7 +530,10 @@ async fn chat(
     headers: HeaderMap,
     body: Result<bytes::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    serve_api(s, headers, body, Endpoint::ChatCompletions).await
+    with_request_id(
+        &headers,
+        serve_api(s, &headers, body, Endpoint::ChatCompletions).await,
+    )
 }
 
 async fn embeddings(
@@ -480,12 +541,22 @@ async fn embeddings(
     headers: HeaderMap,
     body: Result<bytes::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    serve_api(s, headers, body, Endpoint::Embeddings).await
+    with_request_id(
+        &headers,
+        serve_api(s, &headers, body, Endpoint::Embeddings).await,
+    )
+}
+
+fn with_request_id(headers: &HeaderMap, mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(REQUEST_ID, request_id_of(headers));
+    response
 }
 
 async fn serve_api(
     s: Arc<AppState>,
-    headers: HeaderMap,
+    headers: &HeaderMap,
     body: Result<bytes::Bytes, axum::extract::rejection::BytesRejection>,
     endpoint: Endpoint,
 ) -> Response {
@@ -499,7 +570,7 @@ async fn serve_api(
         ctx,
         stream,
         key,
-    } = match admit(&s, &headers, body, scope) {
+    } = match admit(&s, headers, body, scope) {
         Ok(x) => x,
         Err(r) => {
             record(&s, name, "", r.status(), started, None);

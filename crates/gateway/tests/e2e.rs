@@ -220,8 +220,45 @@ async fn bad_input_gets_openai_errors_never_a_500() {
     );
     let r = post(vec![b' '; 4096]).await.unwrap();
     assert_eq!(r.status(), 413);
+    assert!(
+        r.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .starts_with("req-")
+    );
     let r = env.http.post(env.url("/v1/nothing")).send().await.unwrap();
     assert_eq!(r.status(), 404);
+    // Every answer has an id: the API routes set it themselves, the others
+    // through a middleware.
+    assert!(
+        r.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .starts_with("req-")
+    );
+    let r = env
+        .http
+        .get(env.url("/v1/models"))
+        .header("x-request-id", "given-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "given-1");
+    // An id too long to echo is replaced.
+    let r = env
+        .http
+        .post(env.url("/v1/chat/completions"))
+        .header("x-request-id", "x".repeat(129))
+        .json(&chat("gpt-4o-mini"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .starts_with("req-")
+    );
 }
 
 #[tokio::test]
@@ -446,6 +483,23 @@ async fn models_metrics_and_status_endpoints() {
         assert!(metrics.contains(name), "{name} missing from:\n{metrics}");
     }
     assert!(!metrics.contains("sk-sim"));
+    // A served model has its own label; any other name a caller sends is
+    // counted as `other`, so callers cannot add series without bound.
+    assert!(metrics.contains(r#"model="gpt-4.1""#), "{metrics}");
+    for i in 0..3 {
+        env.chat(&format!("made-up-model-{i}")).await;
+    }
+    let metrics = env
+        .http
+        .get(env.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!metrics.contains("made-up-model"), "{metrics}");
+    assert!(metrics.contains(r#"model="other""#), "{metrics}");
     let snap: serde_json::Value = env
         .http
         .get(env.url("/status.json"))
