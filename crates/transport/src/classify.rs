@@ -6,6 +6,8 @@ use std::time::{Duration, SystemTime};
 use http::HeaderMap;
 use keypool_core::{Outcome, Usage};
 
+use crate::probe::{Probe, UsageProbe};
+
 /// What an upstream answered.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Answer {
@@ -179,7 +181,7 @@ pub fn classify(answer: &Answer, latency: Duration, now: SystemTime) -> Classifi
         probe
             .as_ref()
             .and_then(|p| p.usage.as_ref())
-            .and_then(usage_in)
+            .and_then(UsageProbe::usage)
     } else {
         None
     };
@@ -189,105 +191,6 @@ pub fn classify(answer: &Answer, latency: Duration, now: SystemTime) -> Classifi
         usage,
         rate_limits,
         error,
-    }
-}
-
-/// What classification reads of a body: the top-level `usage` and `error`
-/// values, if it is an object. Any JSON deserializes into it, and everything
-/// else in the body is skipped without being built, so a success costs no
-/// more allocations than its usage object.
-#[derive(Default)]
-struct Probe {
-    usage: Option<serde_json::Value>,
-    error: Option<serde_json::Value>,
-}
-
-impl<'de> serde::Deserialize<'de> for Probe {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::{IgnoredAny, MapAccess, SeqAccess, Visitor};
-
-        /// A key, compared where it lies: no string is allocated for it.
-        enum Field {
-            Usage,
-            Error,
-            Other,
-        }
-
-        impl<'de> serde::Deserialize<'de> for Field {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                struct FieldVisitor;
-                impl Visitor<'_> for FieldVisitor {
-                    type Value = Field;
-                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                        f.write_str("a key")
-                    }
-                    fn visit_str<E>(self, key: &str) -> Result<Field, E> {
-                        Ok(match key {
-                            "usage" => Field::Usage,
-                            "error" => Field::Error,
-                            _ => Field::Other,
-                        })
-                    }
-                }
-                d.deserialize_identifier(FieldVisitor)
-            }
-        }
-
-        struct ProbeVisitor;
-
-        impl<'de> Visitor<'de> for ProbeVisitor {
-            type Value = Probe;
-
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("any JSON value")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Probe, A::Error> {
-                let mut probe = Probe::default();
-                while let Some(key) = map.next_key::<Field>()? {
-                    // Like a parse into a map, a repeated key keeps its last value.
-                    match key {
-                        Field::Usage => probe.usage = Some(map.next_value()?),
-                        Field::Error => probe.error = Some(map.next_value()?),
-                        Field::Other => {
-                            map.next_value::<IgnoredAny>()?;
-                        }
-                    }
-                }
-                Ok(probe)
-            }
-
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Probe, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Probe::default())
-            }
-
-            fn visit_bool<E>(self, _: bool) -> Result<Probe, E> {
-                Ok(Probe::default())
-            }
-
-            fn visit_i64<E>(self, _: i64) -> Result<Probe, E> {
-                Ok(Probe::default())
-            }
-
-            fn visit_u64<E>(self, _: u64) -> Result<Probe, E> {
-                Ok(Probe::default())
-            }
-
-            fn visit_f64<E>(self, _: f64) -> Result<Probe, E> {
-                Ok(Probe::default())
-            }
-
-            fn visit_str<E>(self, _: &str) -> Result<Probe, E> {
-                Ok(Probe::default())
-            }
-
-            fn visit_unit<E>(self) -> Result<Probe, E> {
-                Ok(Probe::default())
-            }
-        }
-
-        d.deserialize_any(ProbeVisitor)
     }
 }
 
@@ -317,29 +220,8 @@ fn upstream_error(e: &serde_json::Value) -> Option<UpstreamError> {
 /// `prompt_tokens_details.cached_tokens`) or Anthropic's (`input_tokens`,
 /// `output_tokens`, `cache_read_input_tokens`) shape.
 pub fn usage_of(json: &serde_json::Value) -> Option<Usage> {
-    usage_in(json.get("usage")?)
-}
-
-/// [`usage_of`], given the `usage` object itself.
-fn usage_in(u: &serde_json::Value) -> Option<Usage> {
-    let n = |v: Option<&serde_json::Value>| v.and_then(serde_json::Value::as_u64);
-    if let Some(prompt) = n(u.get("prompt_tokens")) {
-        return Some(Usage {
-            prompt_tokens: prompt,
-            completion_tokens: n(u.get("completion_tokens")).unwrap_or(0),
-            cached_tokens: n(u
-                .get("prompt_tokens_details")
-                .and_then(|d| d.get("cached_tokens")))
-            .unwrap_or(0),
-        });
-    }
-    let input = n(u.get("input_tokens"))?;
-    let cached = n(u.get("cache_read_input_tokens")).unwrap_or(0);
-    Some(Usage {
-        prompt_tokens: input + cached,
-        completion_tokens: n(u.get("output_tokens")).unwrap_or(0),
-        cached_tokens: cached,
-    })
+    use serde::Deserialize;
+    UsageProbe::deserialize(json.get("usage")?).ok()?.usage()
 }
 
 fn mentions_context_length(message: &str) -> bool {

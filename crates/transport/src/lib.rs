@@ -47,6 +47,7 @@ mod http_config;
 mod hyper_backend;
 #[cfg(feature = "mock")]
 mod mock;
+mod probe;
 #[cfg(feature = "reqwest")]
 mod reqwest_backend;
 mod transport;
