@@ -76,20 +76,20 @@ pub struct StatsSnapshot {
 
 /// What the client counts; behind one lock held for a few additions.
 /// Maps are looked up by borrowed names, so a request allocates nothing here
-/// once its key, model and arm have been seen. Keys (thousands of them) are
+/// once its key, model and arm have been seen. Names (thousands of keys) are
 /// hashed rather than ordered: a lookup is one hash instead of a dozen string
 /// comparisons; snapshots sort.
 #[derive(Debug, Default)]
 pub(crate) struct Stats {
     total: Counters,
-    per_key: BTreeMap<String, HashMap<String, Counters>>,
-    per_model: BTreeMap<String, Counters>,
-    per_arm: BTreeMap<String, BTreeMap<canary::Arm, Counters>>,
+    per_key: HashMap<String, HashMap<String, Counters>>,
+    per_model: HashMap<String, Counters>,
+    per_arm: HashMap<String, BTreeMap<canary::Arm, Counters>>,
     /// For the canary's judge: (rollout baseline, arm) → counters since the last verdict.
     pub(crate) arms: BTreeMap<(String, canary::Arm), ArmStats>,
     pub(crate) rotations: u64,
     /// provider → key → attempts by outcome index.
-    attempts: BTreeMap<String, HashMap<String, [u64; 10]>>,
+    attempts: HashMap<String, HashMap<String, [u64; 10]>>,
 }
 
 /// One finished request, as the statistics see it.
@@ -111,45 +111,14 @@ fn arm_label(rollout: &str, arm: canary::Arm) -> String {
     }
 }
 
-/// A map from owned names that can be looked up by a borrowed one.
-trait NameMap<V> {
-    fn has(&self, key: &str) -> bool;
-    fn put(&mut self, key: String, value: V);
-    fn find(&mut self, key: &str) -> Option<&mut V>;
-}
-
-impl<V> NameMap<V> for BTreeMap<String, V> {
-    fn has(&self, key: &str) -> bool {
-        self.contains_key(key)
-    }
-    fn put(&mut self, key: String, value: V) {
-        self.insert(key, value);
-    }
-    fn find(&mut self, key: &str) -> Option<&mut V> {
-        self.get_mut(key)
-    }
-}
-
-impl<V> NameMap<V> for HashMap<String, V> {
-    fn has(&self, key: &str) -> bool {
-        self.contains_key(key)
-    }
-    fn put(&mut self, key: String, value: V) {
-        self.insert(key, value);
-    }
-    fn find(&mut self, key: &str) -> Option<&mut V> {
-        self.get_mut(key)
-    }
-}
-
 /// The entry for `key`, allocating the key only the first time. (The
 /// `entry` API would allocate the key on every call.)
 #[allow(clippy::expect_used)] // inserted on the line before: cannot fail
-fn entry<'m, V: Default, M: NameMap<V>>(map: &'m mut M, key: &str) -> &'m mut V {
-    if !map.has(key) {
-        map.put(key.to_owned(), V::default());
+fn entry<'m, V: Default>(map: &'m mut HashMap<String, V>, key: &str) -> &'m mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_owned(), V::default());
     }
-    map.find(key).expect("just inserted")
+    map.get_mut(key).expect("just inserted")
 }
 
 impl Stats {

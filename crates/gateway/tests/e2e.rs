@@ -28,6 +28,18 @@ impl Env {
         format!("{}{path}", self.base)
     }
 
+    /// The body of a GET of `path`, as text.
+    async fn text(&self, path: &str) -> String {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Posts a small chat completion for `model`.
     async fn chat(&self, model: &str) -> reqwest::Response {
         self.http
@@ -172,15 +184,7 @@ async fn failover_across_keys_is_invisible_to_the_caller() {
         ),
         ("healthy", "2")
     );
-    let status = env
-        .http
-        .get(env.url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let status = env.text("/status").await;
     assert!(
         status.contains("🔴 revoked") && status.contains("disabled: unauthorized"),
         "{status}"
@@ -465,15 +469,7 @@ async fn models_metrics_and_status_endpoints() {
         ids.contains(&"gpt-4.1") && ids.contains(&"claude-sonnet-4.5"),
         "{ids:?}"
     );
-    let metrics = env
-        .http
-        .get(env.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = env.text("/metrics").await;
     for name in [
         "gateway_requests_total",
         "gateway_request_duration_seconds",
@@ -489,15 +485,7 @@ async fn models_metrics_and_status_endpoints() {
     for i in 0..3 {
         env.chat(&format!("made-up-model-{i}")).await;
     }
-    let metrics = env
-        .http
-        .get(env.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = env.text("/metrics").await;
     assert!(!metrics.contains("made-up-model"), "{metrics}");
     assert!(metrics.contains(r#"model="other""#), "{metrics}");
     let snap: serde_json::Value = env
@@ -826,15 +814,7 @@ async fn upstream_attempts_are_counted_by_key_and_outcome() {
         snap["stats"]["attempts"]
     );
     assert_eq!(snap["stats"]["attempts"]["simulated/healthy"]["success"], 3);
-    let metrics = env
-        .http
-        .get(env.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = env.text("/metrics").await;
     assert!(
         metrics.contains(r#"gateway_upstream_attempts_total{provider="simulated",key="revoked",outcome="unauthorized"}"#),
         "{metrics}"
