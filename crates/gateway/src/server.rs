@@ -817,6 +817,28 @@ impl Running {
     }
 }
 
+/// Serves `app` on `listener` until `stopped` turns true, then lets the
+/// requests in flight finish. Connections get `TCP_NODELAY`, so each chunk
+/// of a streamed answer leaves at once instead of waiting for the client to
+/// acknowledge the previous one.
+async fn serve_until(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!("cannot set TCP_NODELAY on a connection: {e}");
+        }
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        })
+        .await
+}
+
 /// Starts serving `state` on `listener` in the background, on the calling
 /// runtime and on `threads - 1` more threads.
 ///
@@ -841,7 +863,7 @@ pub fn spawn(
     let mut done = Vec::new();
     for i in 1..threads.get() {
         let std_listener = shared.try_clone()?;
-        let (app, mut stopped) = (app.clone(), stopped.clone());
+        let (app, stopped) = (app.clone(), stopped.clone());
         let (finished, drained) = tokio::sync::oneshot::channel::<()>();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -850,17 +872,12 @@ pub fn spawn(
             .name(format!("gateway-serve-{i}"))
             .spawn(move || {
                 runtime.block_on(async move {
-                    match tokio::net::TcpListener::from_std(std_listener) {
-                        Ok(listener) => {
-                            let serving =
-                                axum::serve(listener, app).with_graceful_shutdown(async move {
-                                    let _ = stopped.wait_for(|stop| *stop).await;
-                                });
-                            if let Err(e) = serving.await {
-                                tracing::error!("serving thread {i} stopped: {e}");
-                            }
-                        }
-                        Err(e) => tracing::error!("serving thread {i} cannot listen: {e}"),
+                    let served = match tokio::net::TcpListener::from_std(std_listener) {
+                        Ok(listener) => serve_until(listener, app, stopped).await,
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = served {
+                        tracing::error!("serving thread {i} stopped: {e}");
                     }
                 });
                 let _ = finished.send(());
@@ -868,12 +885,8 @@ pub fn spawn(
         done.push(drained);
     }
     let listener = tokio::net::TcpListener::from_std(shared)?;
-    let mut stopped = stopped;
     let task = tokio::spawn(async move {
-        let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
-        });
-        if let Err(e) = serving.await {
+        if let Err(e) = serve_until(listener, app, stopped).await {
             tracing::error!("serving stopped: {e}");
         }
         for d in done {
