@@ -219,6 +219,12 @@ pub trait Store: Send + 'static {
     fn prune_usage(&mut self, before: i64) -> Result<u64, StoreError>;
     /// A line for the start-up log: where state lives.
     fn describe(&self) -> String;
+    /// Whether a commit costs enough that writers should wait a moment to
+    /// share one (true by default). A store in memory says no: its writes
+    /// commit at once, without the yield that lets others join.
+    fn group_commit(&self) -> bool {
+        true
+    }
 }
 
 const HOUR_MS: i64 = 3_600_000;
@@ -761,6 +767,10 @@ impl Store for MemoryStore {
         "state is in memory only: it is lost when the gateway stops (set [storage] path to keep it)"
             .into()
     }
+
+    fn group_commit(&self) -> bool {
+        false
+    }
 }
 
 type Waiter = tokio::sync::oneshot::Sender<Result<(), String>>;
@@ -858,6 +868,7 @@ impl Drop for Lead<'_> {
 pub struct StoreHandle {
     shared: Arc<Shared>,
     describe: Arc<str>,
+    group_commit: bool,
 }
 
 impl std::fmt::Debug for StoreHandle {
@@ -877,11 +888,19 @@ impl StoreHandle {
     pub fn start(mut store: Box<dyn Store>) -> Result<(Self, Loaded), StoreError> {
         let loaded = store.load()?;
         let describe: Arc<str> = store.describe().into();
+        let group_commit = store.group_commit();
         let shared = Arc::new(Shared {
             store: Mutex::new(store),
             pending: Mutex::new(Pending::default()),
         });
-        Ok((StoreHandle { shared, describe }, loaded))
+        Ok((
+            StoreHandle {
+                shared,
+                describe,
+                group_commit,
+            },
+            loaded,
+        ))
     }
 
     /// Where state lives, for the start-up log.
@@ -902,7 +921,9 @@ impl StoreHandle {
         // commit then serves them all. Should this task be dropped while it
         // yields (its client went away), the guard still commits the write.
         let lead = Lead(&self.shared);
-        tokio::task::yield_now().await;
+        if self.group_commit {
+            tokio::task::yield_now().await;
+        }
         drop(lead);
         match wait.await {
             Ok(r) => r.map_err(StoreError),
@@ -1119,15 +1140,64 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// A store in memory that asks for group commits, as a database does.
+    #[derive(Default)]
+    struct Grouped(MemoryStore);
+
+    impl Store for Grouped {
+        fn load(&mut self) -> Result<Loaded, StoreError> {
+            self.0.load()
+        }
+        fn write(&mut self, batch: &[Write]) -> Result<(), StoreError> {
+            self.0.write(batch)
+        }
+        fn usage(&mut self, query: &UsageQuery) -> Result<Vec<UsageLine>, StoreError> {
+            self.0.usage(query)
+        }
+        fn spend_since(&mut self, from: i64) -> Result<Vec<SpendLine>, StoreError> {
+            self.0.spend_since(from)
+        }
+        fn audit(&mut self, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+            self.0.audit(limit)
+        }
+        fn prune_usage(&mut self, before: i64) -> Result<u64, StoreError> {
+            self.0.prune_usage(before)
+        }
+        fn describe(&self) -> String {
+            self.0.describe()
+        }
+    }
+
+    /// Polls `f` once.
+    fn poll_once<F: Future>(f: std::pin::Pin<&mut F>) -> std::task::Poll<F::Output> {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        Future::poll(f, &mut cx)
+    }
+
+    #[tokio::test]
+    async fn a_store_in_memory_commits_at_once_a_database_waits_for_company() {
+        let (memory, _) = StoreHandle::start(Box::new(MemoryStore::default())).unwrap();
+        let write = std::pin::pin!(memory.write(usage(1, "k", "m", 1)));
+        assert!(
+            poll_once(write).is_ready(),
+            "no yield before a memory commit"
+        );
+        let (grouped, _) = StoreHandle::start(Box::new(Grouped::default())).unwrap();
+        let mut write = std::pin::pin!(grouped.write(usage(1, "k", "m", 1)));
+        assert!(
+            poll_once(write.as_mut()).is_pending(),
+            "yields once for company"
+        );
+        assert!(poll_once(write).is_ready());
+    }
+
     #[tokio::test]
     async fn a_write_whose_task_is_dropped_is_still_committed() {
-        let (h, _) = StoreHandle::start(Box::new(MemoryStore::default())).unwrap();
+        let (h, _) = StoreHandle::start(Box::new(Grouped::default())).unwrap();
         {
             let write = std::pin::pin!(h.write(usage(1, "k", "m", 1)));
             // Polled once (queued, now yielding), then dropped.
-            let waker = std::task::Waker::noop();
-            let mut cx = std::task::Context::from_waker(waker);
-            assert!(Future::poll(write, &mut cx).is_pending());
+            assert!(poll_once(write).is_pending());
             assert_eq!(lock(&h.shared.pending).writes.len(), 1, "queued");
         }
         assert!(
