@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -26,6 +27,7 @@ use crate::store::{AuditEntry, StoredClientKey, UsageQuery, Write};
 /// A client key's rotation grace period when the call gives none.
 pub(crate) const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);
 
+/// A handler's answer: a response either way (axum sends the error as it is).
 type Answer = Result<Response, Response>;
 
 fn bad_request(code: &str, message: &str) -> Response {
@@ -56,7 +58,7 @@ fn internal(message: &str) -> Response {
 }
 
 /// The caller, if it may manage; the error is the answer.
-pub(crate) fn admin(s: &AppState, headers: &HeaderMap) -> Result<String, Response> {
+fn admin(s: &AppState, headers: &HeaderMap) -> Result<String, Response> {
     let authorization = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -73,6 +75,28 @@ pub(crate) fn admin(s: &AppState, headers: &HeaderMap) -> Result<String, Respons
                 error_response(StatusCode::FORBIDDEN, "permission_error", "forbidden", &m)
             }
         })
+}
+
+/// The caller of a management endpoint: the master key or a client key with
+/// the `admin` scope, named as the audit log names it. Taking it is the
+/// check (401 or 403 otherwise), and it runs before the body is read.
+pub(crate) struct Admin(pub(crate) String);
+
+impl FromRequestParts<Arc<AppState>> for Admin {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        s: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        admin(s, &parts.headers).map(Admin)
+    }
+}
+
+/// Held by each change: one at a time, so that a change and its record
+/// (stored state, audit entry) cannot interleave with another's.
+async fn one_change_at_a_time(s: &AppState) -> tokio::sync::MutexGuard<'_, ()> {
+    s.manage_lock.lock().await
 }
 
 /// Parses a JSON body into `T`, naming what is wrong.
@@ -219,22 +243,11 @@ fn revoke_time(k: &ClientKey, wanted: i64) -> i64 {
 
 pub(crate) async fn create_key(
     State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    b: Result<Bytes, BytesRejection>,
-) -> Response {
-    create_key_inner(&s, &headers, b)
-        .await
-        .unwrap_or_else(|e| e)
-}
-
-async fn create_key_inner(
-    s: &AppState,
-    headers: &HeaderMap,
+    Admin(actor): Admin,
     b: Result<Bytes, BytesRejection>,
 ) -> Answer {
-    let actor = admin(s, headers)?;
-    // One change at a time: a change and its record go together.
-    let _one_at_a_time = s.manage_lock.lock().await;
+    let s = &*s;
+    let _change = one_change_at_a_time(s).await;
     let c: CreateKey = body(b)?;
     if c.name.trim().is_empty() || c.name.len() > 128 {
         return Err(bad_request(
@@ -289,16 +302,6 @@ struct RotateKey {
     grace_seconds: Option<i64>,
 }
 
-pub(crate) async fn rotate_key(
-    State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
-    b: Result<Bytes, BytesRejection>,
-) -> Response {
-    rotate_key_inner(&s, &headers, b)
-        .await
-        .unwrap_or_else(|e| e)
-}
-
 fn seconds(field: &str, v: i64) -> Result<i64, Response> {
     if v < 0 {
         return Err(bad_request(
@@ -310,14 +313,13 @@ fn seconds(field: &str, v: i64) -> Result<i64, Response> {
         .ok_or_else(|| bad_request("invalid_delay", &format!("{field} is too large")))
 }
 
-async fn rotate_key_inner(
-    s: &AppState,
-    headers: &HeaderMap,
+pub(crate) async fn rotate_key(
+    State(s): State<Arc<AppState>>,
+    Admin(actor): Admin,
     b: Result<Bytes, BytesRejection>,
 ) -> Answer {
-    let actor = admin(s, headers)?;
-    // One change at a time: a change and its record go together.
-    let _one_at_a_time = s.manage_lock.lock().await;
+    let s = &*s;
+    let _change = one_change_at_a_time(s).await;
     let r: RotateKey = body(b)?;
     let grace_ms = match r.grace_seconds {
         Some(g) => seconds("grace_seconds", g)?,
@@ -370,33 +372,23 @@ struct ScheduleRevoke {
 
 pub(crate) async fn schedule_revoke(
     State(s): State<Arc<AppState>>,
+    Admin(actor): Admin,
     Path(id): Path<String>,
-    headers: HeaderMap,
     b: Result<Bytes, BytesRejection>,
-) -> Response {
-    let r = async {
-        let actor = admin(&s, &headers)?;
-        // One change at a time: a change and its record go together.
-        let _one_at_a_time = s.manage_lock.lock().await;
-        let r: ScheduleRevoke = body(b)?;
-        let delay = seconds("delay_seconds", r.delay_seconds)?;
-        revoke(&s, &actor, &id, delay, "client_key.schedule_revoke").await
-    };
-    r.await.unwrap_or_else(|e| e)
+) -> Answer {
+    let _change = one_change_at_a_time(&s).await;
+    let r: ScheduleRevoke = body(b)?;
+    let delay = seconds("delay_seconds", r.delay_seconds)?;
+    revoke(&s, &actor, &id, delay, "client_key.schedule_revoke").await
 }
 
 pub(crate) async fn delete_key(
     State(s): State<Arc<AppState>>,
+    Admin(actor): Admin,
     Path(id): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    let r = async {
-        let actor = admin(&s, &headers)?;
-        // One change at a time: a change and its record go together.
-        let _one_at_a_time = s.manage_lock.lock().await;
-        revoke(&s, &actor, &id, 0, "client_key.revoke").await
-    };
-    r.await.unwrap_or_else(|e| e)
+) -> Answer {
+    let _change = one_change_at_a_time(&s).await;
+    revoke(&s, &actor, &id, 0, "client_key.revoke").await
 }
 
 async fn revoke(s: &AppState, actor: &str, id: &str, delay_ms: i64, action: &str) -> Answer {
@@ -418,10 +410,7 @@ async fn revoke(s: &AppState, actor: &str, id: &str, delay_ms: i64, action: &str
     Ok(axum::Json(after).into_response())
 }
 
-pub(crate) async fn list_keys(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Err(r) = admin(&s, &headers) {
-        return r;
-    }
+pub(crate) async fn list_keys(State(s): State<Arc<AppState>>, _: Admin) -> Response {
     let now = s.now_ms();
     let data: Vec<Value> = s
         .auth
@@ -458,60 +447,54 @@ fn dollars(micros: u64) -> Value {
 
 pub(crate) async fn usage(
     State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
+    _: Admin,
     params: Result<Query<UsageParams>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let r = async {
-        admin(&s, &headers)?;
-        let Query(p) = params.map_err(|e| bad_request("invalid_query", &e.body_text()))?;
-        let ms = |field: &str, v: Option<i64>| -> Result<Option<i64>, Response> {
-            v.map(|v| {
-                v.checked_mul(1000).filter(|_| v >= 0).ok_or_else(|| {
-                    bad_request("invalid_query", &format!("{field} must be Unix seconds"))
-                })
+) -> Answer {
+    let Query(p) = params.map_err(|e| bad_request("invalid_query", &e.body_text()))?;
+    let ms = |field: &str, v: Option<i64>| -> Result<Option<i64>, Response> {
+        v.map(|v| {
+            v.checked_mul(1000).filter(|_| v >= 0).ok_or_else(|| {
+                bad_request("invalid_query", &format!("{field} must be Unix seconds"))
             })
-            .transpose()
-        };
-        let q = UsageQuery {
-            key_id: p.key_id,
-            team: p.team,
-            model: p.model,
-            from: ms("from", p.from)?,
-            to: ms("to", p.to)?,
-        };
-        let lines = s
-            .store
-            .query(move |st| st.usage(&q))
-            .await
-            .map_err(|e| internal(&e.to_string()))?;
-        let total: u64 = lines.iter().map(|l| l.cost_micros).sum();
-        let usage: Vec<Value> = lines
-            .iter()
-            .map(|l| {
-                json!({
-                    "key_id": l.key_id,
-                    "key_name": l.key_name,
-                    "team": l.team,
-                    "model": l.model,
-                    "requests": l.requests,
-                    "prompt_tokens": l.prompt_tokens,
-                    "completion_tokens": l.completion_tokens,
-                    "total_tokens": l.prompt_tokens + l.completion_tokens,
-                    "estimated_cost": dollars(l.cost_micros),
-                    "estimated_cost_micros": l.cost_micros,
-                })
-            })
-            .collect();
-        Ok::<_, Response>(
-            axum::Json(json!({
-                "usage": usage,
-                "total_estimated_cost_usd": dollars(total),
-                "total_estimated_cost_micros": total,
-            }))
-            .into_response(),
-        )
+        })
+        .transpose()
     };
-    r.await.unwrap_or_else(|e| e)
+    let q = UsageQuery {
+        key_id: p.key_id,
+        team: p.team,
+        model: p.model,
+        from: ms("from", p.from)?,
+        to: ms("to", p.to)?,
+    };
+    let lines = s
+        .store
+        .query(move |st| st.usage(&q))
+        .await
+        .map_err(|e| internal(&e.to_string()))?;
+    let total: u64 = lines.iter().map(|l| l.cost_micros).sum();
+    let usage: Vec<Value> = lines
+        .iter()
+        .map(|l| {
+            json!({
+                "key_id": l.key_id,
+                "key_name": l.key_name,
+                "team": l.team,
+                "model": l.model,
+                "requests": l.requests,
+                "prompt_tokens": l.prompt_tokens,
+                "completion_tokens": l.completion_tokens,
+                "total_tokens": l.prompt_tokens + l.completion_tokens,
+                "estimated_cost": dollars(l.cost_micros),
+                "estimated_cost_micros": l.cost_micros,
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({
+        "usage": usage,
+        "total_estimated_cost_usd": dollars(total),
+        "total_estimated_cost_micros": total,
+    }))
+    .into_response())
 }
 
 // ----- the upstream pool --------------------------------------------------
@@ -554,11 +537,8 @@ fn one_key(s: &AppState, provider: &str, name: &str) -> Option<Value> {
     Some(key_view(&key))
 }
 
-pub(crate) async fn list_upstream(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    match admin(&s, &headers) {
-        Ok(_) => axum::Json(upstream_view(&s)).into_response(),
-        Err(r) => r,
-    }
+pub(crate) async fn list_upstream(State(s): State<Arc<AppState>>, _: Admin) -> Response {
+    axum::Json(upstream_view(&s)).into_response()
 }
 
 #[derive(Deserialize)]
@@ -589,35 +569,30 @@ fn no_provider(p: &str) -> Response {
 
 pub(crate) async fn add_upstream(
     State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
+    Admin(actor): Admin,
     b: Result<Bytes, BytesRejection>,
-) -> Response {
-    let r = async {
-        let actor = admin(&s, &headers)?;
-        // One change at a time: a change and its record go together.
-        let _one_at_a_time = s.manage_lock.lock().await;
-        let a: AddUpstream = body(b)?;
-        let limits = Limits {
-            tokens_per_day: a.tokens_per_day,
-            requests_per_day: a.requests_per_day,
-            requests_per_minute: a.requests_per_minute,
-            ..Limits::default()
-        };
-        let key = NewKey::new(a.name.clone(), a.secret)
-            .group(a.provider.clone())
-            .tier(a.tier)
-            .weight(a.weight)
-            .limits(limits);
-        s.client
-            .with_pool(&a.provider, |pool, now| pool.add(key, now))
-            .ok_or_else(|| no_provider(&a.provider))?
-            .map_err(|e| bad_request("invalid_key", &e.to_string()))?;
-        let after = one_key(&s, &a.provider, &a.name);
-        let target = format!("{}/{}", a.provider, a.name);
-        audit(&s, &actor, "upstream_key.add", &target, None, after.clone()).await?;
-        Ok::<_, Response>((StatusCode::CREATED, axum::Json(after)).into_response())
+) -> Answer {
+    let _change = one_change_at_a_time(&s).await;
+    let a: AddUpstream = body(b)?;
+    let limits = Limits {
+        tokens_per_day: a.tokens_per_day,
+        requests_per_day: a.requests_per_day,
+        requests_per_minute: a.requests_per_minute,
+        ..Limits::default()
     };
-    r.await.unwrap_or_else(|e| e)
+    let key = NewKey::new(a.name.clone(), a.secret)
+        .group(a.provider.clone())
+        .tier(a.tier)
+        .weight(a.weight)
+        .limits(limits);
+    s.client
+        .with_pool(&a.provider, |pool, now| pool.add(key, now))
+        .ok_or_else(|| no_provider(&a.provider))?
+        .map_err(|e| bad_request("invalid_key", &e.to_string()))?;
+    let after = one_key(&s, &a.provider, &a.name);
+    let target = format!("{}/{}", a.provider, a.name);
+    audit(&s, &actor, "upstream_key.add", &target, None, after.clone()).await?;
+    Ok((StatusCode::CREATED, axum::Json(after)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -638,14 +613,12 @@ enum KeyAction {
 
 async fn act_on_upstream(
     s: &AppState,
-    headers: &HeaderMap,
+    actor: &str,
     provider: &str,
     name: &str,
     action: KeyAction,
 ) -> Answer {
-    let actor = admin(s, headers)?;
-    // One change at a time: a change and its record go together.
-    let _one_at_a_time = s.manage_lock.lock().await;
+    let _change = one_change_at_a_time(s).await;
     let before = one_key(s, provider, name)
         .ok_or_else(|| not_found(&format!("no key {name:?} in provider {provider:?}")))?;
     let done = s
@@ -683,38 +656,35 @@ async fn act_on_upstream(
         .await
         .map_err(|e| internal(&format!("the key's state could not be saved: {e}")))?;
     let target = format!("{provider}/{name}");
-    audit(s, &actor, label, &target, Some(before), after.clone()).await?;
+    audit(s, actor, label, &target, Some(before), after.clone()).await?;
     Ok(axum::Json(after.unwrap_or_else(|| json!({"removed": target}))).into_response())
 }
 
 pub(crate) async fn remove_upstream(
     State(s): State<Arc<AppState>>,
+    Admin(actor): Admin,
     Path((provider, name)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    act_on_upstream(&s, &headers, &provider, &name, KeyAction::Remove)
-        .await
-        .unwrap_or_else(|e| e)
+) -> Answer {
+    act_on_upstream(&s, &actor, &provider, &name, KeyAction::Remove).await
 }
 
 /// `POST /admin/upstream-keys/{provider}/{name}/{action}`: `disable`,
 /// `enable`, or `rotate` (with `{"secret", "grace_seconds"?}`).
 pub(crate) async fn upstream_command(
     State(s): State<Arc<AppState>>,
+    Admin(actor): Admin,
     Path((provider, name, action)): Path<(String, String, String)>,
-    headers: HeaderMap,
     b: Result<Bytes, BytesRejection>,
-) -> Response {
-    let done = match action.as_str() {
-        "disable" => act_on_upstream(&s, &headers, &provider, &name, KeyAction::Disable).await,
-        "enable" => act_on_upstream(&s, &headers, &provider, &name, KeyAction::Enable).await,
-        "rotate" => rotate_upstream(&s, &headers, &provider, &name, b).await,
+) -> Answer {
+    match action.as_str() {
+        "disable" => act_on_upstream(&s, &actor, &provider, &name, KeyAction::Disable).await,
+        "enable" => act_on_upstream(&s, &actor, &provider, &name, KeyAction::Enable).await,
+        "rotate" => rotate_upstream(&s, &actor, &provider, &name, b).await,
         other => Err(bad_request(
             "invalid_command",
             &format!("unknown action {other:?} (disable, enable, rotate)"),
         )),
-    };
-    done.unwrap_or_else(|e| e)
+    }
 }
 
 /// Every key of `provider` named `name` (two during a rotation's grace).
@@ -732,14 +702,12 @@ fn keys_named(s: &AppState, provider: &str, name: &str) -> Vec<Value> {
 
 async fn rotate_upstream(
     s: &AppState,
-    headers: &HeaderMap,
+    actor: &str,
     provider: &str,
     name: &str,
     b: Result<Bytes, BytesRejection>,
 ) -> Answer {
-    let actor = admin(s, headers)?;
-    // One change at a time: a change and its record go together.
-    let _one_at_a_time = s.manage_lock.lock().await;
+    let _change = one_change_at_a_time(s).await;
     let r: RotateUpstream = body(b)?;
     let grace = match r.grace_seconds {
         Some(g) => Duration::from_millis(u64::try_from(seconds("grace_seconds", g)?).unwrap_or(0)),
@@ -761,7 +729,7 @@ async fn rotate_upstream(
     let target = format!("{provider}/{name}");
     audit(
         s,
-        &actor,
+        actor,
         "upstream_key.rotate",
         &target,
         Some(before),
@@ -800,11 +768,8 @@ fn canary_view(s: &AppState) -> Value {
     json!({"object": "list", "data": rollouts_view(s, &s.client.snapshot())})
 }
 
-pub(crate) async fn get_canary(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    match admin(&s, &headers) {
-        Ok(_) => axum::Json(canary_view(&s)).into_response(),
-        Err(r) => r,
-    }
+pub(crate) async fn get_canary(State(s): State<Arc<AppState>>, _: Admin) -> Response {
+    axum::Json(canary_view(&s)).into_response()
 }
 
 #[derive(Deserialize)]
@@ -848,7 +813,7 @@ pub(crate) fn canary_state(r: &canary::Rollout) -> Value {
 }
 
 /// Applies a stored state to a rollout.
-pub(crate) fn restore_canary(r: &mut canary::Rollout, state: &Value, now: std::time::SystemTime) {
+pub(crate) fn restore_canary(r: &mut canary::Rollout, state: &Value) {
     if let Some(shares) = state.get("shares_bp").and_then(Value::as_object) {
         for (model, bp) in shares {
             if let Some(share) = bp
@@ -868,82 +833,76 @@ pub(crate) fn restore_canary(r: &mut canary::Rollout, state: &Value, now: std::t
     if let Some(enabled) = state.get("enabled").and_then(Value::as_bool) {
         r.set_enabled(enabled);
     }
-    let _ = now;
 }
 
 pub(crate) async fn canary_command(
     State(s): State<Arc<AppState>>,
+    Admin(actor): Admin,
     Path((model, command)): Path<(String, String)>,
-    headers: HeaderMap,
     b: Result<Bytes, BytesRejection>,
-) -> Response {
-    let r = async {
-        let actor = admin(&s, &headers)?;
-        // One change at a time: a change and its record go together.
-        let _one_at_a_time = s.manage_lock.lock().await;
-        let c: CanaryCommand = body(b)?;
-        let before = s
-            .client
-            .with_rollout(&model, |r, _| canary_state(r))
-            .ok_or_else(|| not_found(&format!("no canary rollout for {model:?}")))?;
-        let result: Result<(), String> = s
-            .client
-            .with_rollout(&model, |r, now| {
-                let candidate = match &c.candidate {
-                    Some(m) => m.clone(),
-                    None => r
-                        .candidates()
-                        .first()
-                        .map(|c| c.model.to_string())
-                        .unwrap_or_default(),
-                };
-                match command.as_str() {
-                    "percent" => {
-                        let p = c.percent.ok_or("percent is needed")?;
-                        if !(0.0..=100.0).contains(&p) || !p.is_finite() {
-                            return Err(format!("percent must be between 0 and 100, not {p}"));
-                        }
-                        r.set_fraction(&candidate, p / 100.0)
-                            .map_err(|e| e.to_string())
+) -> Answer {
+    let _change = one_change_at_a_time(&s).await;
+    let c: CanaryCommand = body(b)?;
+    let before = s
+        .client
+        .with_rollout(&model, |r, _| canary_state(r))
+        .ok_or_else(|| not_found(&format!("no canary rollout for {model:?}")))?;
+    let result: Result<(), String> = s
+        .client
+        .with_rollout(&model, |r, now| {
+            let candidate = match &c.candidate {
+                Some(m) => m.clone(),
+                None => r
+                    .candidates()
+                    .first()
+                    .map(|c| c.model.to_string())
+                    .unwrap_or_default(),
+            };
+            match command.as_str() {
+                "percent" => {
+                    let p = c.percent.ok_or("percent is needed")?;
+                    if !(0.0..=100.0).contains(&p) || !p.is_finite() {
+                        return Err(format!("percent must be between 0 and 100, not {p}"));
                     }
-                    "rollout" => r.full_rollout(&candidate).map_err(|e| e.to_string()),
-                    "rollback" => {
-                        r.rollback(c.reason.clone().unwrap_or_else(|| format!("by {actor}")));
-                        Ok(())
-                    }
-                    "restart" => {
-                        r.restart(now);
-                        Ok(())
-                    }
-                    other => Err(format!(
-                        "unknown command {other:?} (percent, rollout, rollback, restart)"
-                    )),
+                    r.set_fraction(&candidate, p / 100.0)
+                        .map_err(|e| e.to_string())
                 }
+                "rollout" => r.full_rollout(&candidate).map_err(|e| e.to_string()),
+                "rollback" => {
+                    r.rollback(c.reason.clone().unwrap_or_else(|| format!("by {actor}")));
+                    Ok(())
+                }
+                "restart" => {
+                    r.restart(now);
+                    Ok(())
+                }
+                other => Err(format!(
+                    "unknown command {other:?} (percent, rollout, rollback, restart)"
+                )),
+            }
+        })
+        .unwrap_or_else(|| Err("no rollout".into()));
+    result.map_err(|m| bad_request("invalid_canary_command", &m))?;
+    let after = s.client.with_rollout(&model, |r, _| canary_state(r));
+    if let Some(state) = after.clone() {
+        s.store
+            .write(Write::Canary {
+                model: model.clone(),
+                state,
             })
-            .unwrap_or_else(|| Err("no rollout".into()));
-        result.map_err(|m| bad_request("invalid_canary_command", &m))?;
-        let after = s.client.with_rollout(&model, |r, _| canary_state(r));
-        if let Some(state) = after.clone() {
-            s.store
-                .write(Write::Canary {
-                    model: model.clone(),
-                    state,
-                })
-                .await
-                .map_err(|e| internal(&format!("the canary's state could not be saved: {e}")))?;
-        }
-        audit(
-            &s,
-            &actor,
-            &format!("canary.{command}"),
-            &model,
-            Some(before),
-            after,
-        )
-        .await?;
-        Ok::<_, Response>(axum::Json(canary_view(&s)).into_response())
-    };
-    r.await.unwrap_or_else(|e| e)
+            .await
+            .map_err(|e| internal(&format!("the canary's state could not be saved: {e}")))?;
+    }
+    audit(
+        &s,
+        &actor,
+        &format!("canary.{command}"),
+        &model,
+        Some(before),
+        after,
+    )
+    .await?;
+    Ok(axum::Json(canary_view(&s)).into_response())
 }
 
 // ----- audit ------------------------------------------------------------
@@ -956,34 +915,30 @@ pub(crate) struct AuditParams {
 
 pub(crate) async fn get_audit(
     State(s): State<Arc<AppState>>,
-    headers: HeaderMap,
+    _: Admin,
     params: Result<Query<AuditParams>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    let r = async {
-        admin(&s, &headers)?;
-        let Query(p) = params.map_err(|e| bad_request("invalid_query", &e.body_text()))?;
-        let limit = p.limit.unwrap_or(100).min(10_000);
-        let entries = s
-            .store
-            .query(move |st| st.audit(limit))
-            .await
-            .map_err(|e| internal(&e.to_string()))?;
-        let data: Vec<Value> = entries
-            .iter()
-            .map(|e| {
-                json!({
-                    "at": secs(e.at),
-                    "actor": e.actor,
-                    "action": e.action,
-                    "target": e.target,
-                    "before": e.before,
-                    "after": e.after,
-                })
+) -> Answer {
+    let Query(p) = params.map_err(|e| bad_request("invalid_query", &e.body_text()))?;
+    let limit = p.limit.unwrap_or(100).min(10_000);
+    let entries = s
+        .store
+        .query(move |st| st.audit(limit))
+        .await
+        .map_err(|e| internal(&e.to_string()))?;
+    let data: Vec<Value> = entries
+        .iter()
+        .map(|e| {
+            json!({
+                "at": secs(e.at),
+                "actor": e.actor,
+                "action": e.action,
+                "target": e.target,
+                "before": e.before,
+                "after": e.after,
             })
-            .collect();
-        Ok::<_, Response>(axum::Json(json!({"object": "list", "data": data})).into_response())
-    };
-    r.await.unwrap_or_else(|e| e)
+        })
+        .collect();
+    Ok(axum::Json(json!({"object": "list", "data": data})).into_response())
 }
 
 /// The key's state for the store, by name.

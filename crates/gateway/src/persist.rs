@@ -57,7 +57,7 @@ pub(crate) async fn restore(s: &AppState, loaded: Loaded) -> Result<(), StoreErr
     }
     for (model, state) in &loaded.canaries {
         s.client
-            .with_rollout(model, |r, now| manage::restore_canary(r, state, now));
+            .with_rollout(model, |r, _| manage::restore_canary(r, state));
     }
 
     let now_ms = s.now_ms();
