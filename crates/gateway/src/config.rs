@@ -329,36 +329,6 @@ impl Config {
         }
     }
 
-    /// The transport to the upstreams: hyper's client, one per serving
-    /// thread (the leanest per request), or reqwest's when `use_env_proxy` is on and `env` names a
-    /// proxy (`HTTPS_PROXY`, `HTTP_PROXY` or `ALL_PROXY`, in either case),
-    /// since only reqwest goes through one. The second value says which.
-    pub fn upstream_transport(
-        &self,
-        env: &HashMap<String, String>,
-    ) -> Result<(std::sync::Arc<dyn transport::Transport>, &'static str), transport::TransportError>
-    {
-        let http = self.http();
-        let proxy = ["HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY"]
-            .iter()
-            .any(|name| {
-                [name.to_string(), name.to_lowercase()]
-                    .iter()
-                    .any(|n| env.get(n).is_some_and(|v| !v.trim().is_empty()))
-            });
-        Ok(if http.use_env_proxy && proxy {
-            (
-                std::sync::Arc::new(transport::ReqwestTransport::new(&http)?),
-                "reqwest (through the proxy the environment names)",
-            )
-        } else {
-            (
-                std::sync::Arc::new(crate::ThreadLocalHyper::new(http)?),
-                "hyper (a client per serving thread)",
-            )
-        })
-    }
-
     /// How long SIGTERM waits for in-flight requests.
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.server.shutdown_grace_secs)

@@ -72,7 +72,7 @@ pub struct StartOptions {
     /// The clock (default: the system's). Tests inject a
     /// [`ManualClock`](gateway_client::ManualClock) to step through grace periods.
     pub clock: Option<Arc<dyn gateway_client::Clock>>,
-    /// The transport (default: [`Config::upstream_transport`]).
+    /// The transport (default: [`setup::upstream_transport`]).
     pub transport: Option<Arc<dyn transport::Transport>>,
     /// Threads serving requests: the calling runtime's and, past 1, threads
     /// with runtimes of their own (see [`server::spawn`]). Default 1, so
@@ -108,7 +108,7 @@ pub async fn start_with(
     let transport: Arc<dyn transport::Transport> = match options.transport {
         Some(t) => t,
         None => {
-            let (t, which) = config.upstream_transport(env)?;
+            let (t, which) = setup::upstream_transport(config, env)?;
             tracing::info!("upstream transport: {which}");
             t
         }

@@ -237,7 +237,7 @@ fn check(path: &std::path::Path) -> Result<()> {
         None,
     )?;
     // The real transport too: a CA bundle that cannot be read is an error here.
-    let (_, which) = config.upstream_transport(&env())?;
+    let (_, which) = gateway::setup::upstream_transport(&config, &env())?;
     println!("{}: valid", path.display());
     println!("  upstream transport: {which}");
     for line in &understood.lines {

@@ -28,6 +28,36 @@ pub struct Understood {
     pub models: Vec<String>,
 }
 
+/// The transport to the upstreams: hyper's client, one per serving thread
+/// (the leanest per request), or reqwest's when `[transport] use_env_proxy`
+/// is on and `env` names a proxy (`HTTPS_PROXY`, `HTTP_PROXY` or
+/// `ALL_PROXY`, in either case), since only reqwest goes through one. The
+/// second value says which, for the start-up log and `gateway check`.
+pub fn upstream_transport(
+    config: &Config,
+    env: &HashMap<String, String>,
+) -> Result<(Arc<dyn Transport>, &'static str), transport::TransportError> {
+    let http = config.http();
+    let proxy = ["HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY"]
+        .iter()
+        .any(|name| {
+            [name.to_string(), name.to_lowercase()]
+                .iter()
+                .any(|n| env.get(n).is_some_and(|v| !v.trim().is_empty()))
+        });
+    Ok(if http.use_env_proxy && proxy {
+        (
+            Arc::new(transport::ReqwestTransport::new(&http)?),
+            "reqwest (through the proxy the environment names)",
+        )
+    } else {
+        (
+            Arc::new(crate::ThreadLocalHyper::new(http)?),
+            "hyper (a client per serving thread)",
+        )
+    })
+}
+
 fn dollars(field: &str, v: f64) -> Result<Money, ConfigError> {
     Money::parse_dollars(&v.to_string()).map_err(|_| ConfigError {
         context: field.to_owned(),

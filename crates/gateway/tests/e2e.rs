@@ -40,6 +40,18 @@ impl Env {
             .unwrap()
     }
 
+    /// The body of a GET of `path`, as JSON.
+    async fn json(&self, path: &str) -> serde_json::Value {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// Posts a small chat completion for `model`.
     async fn chat(&self, model: &str) -> reqwest::Response {
         self.http
@@ -159,15 +171,7 @@ async fn a_streamed_answer_arrives_as_server_sent_events() {
     assert_eq!(*events.last().unwrap(), "data: [DONE]");
     // The stream's usage was recorded before [DONE] (auth is off here, so the
     // management API is open to this local caller).
-    let usage: serde_json::Value = env
-        .http
-        .get(env.url("/v1/usage"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let usage: serde_json::Value = env.json("/v1/usage").await;
     assert_eq!(usage["usage"][0]["requests"], 1, "{usage}");
     assert!(usage["usage"][0]["completion_tokens"].as_u64().unwrap() > 0);
 }
@@ -450,15 +454,7 @@ async fn client_keys_scopes_models_and_rates() {
 async fn models_metrics_and_status_endpoints() {
     let env = start(&[HEALTHY], |_| {}).await;
     env.chat("gpt-4.1").await;
-    let models: serde_json::Value = env
-        .http
-        .get(env.url("/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let models: serde_json::Value = env.json("/v1/models").await;
     let ids: Vec<&str> = models["data"]
         .as_array()
         .unwrap()
@@ -488,15 +484,7 @@ async fn models_metrics_and_status_endpoints() {
     let metrics = env.text("/metrics").await;
     assert!(!metrics.contains("made-up-model"), "{metrics}");
     assert!(metrics.contains(r#"model="other""#), "{metrics}");
-    let snap: serde_json::Value = env
-        .http
-        .get(env.url("/status.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let snap: serde_json::Value = env.json("/status.json").await;
     assert_eq!(snap["providers"][0]["pool"]["keys"][0]["name"], "healthy");
     assert_eq!(
         snap["providers"][0]["pool"]["keys"][0]["secret"],
@@ -758,7 +746,9 @@ async fn transport_settings_are_read_and_a_bad_ca_bundle_stops_the_start() {
     .into();
     let plain = "[[providers]]\nname = \"p\"\nbase_url = \"http://127.0.0.1:9/v1\"\nkeys = [{ name = \"k\", secret = \"${K}\" }]\n";
     let defaults = Config::parse(plain, Path::new("gw.toml")).unwrap();
-    let which = |c: &Config, env: &HashMap<String, String>| c.upstream_transport(env).unwrap().1;
+    let which = |c: &Config, env: &HashMap<String, String>| {
+        gateway::setup::upstream_transport(c, env).unwrap().1
+    };
     assert_eq!(
         which(&defaults, &HashMap::new()),
         "hyper (a client per serving thread)"
@@ -799,15 +789,7 @@ async fn upstream_attempts_are_counted_by_key_and_outcome() {
     for _ in 0..3 {
         assert_eq!(env.chat("gpt-4o-mini").await.status(), 200);
     }
-    let snap: serde_json::Value = env
-        .http
-        .get(env.url("/status.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let snap: serde_json::Value = env.json("/status.json").await;
     assert_eq!(
         snap["stats"]["attempts"]["simulated/revoked"]["unauthorized"], 1,
         "{}",
