@@ -675,10 +675,10 @@ impl Ledger {
     /// result is cached by name id. Unknown models that are rejected are not
     /// interned, so client-chosen names cannot fill the table.
     fn resolve(&mut self, model: &str) -> Result<Resolution, BudgetError> {
-        if let Some(id) = self.lookup(model) {
-            if let Some(Some(r)) = self.resolutions.get(id as usize) {
-                return Ok(*r);
-            }
+        if let Some(id) = self.lookup(model)
+            && let Some(Some(r)) = self.resolutions.get(id as usize)
+        {
+            return Ok(*r);
         }
         let resolved = self.prices.resolve(model)?;
         let (canonical, price, defaulted) = (
@@ -746,54 +746,17 @@ impl Ledger {
         let mut limits = self.applicable([key, team, resolved.canonical]);
 
         // Degrade when a soft threshold is passed and a cheaper fallback exists.
-        let mut degraded = None;
-        for &i in limits.iter() {
-            let Some(l) = self.limits.get(usize::from(i)) else {
-                continue;
-            };
-            let (Some(soft), Some(fallback)) = (l.soft, &l.limit.fallback) else {
-                continue;
-            };
-            if l.spent.saturating_add(l.reserved) < soft {
-                continue;
+        let degraded = match self.degrade(&limits, &resolved) {
+            Some((degradation, fallback)) => {
+                resolved = fallback;
+                limits = self.applicable([key, team, resolved.canonical]);
+                Some(degradation)
             }
-            let (scope, period, fallback) =
-                (l.limit.scope.clone(), l.limit.period, fallback.clone());
-            let Ok(f) = self.resolve(&fallback) else {
-                continue;
-            };
-            if f.price.weight() < resolved.price.weight() {
-                degraded = Some(Degradation {
-                    from: self.name(resolved.canonical).to_string(),
-                    to: self.name(f.canonical).to_string(),
-                    scope,
-                    period,
-                });
-                resolved = f;
-                break;
-            }
-        }
-        if degraded.is_some() {
-            limits = self.applicable([key, team, resolved.canonical]);
-        }
-
+            None => None,
+        };
         let price = resolved.price;
         let needed = price.cost(Tokens::new(input_tokens, max_output_tokens));
-        for &i in limits.iter() {
-            let Some(l) = self.limits.get(usize::from(i)) else {
-                continue;
-            };
-            if l.spent.saturating_add(l.reserved).saturating_add(needed) > l.limit.hard {
-                return Err(BudgetError::BudgetExceeded {
-                    scope: l.limit.scope.clone(),
-                    period: l.limit.period,
-                    limit: l.limit.hard,
-                    spent: l.spent,
-                    reserved: l.reserved,
-                    needed,
-                });
-            }
-        }
+        self.check_room(&limits, needed)?;
         let model = self.name(resolved.canonical);
         if resolved.defaulted
             && !self.warned_unknown.contains(&*model)
@@ -830,6 +793,61 @@ impl Ledger {
             names: [key, team, resolved.canonical],
             expires_at: from_unix_ms(expires_ms),
         })
+    }
+
+    /// The fallback of the first of `limits` past its soft threshold whose
+    /// model is cheaper than `resolved`, and the degradation to report.
+    fn degrade(
+        &mut self,
+        limits: &[u16],
+        resolved: &Resolution,
+    ) -> Option<(Degradation, Resolution)> {
+        for &i in limits {
+            let Some(l) = self.limits.get(usize::from(i)) else {
+                continue;
+            };
+            let (Some(soft), Some(fallback)) = (l.soft, &l.limit.fallback) else {
+                continue;
+            };
+            if l.spent.saturating_add(l.reserved) < soft {
+                continue;
+            }
+            let (scope, period, fallback) =
+                (l.limit.scope.clone(), l.limit.period, fallback.clone());
+            let Ok(f) = self.resolve(&fallback) else {
+                continue;
+            };
+            if f.price.weight() < resolved.price.weight() {
+                let degradation = Degradation {
+                    from: self.name(resolved.canonical).to_string(),
+                    to: self.name(f.canonical).to_string(),
+                    scope,
+                    period,
+                };
+                return Some((degradation, f));
+            }
+        }
+        None
+    }
+
+    /// Refuses `needed` if it would take any of `limits` past its hard limit.
+    fn check_room(&self, limits: &[u16], needed: Money) -> Result<(), BudgetError> {
+        for &i in limits {
+            let Some(l) = self.limits.get(usize::from(i)) else {
+                continue;
+            };
+            if l.spent.saturating_add(l.reserved).saturating_add(needed) > l.limit.hard {
+                return Err(BudgetError::BudgetExceeded {
+                    scope: l.limit.scope.clone(),
+                    period: l.limit.period,
+                    limit: l.limit.hard,
+                    spent: l.spent,
+                    reserved: l.reserved,
+                    needed,
+                });
+            }
+        }
+        Ok(())
     }
 
     fn hold(&mut self, i: u16, amount: Money) {
@@ -1107,6 +1125,69 @@ impl Ledger {
         Report {
             usage,
             total_estimated_cost,
+        }
+    }
+}
+
+/// One line, e.g. `team "search" daily: 90% spent ($9.00 of $10.00)`: what
+/// logs, dashboards and audit trails show.
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Event::Threshold {
+                scope,
+                period,
+                percent,
+                spent,
+                limit,
+            } => write!(f, "{scope} {period}: {percent}% spent ({spent} of {limit})"),
+            Event::SoftLimit {
+                scope,
+                period,
+                fallback: Some(model),
+            } => write!(
+                f,
+                "{scope} {period}: soft limit passed, dearer models go to {model}"
+            ),
+            Event::SoftLimit { scope, period, .. } => {
+                write!(f, "{scope} {period}: soft limit passed")
+            }
+            Event::PeriodReset {
+                scope,
+                period,
+                spent,
+            } => write!(
+                f,
+                "{scope} {period}: new period (the last one spent {spent})"
+            ),
+            Event::ReservationExpired {
+                reservation,
+                amount,
+            } => write!(
+                f,
+                "reservation {reservation} expired unsettled: {amount} booked"
+            ),
+            Event::Overrun {
+                reservation,
+                reserved,
+                cost,
+            } => write!(
+                f,
+                "reservation {reservation} cost {cost}, more than the {reserved} reserved"
+            ),
+            Event::UnknownModelCharged { model, price } => write!(
+                f,
+                "model {model:?} has no price: charged {} per million input tokens",
+                price.input_per_mtok
+            ),
+            Event::Anomaly {
+                today,
+                trailing_average,
+                days,
+            } => write!(
+                f,
+                "spend anomaly: {today} today against {trailing_average} on average over {days} days"
+            ),
         }
     }
 }

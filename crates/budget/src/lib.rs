@@ -59,5 +59,7 @@ pub use ledger::{
     Settlement, THRESHOLDS, UsageLine,
 };
 pub use limits::{Limit, Period, Scope};
+#[cfg(feature = "serde")]
+pub use money::Dollars;
 pub use money::Money;
 pub use price::{ModelPrice, PriceTable, Resolved, Tokens, UnknownModel};

@@ -106,6 +106,50 @@ impl fmt::Display for Money {
     }
 }
 
+/// An amount of dollars as a configuration file writes it, parsed exactly:
+/// a string (`"12.50"`, `"$0.000042"`, `"2e-6"`) or a number, read through
+/// its shortest decimal form (`0.05` is 50 000 micro-dollars, not the
+/// float's binary neighbour). Negative amounts are refused.
+///
+/// ```
+/// # #[cfg(feature = "toml")] {
+/// #[derive(serde::Deserialize)]
+/// struct Limit { daily_usd: budget::Dollars }
+/// let l: Limit = toml::from_str("daily_usd = 0.05").unwrap();
+/// assert_eq!(l.daily_usd.0, budget::Money::from_micros(50_000));
+/// # }
+/// ```
+#[cfg(feature = "serde")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Dollars(pub Money);
+
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for Dollars {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Dollars;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an amount of dollars, as a number or a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Dollars, E> {
+                Money::parse_dollars(v).map(Dollars).map_err(E::custom)
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Dollars, E> {
+                // Display writes the shortest decimal that reads back as `v`.
+                self.visit_str(&v.to_string())
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Dollars, E> {
+                self.visit_str(&v.to_string())
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Dollars, E> {
+                self.visit_str(&v.to_string())
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
 /// Parses a non-negative decimal (`"12.5"`, `".5"`, `"2.5e-6"`) and returns it
 /// times 10^`scale` as an integer, rounding half up past that. `None` if it is
 /// not a number, negative, or too large.

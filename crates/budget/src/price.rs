@@ -215,6 +215,7 @@ impl PriceTable {
     /// ```
     #[cfg(feature = "toml")]
     pub fn from_toml(text: &str) -> Result<Self, BudgetError> {
+        use crate::money::Dollars;
         use serde::Deserialize;
 
         #[derive(Deserialize)]
@@ -228,9 +229,9 @@ impl PriceTable {
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct Entry {
-            input_per_mtok: Amount,
-            output_per_mtok: Amount,
-            cached_input_per_mtok: Option<Amount>,
+            input_per_mtok: Dollars,
+            output_per_mtok: Dollars,
+            cached_input_per_mtok: Option<Dollars>,
             context_window: Option<u64>,
             #[serde(default)]
             aliases: Vec<String>,
@@ -239,41 +240,15 @@ impl PriceTable {
         #[serde(deny_unknown_fields)]
         struct Unknown {
             policy: String,
-            per_mtok: Option<Amount>,
+            per_mtok: Option<Dollars>,
         }
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Amount {
-            Text(String),
-            Float(f64),
-            Int(u64),
-        }
-        let dollars = |a: &Amount, what: &str| -> Result<Money, BudgetError> {
-            let text = match a {
-                Amount::Text(s) => s.clone(),
-                // The shortest decimal that reads back as this float, parsed exactly.
-                Amount::Float(f) => f.to_string(),
-                Amount::Int(i) => i.to_string(),
-            };
-            Money::parse_dollars(&text).map_err(|_| {
-                BudgetError::Config(format!("{what}: {text:?} is not an amount of dollars"))
-            })
-        };
-
         let file: File = toml::from_str(text).map_err(|e| BudgetError::Config(e.to_string()))?;
         let mut table = PriceTable::new();
         for (model, e) in file.models {
-            let input = dollars(&e.input_per_mtok, &format!("models.{model}.input_per_mtok"))?;
             let price = ModelPrice {
-                input_per_mtok: input,
-                output_per_mtok: dollars(
-                    &e.output_per_mtok,
-                    &format!("models.{model}.output_per_mtok"),
-                )?,
-                cached_input_per_mtok: match &e.cached_input_per_mtok {
-                    Some(a) => dollars(a, &format!("models.{model}.cached_input_per_mtok"))?,
-                    None => input,
-                },
+                input_per_mtok: e.input_per_mtok.0,
+                output_per_mtok: e.output_per_mtok.0,
+                cached_input_per_mtok: e.cached_input_per_mtok.unwrap_or(e.input_per_mtok).0,
                 context_window: e.context_window,
             };
             for alias in e.aliases {
@@ -284,10 +259,7 @@ impl PriceTable {
         if let Some(u) = file.unknown_model {
             table.unknown = match (u.policy.as_str(), u.per_mtok) {
                 ("reject", _) => UnknownModel::Reject,
-                ("charge", Some(a)) => UnknownModel::Charge(ModelPrice::blended(
-                    dollars(&a, "unknown_model.per_mtok")?,
-                    None,
-                )),
+                ("charge", Some(a)) => UnknownModel::Charge(ModelPrice::blended(a.0, None)),
                 ("charge", None) => {
                     return Err(BudgetError::Config(
                         "unknown_model: policy \"charge\" needs per_mtok".into(),

@@ -87,8 +87,8 @@ fn an_anomaly_is_today_above_150_percent_of_the_trailing_average_at_the_same_hou
     );
 }
 
-#[test]
-fn reports_give_spend_and_tokens_per_key_team_and_model_with_a_total() {
+/// A ledger with a day of spend by two teams, and a little the next day.
+fn two_teams_spend() -> Ledger {
     let mut l = Ledger::new(LedgerConfig::default(), PriceTable::defaults(), vec![]).unwrap();
     let a = Scopes {
         team: Some("search"),
@@ -112,7 +112,12 @@ fn reports_give_spend_and_tokens_per_key_team_and_model_with_a_total() {
         .reserve(&a, "gpt-4.1", 1, 1, t0() + Duration::from_secs(86_400))
         .unwrap();
     l.settle(r, Tokens::new(1, 1), t0() + Duration::from_secs(86_400));
+    l
+}
 
+#[test]
+fn reports_give_spend_and_tokens_per_key_team_and_model_with_a_total() {
+    let l = two_teams_spend();
     let today = l.report(
         t0(),
         t0() + Duration::from_secs(3600),

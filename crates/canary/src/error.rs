@@ -45,6 +45,13 @@ pub enum CanaryError {
         /// The first offending step, counted from 0.
         step: usize,
     },
+    /// A saved state does not fit this rollout: its arms name other models,
+    /// or its bucket ranges are out of order, overlapping or out of range.
+    #[error("the saved state does not fit this rollout: {what}")]
+    SavedMismatch {
+        /// What does not fit.
+        what: String,
+    },
     /// The rollout was rolled back; only a restart (or a rollback) is accepted.
     #[error("the rollout was rolled back ({reason}); restart it first")]
     RolledBack {

@@ -61,3 +61,38 @@ pub enum Event {
     /// The schedule reached its last step.
     ScheduleCompleted,
 }
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Cause::Operator => "by an operator",
+            Cause::Schedule => "by the schedule",
+            Cause::Verdict => "by the analysis",
+        })
+    }
+}
+
+/// One line, e.g. `claude-sonnet-4.5: 10.00% -> 25.00% (by the schedule)`:
+/// what logs, dashboards and audit trails show.
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Event::ShareChanged {
+                model,
+                old,
+                new,
+                cause,
+            } => write!(f, "{model}: {old} -> {new} ({cause})"),
+            Event::FullRollout { model, previous } => {
+                write!(f, "full rollout of {model} (was {previous})")
+            }
+            Event::RolledBack { reason, cause, .. } => {
+                write!(f, "rolled back ({cause}): {reason}")
+            }
+            Event::Restarted => f.write_str("restarted"),
+            Event::EnabledChanged { new: true, .. } => f.write_str("enabled"),
+            Event::EnabledChanged { new: false, .. } => f.write_str("disabled"),
+            Event::ScheduleCompleted => f.write_str("schedule completed"),
+        }
+    }
+}

@@ -310,16 +310,15 @@ pub fn judge(baseline: &ArmStats, candidate: &ArmStats, gates: &Gates) -> Verdic
     if let (Some(b), Some(c)) = (
         baseline.latency.quantile(0.95),
         candidate.latency.quantile(0.95),
-    ) {
-        if c.as_micros() * 1000 > b.as_micros() * u128::from(gates.max_p95_ratio_permille) {
-            return Verdict::Rollback {
-                reason: GateFailure::Latency {
-                    baseline_p95: b,
-                    candidate_p95: c,
-                    max_ratio_permille: gates.max_p95_ratio_permille,
-                },
-            };
-        }
+    ) && c.as_micros() * 1000 > b.as_micros() * u128::from(gates.max_p95_ratio_permille)
+    {
+        return Verdict::Rollback {
+            reason: GateFailure::Latency {
+                baseline_p95: b,
+                candidate_p95: c,
+                max_ratio_permille: gates.max_p95_ratio_permille,
+            },
+        };
     }
     if let Some(max) = gates.max_cost_ratio_permille {
         // candidate_cost / candidate_requests > max/1000 × baseline_cost / baseline_requests

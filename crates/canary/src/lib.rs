@@ -49,6 +49,7 @@ mod error;
 mod event;
 mod judge;
 mod rollout;
+mod saved;
 mod share;
 
 pub use bucket::{BUCKETS, SeedBuckets, bucket, seed_bucket};
@@ -59,4 +60,5 @@ pub use rollout::{
     Arm, Assignment, Attribute, Candidate, Context, Matcher, Phase, Reason, Rollout,
     RolloutBuilder, Rule, Schedule, Scheme, Target,
 };
+pub use saved::{SavedArm, SavedRollout};
 pub use share::Share;

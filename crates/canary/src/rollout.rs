@@ -291,20 +291,20 @@ pub struct Candidate {
 #[derive(Clone, Debug)]
 pub struct Rollout {
     baseline: Arc<str>,
-    candidates: Vec<Candidate>,
+    pub(crate) candidates: Vec<Candidate>,
     salt: String,
     scheme: Scheme,
     /// For each bucket: 0 for the baseline, `i + 1` for candidate `i`.
-    owners: Box<[u8]>,
+    pub(crate) owners: Box<[u8]>,
     allow: HashMap<String, u8>,
     deny: HashSet<String>,
     rules: Vec<Rule>,
-    enabled: bool,
-    phase: Phase,
-    schedule: Option<Schedule>,
-    step: usize,
-    step_started: Option<SystemTime>,
-    promoted: bool,
+    pub(crate) enabled: bool,
+    pub(crate) phase: Phase,
+    pub(crate) schedule: Option<Schedule>,
+    pub(crate) step: usize,
+    pub(crate) step_started: Option<SystemTime>,
+    pub(crate) promoted: bool,
     events: VecDeque<Event>,
 }
 
@@ -815,15 +815,15 @@ impl Rollout {
         if last {
             self.step_started = None;
             self.events.push_back(Event::ScheduleCompleted);
-            if next == Share::ALL {
-                if let Some(model) = self.candidates.first().map(|c| c.model.clone()) {
-                    let previous = self.phase.to_string();
-                    self.phase = Phase::FullRollout {
-                        model: model.clone(),
-                    };
-                    self.events
-                        .push_back(Event::FullRollout { model, previous });
-                }
+            if next == Share::ALL
+                && let Some(model) = self.candidates.first().map(|c| c.model.clone())
+            {
+                let previous = self.phase.to_string();
+                self.phase = Phase::FullRollout {
+                    model: model.clone(),
+                };
+                self.events
+                    .push_back(Event::FullRollout { model, previous });
             }
         }
     }

@@ -16,5 +16,7 @@ mod golden;
 mod properties;
 /// Rollouts: shares, full rollout, rollback, overrides, events, errors.
 mod rollouts;
+/// Saved states: a restored rollout keeps every user on their arm.
+mod saved;
 /// Uniformity over a million subjects.
 mod uniformity;

@@ -132,3 +132,83 @@ pub enum Event {
     /// At least one key is healthy again after [`Event::PoolEmpty`].
     PoolRecovered,
 }
+
+/// One line, naming keys by name (never by secret): what logs, dashboards
+/// and audit trails show, e.g. `alpha: cooling down (rate limited) until
+/// 2026-11-22T04:41:12.000Z`.
+impl std::fmt::Display for Event {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Event::Added { name, .. } => write!(f, "{name}: added"),
+            Event::CoolingDown {
+                name, until, cause, ..
+            } => write!(f, "{name}: cooling down ({cause}) until {until}"),
+            Event::Recovered { name, .. } => write!(f, "{name}: recovered"),
+            Event::Disabled { name, cause, .. } => write!(f, "{name}: disabled ({cause})"),
+            Event::Exhausted { name, until, .. } => {
+                write!(f, "{name}: quota exhausted until {until}")
+            }
+            Event::UsageWarning {
+                name,
+                limit,
+                percent,
+                ..
+            } => write!(f, "{name}: {percent}% of its {limit} used"),
+            Event::BreakerOpened { name, until, .. } => {
+                write!(f, "{name}: breaker opened until {until}")
+            }
+            Event::BreakerHalfOpen { name, .. } => write!(f, "{name}: breaker half-open"),
+            Event::BreakerClosed { name, .. } => write!(f, "{name}: breaker closed"),
+            Event::Rotated {
+                name, revoke_at, ..
+            } => write!(
+                f,
+                "{name}: rotated (the old secret drains until {revoke_at})"
+            ),
+            Event::RevokeScheduled { name, at, .. } => {
+                write!(f, "{name}: revocation scheduled at {at}")
+            }
+            Event::Revoked { name, .. } => write!(f, "{name}: revoked"),
+            Event::LeaseExpired { name, lease, .. } => {
+                write!(f, "{name}: lease {} expired unreported", lease.as_u64())
+            }
+            Event::PoolEmpty { retry_at: Some(at) } => {
+                write!(f, "no key can serve (until {at} at the earliest)")
+            }
+            Event::PoolEmpty { retry_at: None } => f.write_str("no key can serve"),
+            Event::PoolRecovered => f.write_str("serving again"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_read_as_one_line_naming_the_key() {
+        let name: Arc<str> = Arc::from("alpha");
+        let key = KeyId::from_u64(7);
+        let until = Timestamp::from_unix_millis(1_795_322_472_000);
+        let cooling = Event::CoolingDown {
+            key,
+            name: name.clone(),
+            until,
+            cause: CooldownCause::RateLimited,
+        };
+        assert_eq!(
+            cooling.to_string(),
+            "alpha: cooling down (rate limited) until 2026-11-22T04:41:12.000Z"
+        );
+        let disabled = Event::Disabled {
+            key,
+            name,
+            cause: DisableCause::Unauthorized,
+        };
+        assert_eq!(disabled.to_string(), "alpha: disabled (unauthorized)");
+        assert_eq!(
+            Event::PoolEmpty { retry_at: None }.to_string(),
+            "no key can serve"
+        );
+    }
+}

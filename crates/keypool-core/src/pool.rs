@@ -631,18 +631,7 @@ impl KeyPool {
             });
         }
         let group = self.intern_group(&key.group);
-        let slot = match self.free.pop() {
-            Some(s) => s,
-            None => {
-                let s = u32::try_from(self.slots.len())
-                    .ok()
-                    .filter(|&s| s < u32::MAX)
-                    .ok_or(AddKeyError::PoolFull)?;
-                self.slots.push(None);
-                self.generations.push(0);
-                s
-            }
-        };
+        let slot = self.free_slot()?;
         let generation = self.generations.get(slot as usize).copied().unwrap_or(0);
         let id = KeyId { slot, generation };
         let name: Arc<str> = Arc::from(name);
@@ -687,6 +676,20 @@ impl KeyPool {
             *s = Some(entry);
         }
         Ok(id)
+    }
+
+    /// A slot for a new key: a freed one, or a new one at the end.
+    fn free_slot(&mut self) -> Result<u32, AddKeyError> {
+        if let Some(s) = self.free.pop() {
+            return Ok(s);
+        }
+        let s = u32::try_from(self.slots.len())
+            .ok()
+            .filter(|&s| s < u32::MAX)
+            .ok_or(AddKeyError::PoolFull)?;
+        self.slots.push(None);
+        self.generations.push(0);
+        Ok(s)
     }
 
     fn intern_group(&mut self, group: &str) -> u8 {

@@ -72,6 +72,16 @@ pub enum DisableCause {
     Manual,
 }
 
+impl fmt::Display for CooldownCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CooldownCause::RateLimited => "rate limited",
+            CooldownCause::BreakerOpen => "breaker open",
+            CooldownCause::Deferred => "out of requests or tokens",
+        })
+    }
+}
+
 impl fmt::Display for DisableCause {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -139,12 +149,7 @@ impl fmt::Display for KeyState {
         match self {
             KeyState::Active => f.write_str("active"),
             KeyState::CoolingDown { until, cause } => {
-                let why = match cause {
-                    CooldownCause::RateLimited => "rate limited",
-                    CooldownCause::BreakerOpen => "breaker open",
-                    CooldownCause::Deferred => "out of requests or tokens",
-                };
-                write!(f, "cooling down ({why}) until {until}")
+                write!(f, "cooling down ({cause}) until {until}")
             }
             KeyState::HalfOpen => f.write_str("half-open"),
             KeyState::Exhausted { until } => write!(f, "exhausted until {until}"),
@@ -163,6 +168,15 @@ pub enum LimitKind {
     TokensPerDay,
     /// Requests per day.
     RequestsPerDay,
+}
+
+impl fmt::Display for LimitKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LimitKind::TokensPerDay => "tokens per day",
+            LimitKind::RequestsPerDay => "requests per day",
+        })
+    }
 }
 
 /// What of a key outlives a restart of the process that holds its pool: see
