@@ -34,7 +34,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *c += 1;
         if r.body.get("model").and_then(serde_json::Value::as_str) == Some("claude-sonnet-4.5")
-            && *c % 5 == 0
+            && (*c).is_multiple_of(5)
         {
             MockReply::error(
                 400,

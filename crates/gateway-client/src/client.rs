@@ -39,6 +39,24 @@ pub enum ClientEvent {
     },
 }
 
+/// One line naming its layer: `relay/alpha: disabled (unauthorized)`,
+/// `budget: global daily: 90% spent ($9.00 of $10.00)`,
+/// `canary gpt-4.1: rolled back (by the analysis): …`.
+impl fmt::Display for ClientEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientEvent::Pool {
+                provider,
+                event:
+                    event @ (keypool_core::Event::PoolEmpty { .. } | keypool_core::Event::PoolRecovered),
+            } => write!(f, "{provider}: {event}"),
+            ClientEvent::Pool { provider, event } => write!(f, "{provider}/{event}"),
+            ClientEvent::Budget(event) => write!(f, "budget: {event}"),
+            ClientEvent::Canary { rollout, event } => write!(f, "canary {rollout}: {event}"),
+        }
+    }
+}
+
 /// Which API a request is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Endpoint {
@@ -135,6 +153,25 @@ struct Work {
 enum Sent {
     Answer(Box<ApiResponse>),
     Stream(Box<ClientStream>),
+}
+
+/// What one attempt came to.
+enum Step {
+    /// Answered (or a stream committed): done.
+    Done(Sent),
+    /// This key failed in a way another may not: the reason, for the error
+    /// if every attempt fails.
+    Retry(String),
+    /// The request was adapted (to the context window): again, at once.
+    Again,
+}
+
+/// How a stream's start went.
+enum Started {
+    /// Committed to the key: its first event arrived.
+    Stream(Box<ClientStream>),
+    /// Not a stream: an answer or an error, and the lease to report it on.
+    Not(Result<transport::Answer, transport::TransportError>, Lease),
 }
 
 impl Client {
@@ -438,162 +475,19 @@ impl Client {
             let (p, lease) = match self.acquire(&excluded, work.input_estimate) {
                 Ok(x) => x,
                 Err(no) => {
-                    let now = inner.clock.now();
-                    if no.only_excluded {
-                        // Only keys that just failed could serve: try them again after a backoff.
-                        excluded.clear();
-                        if !self.back_off(work.attempts.max(1), deadline).await {
-                            break;
-                        }
+                    if self.wait_for_key(no, work, &mut excluded, deadline).await? {
                         continue;
                     }
-                    match no.retry_at {
-                        Some(t) if t <= deadline => {
-                            inner
-                                .clock
-                                .sleep(t.duration_since(now).unwrap_or(Duration::ZERO))
-                                .await;
-                            continue;
-                        }
-                        _ => {
-                            return Err(ClientError::NoKeyAvailable {
-                                detail: no.detail,
-                                retry_at: no.retry_at,
-                            });
-                        }
-                    }
+                    break;
                 }
             };
-            let Some(provider) = inner.providers.get(p) else {
-                return Err(ClientError::Config(
-                    "internal: a lease from an unknown provider".into(),
-                ));
-            };
-            work.attempts += 1;
-            work.request.set_model(&work.model);
-            let left = deadline
-                .duration_since(inner.clock.now())
-                .unwrap_or(Duration::ZERO);
-            let mut request = transport::Request::new(
-                provider.base_url.clone(),
-                work.endpoint.path(),
-                lease.secret().clone(),
-                work.request.shared_json(),
-            );
-            request.timeout = inner
-                .retry
-                .attempt_timeout
-                .min(left.max(Duration::from_millis(1)));
-            let key_name = lease.name().clone();
-            let key_id = lease.key();
-            let sent_at = tokio::time::Instant::now();
-
-            let answer = if stream {
-                match inner.transport.send_stream(request).await {
-                    Ok(StreamStart::Answered(a)) => Ok(a),
-                    Ok(StreamStart::Events { mut events, .. }) => {
-                        // The first event decides: an error before any chunk fails over.
-                        use futures_util::StreamExt;
-                        match events.next().await {
-                            Some(Ok(first)) => {
-                                let guard = StreamGuard::new(
-                                    self.clone(),
-                                    p,
-                                    lease,
-                                    work.reservation.take(),
-                                    self.meta(
-                                        work,
-                                        &provider.name,
-                                        &key_name,
-                                        Usage::default(),
-                                        budget::Money::ZERO,
-                                    ),
-                                    work.input_estimate,
-                                    work.max_output,
-                                );
-                                let (first, done) = match first {
-                                    StreamEvent::Chunk(c) => (Some(c), None),
-                                    StreamEvent::Done { usage } => (None, Some(usage)),
-                                };
-                                return Ok(Sent::Stream(Box::new(ClientStream::new(
-                                    first, done, events, guard,
-                                ))));
-                            }
-                            Some(Err(e)) => Err(e),
-                            None => Err(transport::TransportError::new(
-                                transport::ErrorKind::Stream,
-                                "upstream stream was empty",
-                            )),
-                        }
-                    }
-                    Err(e) => Err(e),
-                }
-            } else {
-                inner.transport.send(request).await
-            };
-
-            match answer {
-                Ok(answer) => {
-                    let c = classify(&answer, sent_at.elapsed(), inner.clock.now());
-                    self.report(p, lease, c.outcome, Some(&c.rate_limits));
-                    match c.class {
-                        Class::Success => {
-                            let usage = c.usage;
-                            let cost = self.settle(
-                                &work.model,
-                                work.reservation.take(),
-                                usage,
-                                work.input_estimate,
-                                work.max_output,
-                            );
-                            let meta = self.meta(
-                                work,
-                                &provider.name,
-                                &key_name,
-                                usage.unwrap_or_default(),
-                                cost,
-                            );
-                            self.record(
-                                work,
-                                true,
-                                Some((&provider.name, &key_name)),
-                                cost.micros(),
-                            );
-                            return Ok(Sent::Answer(Box::new(ApiResponse {
-                                raw: answer.body,
-                                meta,
-                            })));
-                        }
-                        Class::ContextLengthExceeded { limit } => {
-                            if !work.context_retried && self.adapt_to_context(work, ctx, limit)? {
-                                work.context_retried = true;
-                                continue;
-                            }
-                            return Err(ClientError::ContextLengthExceeded {
-                                model: work.model.clone(),
-                                limit,
-                            });
-                        }
-                        Class::ClientError { status } => {
-                            return Err(ClientError::Upstream {
-                                status,
-                                error: c.error,
-                                key: key_name.to_string(),
-                            });
-                        }
-                        class => {
-                            last = format!("{}/{key_name}: {class:?}", provider.name);
-                            excluded.push((p, key_id));
-                        }
-                    }
-                }
-                Err(e) => {
-                    self.report(p, lease, e.outcome(), None);
-                    if e.is_request() {
-                        return Err(ClientError::InvalidRequest(e.to_string()));
-                    }
-                    last = format!("{}/{key_name}: {e}", provider.name);
-                    excluded.push((p, key_id));
+            let key = (p, lease.key());
+            match self.attempt(work, ctx, stream, p, lease, deadline).await? {
+                Step::Done(sent) => return Ok(sent),
+                Step::Again => continue,
+                Step::Retry(why) => {
+                    last = why;
+                    excluded.push(key);
                 }
             }
             if work.attempts >= inner.retry.max_attempts
@@ -606,6 +500,198 @@ impl Client {
             attempts: work.attempts,
             last,
         })
+    }
+
+    /// With no key to lease: when only keys that just failed could serve,
+    /// backs off and lets them be tried again; when a key frees up before
+    /// the deadline, sleeps until then. `Ok(true)` to try again, `Ok(false)`
+    /// to give up, an error when no key will serve in time.
+    async fn wait_for_key(
+        &self,
+        no: NoKeys,
+        work: &Work,
+        excluded: &mut Vec<(usize, KeyId)>,
+        deadline: SystemTime,
+    ) -> Result<bool, ClientError> {
+        let clock = &self.inner.clock;
+        if no.only_excluded {
+            excluded.clear();
+            return Ok(self.back_off(work.attempts.max(1), deadline).await);
+        }
+        match no.retry_at {
+            Some(t) if t <= deadline => {
+                let now = clock.now();
+                clock
+                    .sleep(t.duration_since(now).unwrap_or(Duration::ZERO))
+                    .await;
+                Ok(true)
+            }
+            _ => Err(ClientError::NoKeyAvailable {
+                detail: no.detail,
+                retry_at: no.retry_at,
+            }),
+        }
+    }
+
+    /// The request to send to `provider` with `lease`'s key, its timeout
+    /// bounded by what is left before the deadline.
+    fn upstream_request(
+        &self,
+        work: &Work,
+        provider: &Provider,
+        lease: &Lease,
+        deadline: SystemTime,
+    ) -> transport::Request {
+        let left = deadline
+            .duration_since(self.inner.clock.now())
+            .unwrap_or(Duration::ZERO);
+        let mut request = transport::Request::new(
+            provider.base_url.clone(),
+            work.endpoint.path(),
+            lease.secret().clone(),
+            work.request.shared_json(),
+        );
+        request.timeout = self
+            .inner
+            .retry
+            .attempt_timeout
+            .min(left.max(Duration::from_millis(1)));
+        request
+    }
+
+    /// One upstream attempt with the key of `lease` at provider `p`.
+    async fn attempt(
+        &self,
+        work: &mut Work,
+        ctx: &RequestContext,
+        stream: bool,
+        p: usize,
+        lease: Lease,
+        deadline: SystemTime,
+    ) -> Result<Step, ClientError> {
+        let Some(provider) = self.inner.providers.get(p) else {
+            return Err(ClientError::Config(
+                "internal: a lease from an unknown provider".into(),
+            ));
+        };
+        work.attempts += 1;
+        work.request.set_model(&work.model);
+        let request = self.upstream_request(work, provider, &lease, deadline);
+        let key_name = lease.name().clone();
+        let sent_at = tokio::time::Instant::now();
+        let (answer, lease) = if stream {
+            match self.start_stream(work, p, lease, request).await {
+                Started::Stream(s) => return Ok(Step::Done(Sent::Stream(s))),
+                Started::Not(answer, lease) => (answer, lease),
+            }
+        } else {
+            (self.inner.transport.send(request).await, lease)
+        };
+        match answer {
+            Ok(answer) => self.on_answer(work, ctx, p, lease, answer, sent_at),
+            Err(e) => {
+                self.report(p, lease, e.outcome(), None);
+                if e.is_request() {
+                    return Err(ClientError::InvalidRequest(e.to_string()));
+                }
+                Ok(Step::Retry(format!("{}/{key_name}: {e}", provider.name)))
+            }
+        }
+    }
+
+    /// Starts a stream: committed to this key on its first event; an error
+    /// before it (or an answer instead of events) is handed back with the lease.
+    async fn start_stream(
+        &self,
+        work: &mut Work,
+        p: usize,
+        lease: Lease,
+        request: transport::Request,
+    ) -> Started {
+        use futures_util::StreamExt;
+        let mut events = match self.inner.transport.send_stream(request).await {
+            Ok(StreamStart::Answered(a)) => return Started::Not(Ok(a), lease),
+            Ok(StreamStart::Events { events, .. }) => events,
+            Err(e) => return Started::Not(Err(e), lease),
+        };
+        let first = match events.next().await {
+            Some(Ok(first)) => first,
+            Some(Err(e)) => return Started::Not(Err(e), lease),
+            None => {
+                let empty = transport::TransportError::new(
+                    transport::ErrorKind::Stream,
+                    "upstream stream was empty",
+                );
+                return Started::Not(Err(empty), lease);
+            }
+        };
+        let provider = self.inner.providers.get(p).map(|p| p.name.clone());
+        let meta = self.meta(
+            work,
+            &provider.unwrap_or_default(),
+            lease.name(),
+            Usage::default(),
+            budget::Money::ZERO,
+        );
+        let reservation = work.reservation.take();
+        let (input, output) = (work.input_estimate, work.max_output);
+        let guard = StreamGuard::new(self.clone(), p, lease, reservation, meta, input, output);
+        let (first, done) = match first {
+            StreamEvent::Chunk(c) => (Some(c), None),
+            StreamEvent::Done { usage } => (None, Some(usage)),
+        };
+        Started::Stream(Box::new(ClientStream::new(first, done, events, guard)))
+    }
+
+    /// Classifies an upstream answer, tells the pool, and decides.
+    fn on_answer(
+        &self,
+        work: &mut Work,
+        ctx: &RequestContext,
+        p: usize,
+        lease: Lease,
+        answer: transport::Answer,
+        sent_at: tokio::time::Instant,
+    ) -> Result<Step, ClientError> {
+        let provider = self
+            .inner
+            .providers
+            .get(p)
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
+        let key_name = lease.name().clone();
+        let c = classify(&answer, sent_at.elapsed(), self.inner.clock.now());
+        self.report(p, lease, c.outcome, Some(&c.rate_limits));
+        match c.class {
+            Class::Success => {
+                let usage = c.usage;
+                let (input, output) = (work.input_estimate, work.max_output);
+                let cost = self.settle(&work.model, work.reservation.take(), usage, input, output);
+                let meta = self.meta(work, &provider, &key_name, usage.unwrap_or_default(), cost);
+                self.record(work, true, Some((&provider, &key_name)), cost.micros());
+                let raw = answer.body;
+                Ok(Step::Done(Sent::Answer(Box::new(ApiResponse {
+                    raw,
+                    meta,
+                }))))
+            }
+            Class::ContextLengthExceeded { limit } => {
+                if !work.context_retried && self.adapt_to_context(work, ctx, limit)? {
+                    work.context_retried = true;
+                    return Ok(Step::Again);
+                }
+                Err(ClientError::ContextLengthExceeded {
+                    model: work.model.clone(),
+                    limit,
+                })
+            }
+            Class::ClientError { status } => Err(ClientError::Upstream {
+                status,
+                error: c.error,
+                key: key_name.to_string(),
+            }),
+            class => Ok(Step::Retry(format!("{provider}/{key_name}: {class:?}"))),
+        }
     }
 
     /// Sleeps a full-jitter backoff; false if it would pass the deadline.
