@@ -1,11 +1,12 @@
 //! The `gateway` command as README shows it: `demo` (the main job), `check`
 //! and `hash-key`, run as a real process.
-#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
 
+use crate::harness::{TempDir, process::binary};
+
 fn gateway(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_gateway"))
+    let out = Command::new(binary())
         .args(args)
         .env("RUST_LOG", "error")
         .output()
@@ -43,8 +44,7 @@ fn check_and_hash_key_answer_and_fail_clearly() {
         out.trim(),
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     );
-    let dir = std::env::temp_dir().join(format!("gateway-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("cli");
     let bad = dir.join("bad.toml");
     std::fs::write(
         &bad,
@@ -64,5 +64,4 @@ fn check_and_hash_key_answer_and_fail_clearly() {
         err.contains("missing.toml") && err.contains("cannot read"),
         "{err}"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -2,22 +2,15 @@
 //! after a restart on the same database every answered request is in the
 //! usage records, the budget continues from what was spent, and a disabled
 //! key stays disabled.
-#![allow(
-    missing_docs,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 
 use gateway::sim::{self, Behavior};
 use serde_json::{Value, json};
+
+use crate::harness::{Process, TempDir};
 
 const MASTER: &str = "master-key-for-the-crash-test";
 const KEYS: [(&str, &str, Behavior); 2] = [
@@ -25,28 +18,10 @@ const KEYS: [(&str, &str, Behavior); 2] = [
     ("beta", "sk-sim-beta-000000000000000002", Behavior::Healthy),
 ];
 
-/// Kills the process when dropped, so no gateway outlives a failed test.
-struct Gateway(Child);
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn write_config(dir: &Path, upstream: &str, port: u16) -> PathBuf {
+fn write_config(dir: &Path, upstream: &str) -> PathBuf {
     let text = format!(
         r#"[server]
-listen = "127.0.0.1:{port}"
+listen = "127.0.0.1:0"
 
 [[providers]]
 name = "sim"
@@ -73,47 +48,26 @@ path = "{}"
     path
 }
 
-/// Starts the binary and waits (with a deadline) until it answers.
-async fn spawn(config: &Path, port: u16, http: &reqwest::Client) -> Gateway {
-    let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("GATEWAY_MASTER_KEY", MASTER)
-        .env("K0", KEYS[0].1)
-        .env("K1", KEYS[1].1)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let gw = Gateway(child);
-    let started = Instant::now();
-    loop {
-        let up = http
-            .get(format!("http://127.0.0.1:{port}/healthz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if up {
-            return gw;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "the gateway did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+async fn serve(config: &Path) -> Process {
+    Process::serve(
+        config,
+        &[
+            ("GATEWAY_MASTER_KEY", MASTER),
+            ("K0", KEYS[0].1),
+            ("K1", KEYS[1].1),
+        ],
+    )
+    .await
 }
 
 async fn admin(
     http: &reqwest::Client,
-    port: u16,
+    gw: &Process,
     method: reqwest::Method,
     path: &str,
     body: Option<Value>,
 ) -> Value {
-    let mut rb = http
-        .request(method, format!("http://127.0.0.1:{port}{path}"))
-        .bearer_auth(MASTER);
+    let mut rb = http.request(method, gw.url(path)).bearer_auth(MASTER);
     if let Some(b) = body {
         rb = rb.json(&b);
     }
@@ -128,47 +82,21 @@ fn micros(header: &str) -> u64 {
     whole.parse::<u64>().unwrap() * 1_000_000 + frac.parse::<u64>().unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn answered_requests_survive_kill_9() {
-    let sim = sim::start(&KEYS).await.unwrap();
-    let dir = std::env::temp_dir().join(format!("gateway-crash-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let port = free_port();
-    let config = write_config(&dir, &sim.base_url(), port);
-    let http = reqwest::Client::new();
-
-    let mut gw = spawn(&config, port, &http).await;
-    let created = admin(
-        &http,
-        port,
-        reqwest::Method::POST,
-        "/v1/keys",
-        Some(json!({"name": "load", "team": "crash"})),
-    )
-    .await;
-    let client_key = created["key"].as_str().unwrap().to_owned();
-    admin(
-        &http,
-        port,
-        reqwest::Method::POST,
-        "/admin/upstream-keys/sim/alpha/disable",
-        None,
-    )
-    .await;
-
-    // Eight clients send requests until the process dies under them.
+/// What eight clients sending until the process dies under them saw
+/// answered, in full: (requests, micro-dollars).
+async fn load_until_killed(http: &reqwest::Client, gw: &mut Process, key: &str) -> (u64, u64) {
     let answered = Arc::new(AtomicU64::new(0));
     let cost = Arc::new(AtomicU64::new(0));
     let enough = Arc::new(tokio::sync::Notify::new());
+    let url = gw.url("/v1/chat/completions");
     let workers: Vec<_> = (0..8)
         .map(|_| {
-            let (http, key) = (http.clone(), client_key.clone());
+            let (http, key, url) = (http.clone(), key.to_owned(), url.clone());
             let (answered, cost, enough) = (answered.clone(), cost.clone(), enough.clone());
             tokio::spawn(async move {
                 loop {
                     let r = http
-                        .post(format!("http://127.0.0.1:{port}/v1/chat/completions"))
+                        .post(&url)
                         .bearer_auth(&key)
                         .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}))
                         .send()
@@ -192,15 +120,44 @@ async fn answered_requests_survive_kill_9() {
         .collect();
     // Killed at an arbitrary moment of full traffic, after 300 answers.
     enough.notified().await;
-    gw.0.kill().unwrap(); // SIGKILL: no shutdown, no flush
-    gw.0.wait().unwrap();
+    gw.kill();
     for w in workers {
         w.await.unwrap();
     }
-    let (answered, cost) = (answered.load(Ordering::SeqCst), cost.load(Ordering::SeqCst));
+    (answered.load(Ordering::SeqCst), cost.load(Ordering::SeqCst))
+}
 
-    let gw = spawn(&config, port, &http).await;
-    let usage = admin(&http, port, reqwest::Method::GET, "/v1/usage", None).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answered_requests_survive_kill_9() {
+    let sim = sim::start(&KEYS).await.unwrap();
+    let dir = TempDir::new("crash");
+    let config = write_config(&dir.0, &sim.base_url());
+    let http = reqwest::Client::new();
+
+    let mut gw = serve(&config).await;
+    let post = reqwest::Method::POST;
+    let created = admin(
+        &http,
+        &gw,
+        post.clone(),
+        "/v1/keys",
+        Some(json!({"name": "load", "team": "crash"})),
+    )
+    .await;
+    let client_key = created["key"].as_str().unwrap().to_owned();
+    admin(
+        &http,
+        &gw,
+        post,
+        "/admin/upstream-keys/sim/alpha/disable",
+        None,
+    )
+    .await;
+    let (answered, cost) = load_until_killed(&http, &mut gw, &client_key).await;
+
+    let gw = serve(&config).await;
+    let get = reqwest::Method::GET;
+    let usage = admin(&http, &gw, get.clone(), "/v1/usage", None).await;
     let recorded = usage["usage"][0]["requests"].as_u64().unwrap();
     assert!(
         recorded >= answered,
@@ -216,7 +173,7 @@ async fn answered_requests_survive_kill_9() {
 
     // The budget continues from what was spent.
     let status: Value = http
-        .get(format!("http://127.0.0.1:{port}/status.json"))
+        .get(gw.url("/status.json"))
         .send()
         .await
         .unwrap()
@@ -229,14 +186,7 @@ async fn answered_requests_survive_kill_9() {
     );
 
     // The disabled key stays disabled.
-    let keys = admin(
-        &http,
-        port,
-        reqwest::Method::GET,
-        "/admin/upstream-keys",
-        None,
-    )
-    .await;
+    let keys = admin(&http, &gw, get, "/admin/upstream-keys", None).await;
     let alpha = keys["data"][0]["keys"]
         .as_array()
         .unwrap()
@@ -250,13 +200,11 @@ async fn answered_requests_survive_kill_9() {
     );
     // And the client key created before the crash still works.
     let r = http
-        .post(format!("http://127.0.0.1:{port}/v1/chat/completions"))
+        .post(gw.url("/v1/chat/completions"))
         .bearer_auth(&client_key)
         .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    drop(gw);
-    let _ = std::fs::remove_dir_all(&dir);
 }

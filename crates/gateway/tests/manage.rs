@@ -1,26 +1,15 @@
-//! End to end over HTTP: the team key API, usage, the upstream pool and canary
-//! administration, the audit log, and state that survives a restart. Time is
-//! a `ManualClock`, so grace periods pass without waiting.
-#![allow(
-    missing_docs,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
+//! The management API end to end over HTTP: team keys, usage, the upstream
+//! pool and the canary operated at runtime, the audit log, and state that
+//! survives a restart. Time is a `ManualClock`, so grace periods pass
+//! without waiting.
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use gateway::config::{AuthConfig, Config, KeyConfig};
-use gateway::sim::{self, Behavior};
-use gateway_client::ManualClock;
+use gateway::sim::Behavior;
+use reqwest::Method;
 use serde_json::{Value, json};
 
-const MASTER: &str = "master-key-for-tests-0001";
-const T0: u64 = 1_795_322_452; // 2026-11-22T04:40:52Z
+use crate::harness::{Gateway, MASTER, Setup, T0, TempDir, error_code};
 
 const KEYS: [(&str, &str, Behavior); 3] = [
     ("alpha", "sk-sim-alpha-00000000000000001", Behavior::Healthy),
@@ -28,132 +17,56 @@ const KEYS: [(&str, &str, Behavior); 3] = [
     ("gamma", "sk-sim-gamma-00000000000000003", Behavior::Healthy),
 ];
 
-struct Gw {
-    sim: sim::SimUpstream,
-    running: Option<gateway::server::Running>,
-    clock: ManualClock,
-    base: String,
-    http: reqwest::Client,
+/// The gateway's setup: alpha and beta configured (gamma's secret is kept
+/// for an addition and a rotation), a canary, a $100 budget, the master key,
+/// a manual clock.
+fn setup() -> Setup {
+    Setup::new(&KEYS).master().manual_clock().configure(|c| {
+        c.providers[0].keys.truncate(2);
+        c.budget = Some(gateway::config::BudgetConfig {
+            limits: vec![gateway::config::LimitConfig::global_daily(
+                budget::Money::from_dollars(100),
+            )],
+            utc_offset: Some("+07:00".into()),
+            ..gateway::config::BudgetConfig::default()
+        });
+    })
 }
 
-fn key(name: &str, var: &str) -> KeyConfig {
-    KeyConfig::from_env(name, var)
+async fn start() -> Gateway {
+    setup().start().await
 }
 
-/// The gateway's config: alpha and beta (gamma's secret is kept for a
-/// rotation), a canary, a budget, the master key, and `db` if given.
-fn config(upstream: &str, db: Option<&Path>) -> (Config, HashMap<String, String>) {
-    let mut config = gateway::demo_config(upstream, "127.0.0.1:0");
-    config.providers[0].keys = vec![key("alpha", "K0"), key("beta", "K1")];
-    config.auth = Some(AuthConfig {
-        mode: Some("keys".into()),
-        keys: vec![],
-        master_key: Some("${MASTER}".into()),
-    });
-    if let Some(b) = config.budget.as_mut() {
-        b.limits[0].daily_usd = Some(100.0);
-        b.limits[0].soft_fraction = None;
-        b.limits[0].fallback_model = None;
-    }
-    config.storage.path = db.map(Path::to_path_buf);
-    let mut env: HashMap<String, String> = KEYS
-        .iter()
-        .enumerate()
-        .map(|(i, (_, s, _))| (format!("K{i}"), (*s).to_owned()))
-        .collect();
-    env.insert("MASTER".into(), MASTER.into());
-    (config, env)
-}
-
-async fn start_on(sim: sim::SimUpstream, clock: ManualClock, db: Option<&Path>) -> Gw {
-    let (config, env) = config(&sim.base_url(), db);
-    let running = gateway::start_with(
-        &config,
-        &env,
-        gateway::StartOptions {
-            clock: Some(Arc::new(clock.clone())),
-            ..gateway::StartOptions::default()
-        },
-    )
-    .await
-    .unwrap();
-    Gw {
-        base: format!("http://{}", running.addr),
-        sim,
-        running: Some(running),
-        clock,
-        http: reqwest::Client::new(),
-    }
-}
-
-async fn start(db: Option<&Path>) -> Gw {
-    let sim = sim::start(&KEYS).await.unwrap();
-    let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(T0));
-    start_on(sim, clock, db).await
-}
-
-impl Gw {
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        self.call(method, path, Some(MASTER), body).await
-    }
-
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        bearer: Option<&str>,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let mut rb = self.http.request(method, self.url(path));
-        if let Some(b) = bearer {
-            rb = rb.bearer_auth(b);
-        }
-        if let Some(body) = body {
-            rb = rb.json(&body);
-        }
-        let r = rb.send().await.unwrap();
-        let status = r.status().as_u16();
-        let text = r.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    async fn chat(&self, bearer: &str) -> reqwest::Response {
-        self.http
-            .post(self.url("/v1/chat/completions"))
-            .bearer_auth(bearer)
-            .json(&json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}))
-            .send()
-            .await
-            .unwrap()
-    }
-
-    async fn stop(&mut self) -> sim::SimUpstream {
-        if let Some(r) = self.running.take() {
-            assert!(r.shutdown(Duration::from_secs(5)).await);
-        }
-        std::mem::replace(&mut self.sim, sim::start(&[]).await.unwrap())
-    }
-}
-
-use reqwest::Method;
-
-fn error_code(v: &Value) -> &str {
-    v["error"]["code"].as_str().unwrap_or_default()
+/// What the team-key scenario has issued so far: (id, secret) pairs.
+struct Issued {
+    first: (String, String),
+    rotated: (String, String),
+    ops: (String, String),
+    batch_secret: String,
 }
 
 #[tokio::test]
 async fn team_keys_are_created_used_rotated_and_revoked() {
-    let gw = start(None).await;
-    let create = json!({"name": "search-team", "team": "search", "rate_limit": 200, "scopes": ["chat:write", "embeddings:read"]});
+    let gw = start().await;
+    let first = created_keys_work_at_once_and_are_never_shown(&gw).await;
+    let rotated = rotation_keeps_the_old_key_through_its_grace(&gw, &first).await;
+    revocation_can_be_scheduled_and_bad_input_is_refused(&gw, &rotated).await;
+    let ops = bad_keys_are_refused_and_an_admin_key_manages(&gw).await;
+    a_created_keys_rate_limit_applies_at_once(&gw).await;
+    let batch_secret = delete_revokes_at_once(&gw).await;
+    let issued = Issued {
+        first,
+        rotated,
+        ops,
+        batch_secret,
+    };
+    usage_is_reported_per_key_with_cost(&gw, &issued).await;
+    every_action_is_audited_without_a_secret(&gw, &issued).await;
+}
 
-    // Only the master key manages keys.
+/// Only the master key manages keys; a created key works at once and is never shown again.
+async fn created_keys_work_at_once_and_are_never_shown(gw: &Gateway) -> (String, String) {
+    let create = json!({"name": "search-team", "team": "search", "rate_limit": 200, "scopes": ["chat:write", "embeddings:read"]});
     let (status, body) = gw
         .call(Method::POST, "/v1/keys", None, Some(create.clone()))
         .await;
@@ -181,8 +94,8 @@ async fn team_keys_are_created_used_rotated_and_revoked() {
     assert_eq!(created["created_at"], T0);
 
     // It works at once; an unknown key does not.
-    assert_eq!(gw.chat(&secret).await.status(), 200);
-    assert_eq!(gw.chat("gw-unknown").await.status(), 401);
+    assert_eq!(gw.chat_as(&secret).await.status(), 200);
+    assert_eq!(gw.chat_as("gw-unknown").await.status(), 401);
     // A client key cannot manage (it lacks the admin scope).
     let (status, body) = gw.call(Method::GET, "/v1/keys", Some(&secret), None).await;
     assert_eq!((status, error_code(&body)), (403, "forbidden"));
@@ -193,36 +106,54 @@ async fn team_keys_are_created_used_rotated_and_revoked() {
     let text = list.to_string();
     assert!(text.contains(&id) && !text.contains(&secret[3..]), "{text}");
     assert!(!text.contains(&gateway::auth::hash_key(&secret)));
+    (id, secret)
+}
 
-    // Rotation: same name, team, scopes and limits; the old key works until the grace ends.
+/// Rotation: same name, team, scopes and limits; the old key works until the grace ends.
+async fn rotation_keeps_the_old_key_through_its_grace(
+    gw: &Gateway,
+    first: &(String, String),
+) -> (String, String) {
+    let (id, secret) = first;
     let (status, rotated) = gw
         .admin(Method::POST, "/v1/keys/rotate", Some(json!({"key_id": id})))
         .await;
     assert_eq!(status, 200, "{rotated}");
     let new_secret = rotated["key"].as_str().unwrap().to_owned();
     let new_id = rotated["id"].as_str().unwrap().to_owned();
-    assert_ne!(new_secret, secret);
+    assert_ne!(&new_secret, secret);
     assert_eq!(rotated["name"], "search-team");
     assert_eq!(rotated["team"], "search");
     assert_eq!(rotated["rate_limit"], 200);
     assert_eq!(rotated["old_key_revoke_at"], T0 + 86_400);
-    assert_eq!(gw.chat(&secret).await.status(), 200);
-    assert_eq!(gw.chat(&new_secret).await.status(), 200);
-    gw.clock.advance(Duration::from_secs(86_399));
+    assert_eq!(gw.chat_as(secret).await.status(), 200);
+    assert_eq!(gw.chat_as(&new_secret).await.status(), 200);
+    gw.clock().advance(Duration::from_secs(86_399));
     assert_eq!(
-        gw.chat(&secret).await.status(),
+        gw.chat_as(secret).await.status(),
         200,
         "still within the grace period"
     );
-    gw.clock.advance(Duration::from_secs(1));
-    assert_eq!(gw.chat(&secret).await.status(), 401, "refused once it ends");
-    assert_eq!(gw.chat(&new_secret).await.status(), 200);
+    gw.clock().advance(Duration::from_secs(1));
+    assert_eq!(
+        gw.chat_as(secret).await.status(),
+        401,
+        "refused once it ends"
+    );
+    assert_eq!(gw.chat_as(&new_secret).await.status(), 200);
     let (status, body) = gw
         .admin(Method::POST, "/v1/keys/rotate", Some(json!({"key_id": id})))
         .await;
     assert_eq!((status, error_code(&body)), (400, "key_revoked"));
+    (new_id, new_secret)
+}
 
-    // Scheduled revocation; bad input is refused with the right status.
+/// Scheduled revocation; bad input is refused with the right status.
+async fn revocation_can_be_scheduled_and_bad_input_is_refused(
+    gw: &Gateway,
+    rotated: &(String, String),
+) {
+    let (new_id, new_secret) = rotated;
     let path = format!("/v1/keys/{new_id}/schedule-revoke");
     let (status, body) = gw
         .admin(Method::POST, &path, Some(json!({"delay_seconds": -5})))
@@ -258,13 +189,14 @@ async fn team_keys_are_created_used_rotated_and_revoked() {
         .admin(Method::POST, &path, Some(json!({"delay_seconds": 60})))
         .await;
     assert_eq!((status, body["status"].as_str()), (200, Some("revoking")));
-    gw.clock.advance(Duration::from_secs(59));
-    assert_eq!(gw.chat(&new_secret).await.status(), 200);
-    gw.clock.advance(Duration::from_secs(1));
-    assert_eq!(gw.chat(&new_secret).await.status(), 401);
+    gw.clock().advance(Duration::from_secs(59));
+    assert_eq!(gw.chat_as(new_secret).await.status(), 200);
+    gw.clock().advance(Duration::from_secs(1));
+    assert_eq!(gw.chat_as(new_secret).await.status(), 401);
+}
 
-    // Unknown scopes and bad limits are refused; an admin-scoped key manages,
-    // and the audit log names it.
+/// Unknown scopes and bad limits are refused; an admin-scoped key manages.
+async fn bad_keys_are_refused_and_an_admin_key_manages(gw: &Gateway) -> (String, String) {
     let (status, body) = gw
         .admin(
             Method::POST,
@@ -298,12 +230,15 @@ async fn team_keys_are_created_used_rotated_and_revoked() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(
-        gw.chat(&ops_secret).await.status(),
+        gw.chat_as(&ops_secret).await.status(),
         403,
         "admin alone cannot chat"
     );
+    (ops["id"].as_str().unwrap().to_owned(), ops_secret)
+}
 
-    // A created key's rate limit applies at once.
+/// A created key's rate limit applies at once.
+async fn a_created_keys_rate_limit_applies_at_once(gw: &Gateway) {
     let (_, slow) = gw
         .admin(
             Method::POST,
@@ -312,13 +247,15 @@ async fn team_keys_are_created_used_rotated_and_revoked() {
         )
         .await;
     let slow_secret = slow["key"].as_str().unwrap().to_owned();
-    assert_eq!(gw.chat(&slow_secret).await.status(), 200);
-    assert_eq!(gw.chat(&slow_secret).await.status(), 200);
-    let r = gw.chat(&slow_secret).await;
+    assert_eq!(gw.chat_as(&slow_secret).await.status(), 200);
+    assert_eq!(gw.chat_as(&slow_secret).await.status(), 200);
+    let r = gw.chat_as(&slow_secret).await;
     assert_eq!(r.status(), 429);
     assert!(r.headers().contains_key("retry-after"));
+}
 
-    // DELETE revokes at once.
+/// DELETE revokes at once.
+async fn delete_revokes_at_once(gw: &Gateway) -> String {
     let (_, third) = gw
         .admin(
             Method::POST,
@@ -328,7 +265,7 @@ async fn team_keys_are_created_used_rotated_and_revoked() {
         .await;
     let third_secret = third["key"].as_str().unwrap().to_owned();
     // Without chat:write, chat is refused.
-    let r = gw.chat(&third_secret).await;
+    let r = gw.chat_as(&third_secret).await;
     assert_eq!(r.status(), 403);
     let (status, gone) = gw
         .admin(
@@ -338,11 +275,15 @@ async fn team_keys_are_created_used_rotated_and_revoked() {
         )
         .await;
     assert_eq!((status, gone["status"].as_str()), (200, Some("revoked")));
-    assert_eq!(gw.chat(&third_secret).await.status(), 401);
+    assert_eq!(gw.chat_as(&third_secret).await.status(), 401);
     let (status, _) = gw.admin(Method::DELETE, "/v1/keys/key_nope", None).await;
     assert_eq!(status, 404);
+    third_secret
+}
 
-    // Usage per key, with cost; filters.
+/// Usage per key, with cost; filters.
+async fn usage_is_reported_per_key_with_cost(gw: &Gateway, issued: &Issued) {
+    let (id, new_id) = (&issued.first.0, &issued.rotated.0);
     let (status, usage) = gw.admin(Method::GET, "/v1/usage", None).await;
     assert_eq!(status, 200, "{usage}");
     let lines = usage["usage"].as_array().unwrap();
@@ -370,8 +311,10 @@ async fn team_keys_are_created_used_rotated_and_revoked() {
         .admin(Method::GET, "/v1/usage?from=yesterday", None)
         .await;
     assert_eq!(status, 400);
+}
 
-    // Every action is audited, by whom, and never with a secret.
+/// Every action is audited, by whom, and never with a secret.
+async fn every_action_is_audited_without_a_secret(gw: &Gateway, issued: &Issued) {
     let (status, audit) = gw.admin(Method::GET, "/admin/audit", None).await;
     assert_eq!(status, 200);
     let actions: Vec<&str> = audit["data"]
@@ -399,16 +342,17 @@ async fn team_keys_are_created_used_rotated_and_revoked() {
             .iter()
             .all(|e| e["actor"] == "master")
     );
-    let ops_path = format!("/v1/keys/{}", ops["id"].as_str().unwrap());
+    let (ops_id, ops_secret) = &issued.ops;
+    let ops_path = format!("/v1/keys/{ops_id}");
     let (status, _) = gw
-        .call(Method::DELETE, &ops_path, Some(&ops_secret), None)
+        .call(Method::DELETE, &ops_path, Some(ops_secret), None)
         .await;
     assert_eq!(status, 200, "an admin key can revoke itself");
     let (_, audit) = gw.admin(Method::GET, "/admin/audit?limit=1", None).await;
     assert_eq!(audit["data"][0]["actor"], "ops");
     assert_eq!(audit["data"].as_array().unwrap().len(), 1);
     let text = audit.to_string();
-    for s in [&secret, &new_secret, &third_secret] {
+    for s in [&issued.first.1, &issued.rotated.1, &issued.batch_secret] {
         assert!(
             !text.contains(&s[3..]),
             "a secret leaked into the audit log"
@@ -418,7 +362,7 @@ async fn team_keys_are_created_used_rotated_and_revoked() {
 
 #[tokio::test]
 async fn the_upstream_pool_and_the_canary_are_operated_at_runtime() {
-    let gw = start(None).await;
+    let gw = start().await;
     let (_, created) = gw
         .admin(Method::POST, "/v1/keys", Some(json!({"name": "app"})))
         .await;
@@ -432,8 +376,15 @@ async fn the_upstream_pool_and_the_canary_are_operated_at_runtime() {
         !text.contains(KEYS[0].1) && !text.contains(KEYS[1].1),
         "secrets are redacted"
     );
+    keys_are_disabled_and_enabled(&gw, &app).await;
+    keys_are_removed_and_added(&gw, &app).await;
+    a_rotated_key_drains(&gw).await;
+    the_canary_is_moved(&gw).await;
+    pool_and_canary_actions_are_audited(&gw).await;
+}
 
-    // Disable alpha: every request goes to beta.
+/// Disable alpha: every request goes to beta; unknown keys, providers and verbs are refused.
+async fn keys_are_disabled_and_enabled(gw: &Gateway, app: &str) {
     let (status, after) = gw
         .admin(
             Method::POST,
@@ -444,7 +395,7 @@ async fn the_upstream_pool_and_the_canary_are_operated_at_runtime() {
     assert_eq!(status, 200, "{after}");
     assert!(after["state"].as_str().unwrap().starts_with("disabled"));
     for _ in 0..4 {
-        let r = gw.chat(&app).await;
+        let r = gw.chat_as(app).await;
         assert_eq!(r.headers()["x-gateway-key"], "beta");
     }
     let (status, _) = gw
@@ -479,8 +430,10 @@ async fn the_upstream_pool_and_the_canary_are_operated_at_runtime() {
         )
         .await;
     assert_eq!((status, after["state"].as_str()), (200, Some("active")));
+}
 
-    // Remove beta and alpha; add gamma: it serves.
+/// Remove beta and alpha; add gamma: it serves.
+async fn keys_are_removed_and_added(gw: &Gateway, app: &str) {
     for name in ["alpha", "beta"] {
         let (status, _) = gw
             .admin(
@@ -491,14 +444,14 @@ async fn the_upstream_pool_and_the_canary_are_operated_at_runtime() {
             .await;
         assert_eq!(status, 200);
     }
-    assert_eq!(gw.chat(&app).await.status(), 429, "no key left");
+    assert_eq!(gw.chat_as(app).await.status(), 429, "no key left");
     let add = json!({"provider": "simulated", "name": "gamma", "secret": KEYS[2].1, "tier": 0});
     let (status, added) = gw
         .admin(Method::POST, "/admin/upstream-keys", Some(add.clone()))
         .await;
     assert_eq!(status, 201, "{added}");
     assert!(!added.to_string().contains(KEYS[2].1));
-    let r = gw.chat(&app).await;
+    let r = gw.chat_as(app).await;
     assert_eq!(r.headers()["x-gateway-key"], "gamma");
     let (status, body) = gw
         .admin(Method::POST, "/admin/upstream-keys", Some(add))
@@ -516,8 +469,10 @@ async fn the_upstream_pool_and_the_canary_are_operated_at_runtime() {
         )
         .await;
     assert_eq!(status, 400);
+}
 
-    // Rotate gamma onto alpha's secret: the new one serves, the old drains.
+/// Rotate gamma onto alpha's secret: the new one serves, the old drains.
+async fn a_rotated_key_drains(gw: &Gateway) {
     let (status, rotated) = gw
         .admin(
             Method::POST,
@@ -539,8 +494,10 @@ async fn the_upstream_pool_and_the_canary_are_operated_at_runtime() {
         states.iter().any(|s| s.starts_with("draining")),
         "{states:?}"
     );
+}
 
-    // The canary: validated percentages, rollout, rollback, restart.
+/// The canary: validated percentages, rollout, rollback, restart.
+async fn the_canary_is_moved(gw: &Gateway) {
     let (status, canary) = gw.admin(Method::GET, "/admin/canary", None).await;
     assert_eq!(status, 200);
     assert_eq!(canary["data"][0]["model"], "gpt-4.1");
@@ -595,7 +552,10 @@ async fn the_upstream_pool_and_the_canary_are_operated_at_runtime() {
         .admin(Method::POST, "/admin/canary/gpt-4.1/explode", None)
         .await;
     assert_eq!(status, 400);
+}
 
+/// Every action on the pool and the canary is audited, without a secret.
+async fn pool_and_canary_actions_are_audited(gw: &Gateway) {
     let (_, audit) = gw.admin(Method::GET, "/admin/audit?limit=100", None).await;
     let actions: Vec<&str> = audit["data"]
         .as_array()
@@ -622,8 +582,13 @@ async fn the_upstream_pool_and_the_canary_are_operated_at_runtime() {
         .iter()
         .find(|e| e["action"] == "canary.percent")
         .unwrap();
-    assert_eq!(percent["before"]["shares_bp"]["claude-sonnet-4.5"], 1000);
-    assert_eq!(percent["after"]["shares_bp"]["claude-sonnet-4.5"], 2500);
+    let share = |v: &Value| {
+        let arm = &v["arms"][0];
+        assert_eq!(arm["model"], "claude-sonnet-4.5");
+        arm["buckets"][0][1].as_u64().unwrap() - arm["buckets"][0][0].as_u64().unwrap()
+    };
+    assert_eq!(share(&percent["before"]), 1000);
+    assert_eq!(share(&percent["after"]), 2500);
     let text = audit.to_string();
     for (_, secret, _) in KEYS {
         let tail = &secret[secret.len() - 4..];
@@ -634,90 +599,17 @@ async fn the_upstream_pool_and_the_canary_are_operated_at_runtime() {
     }
 }
 
-fn temp_db(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("gateway-manage-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join("gateway.db")
-}
-
-#[tokio::test]
-async fn state_survives_a_restart() {
-    let db = temp_db("restart");
-    let mut gw = start(Some(&db)).await;
-    let (_, created) = gw
-        .admin(
-            Method::POST,
-            "/v1/keys",
-            Some(json!({"name": "app", "team": "web"})),
-        )
-        .await;
-    let app = created["key"].as_str().unwrap().to_owned();
-    for _ in 0..5 {
-        assert_eq!(gw.chat(&app).await.status(), 200);
-    }
-    gw.admin(
-        Method::POST,
-        "/admin/upstream-keys/simulated/alpha/disable",
-        None,
-    )
-    .await;
-    gw.admin(
-        Method::POST,
-        "/admin/canary/gpt-4.1/percent",
-        Some(json!({"percent": 30})),
-    )
-    .await;
-    let (_, before) = gw.call(Method::GET, "/status.json", None, None).await;
-    let spent_before = before["budget"][0]["spent"].as_u64().unwrap();
-    assert!(spent_before > 0);
-
-    let sim = gw.stop().await;
-    let clock = gw.clock.clone();
-    clock.advance(Duration::from_secs(60));
-    let gw = start_on(sim, clock, Some(&db)).await;
-
-    // The client key still works; usage, budget, key state and canary are back.
-    assert_eq!(gw.chat(&app).await.status(), 200);
-    let (_, usage) = gw.admin(Method::GET, "/v1/usage", None).await;
-    assert_eq!(usage["usage"][0]["requests"], 6);
-    let (_, after) = gw.call(Method::GET, "/status.json", None, None).await;
-    assert!(after["budget"][0]["spent"].as_u64().unwrap() > spent_before);
-    let (_, keys) = gw.admin(Method::GET, "/admin/upstream-keys", None).await;
-    let alpha = keys["data"][0]["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|k| k["name"] == "alpha")
-        .unwrap();
-    assert!(
-        alpha["state"].as_str().unwrap().starts_with("disabled"),
-        "{alpha}"
-    );
-    let served: u64 = keys["data"][0]["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["requests_today"].as_u64().unwrap())
-        .sum();
-    assert_eq!(served, 6, "today's counters continue");
-    let (_, canary) = gw.admin(Method::GET, "/admin/canary", None).await;
-    assert_eq!(canary["data"][0]["candidates"][0]["percent"], 30.0);
-    let (_, audit) = gw.admin(Method::GET, "/admin/audit", None).await;
-    assert_eq!(audit["data"].as_array().unwrap().len(), 3);
-    let _ = std::fs::remove_dir_all(db.parent().unwrap());
-}
-
 #[tokio::test]
 async fn old_usage_goes_after_its_retention_and_short_retentions_are_refused() {
-    use gateway::store::{SqliteStore, Store, UsageRecord, Write};
-    let db = temp_db("retention");
+    use gateway::store::{SqliteStore, Store, UsageRecord};
+    let dir = TempDir::new("retention");
+    let db = dir.join("gateway.db");
     let day = 86_400_000i64;
     let now = i64::try_from(T0).unwrap() * 1000;
     {
-        let mut store = SqliteStore::open(&db).unwrap();
-        let record = |at: i64| {
-            Write::Usage(UsageRecord {
+        let store = SqliteStore::open(&db).unwrap();
+        for at in [now - 100 * day, now - 50 * day, now - day] {
+            let record = UsageRecord {
                 at,
                 key_id: None,
                 key_name: None,
@@ -728,49 +620,30 @@ async fn old_usage_goes_after_its_retention_and_short_retentions_are_refused() {
                 prompt_tokens: 1,
                 completion_tokens: 1,
                 cost_micros: 1,
-            })
-        };
-        store
-            .write(&[
-                record(now - 100 * day),
-                record(now - 50 * day),
-                record(now - day),
-            ])
-            .unwrap();
+            };
+            store.append_usage(record).await.unwrap();
+        }
     }
-    let sim = sim::start(&KEYS).await.unwrap();
-    let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(T0));
-    let (mut config, env) = config(&sim.base_url(), Some(&db));
-    config.storage.usage_retention_days = Some(10);
-    let e = gateway::start(&config, &env).await.unwrap_err().to_string();
+    let e = setup()
+        .db(&db)
+        .configure(|c| c.storage.usage_retention_days = Some(10))
+        .try_start()
+        .await
+        .err()
+        .unwrap()
+        .to_string();
     assert!(
         e.contains("usage_retention_days") && e.contains("32"),
         "{e}"
     );
-    config.storage.usage_retention_days = Some(60);
-    let running = gateway::start_with(
-        &config,
-        &env,
-        gateway::StartOptions {
-            clock: Some(Arc::new(clock)),
-            ..gateway::StartOptions::default()
-        },
-    )
-    .await
-    .unwrap();
-    let usage: Value = reqwest::Client::new()
-        .get(format!("http://{}/v1/usage", running.addr))
-        .bearer_auth(MASTER)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let gw = setup()
+        .db(&db)
+        .configure(|c| c.storage.usage_retention_days = Some(60))
+        .start()
+        .await;
+    let (_, usage) = gw.admin(Method::GET, "/v1/usage", None).await;
     assert_eq!(
         usage["usage"][0]["requests"], 2,
         "the 100-day-old record went: {usage}"
     );
-    drop(sim);
-    let _ = std::fs::remove_dir_all(db.parent().unwrap());
 }

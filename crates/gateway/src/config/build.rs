@@ -1,0 +1,89 @@
+//! The composition: every section's build, into a client and an auth.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use budget::PriceTable;
+use gateway_client::{Client, Clock};
+use keypool_core::Timestamp;
+use transport::Transport;
+
+use super::{Config, ConfigError, Understood};
+use crate::auth::Auth;
+
+/// What [`build`] makes.
+#[derive(Debug)]
+pub struct Built {
+    /// The client: pools, rollouts, ledger, retry policy, transport.
+    pub client: Client,
+    /// Client keys and the master key.
+    pub auth: Auth,
+    /// What was understood.
+    pub understood: Understood,
+}
+
+/// Builds the client and the auth from `config`, reading secrets through
+/// `env`, with `transport` to the upstreams and `clock` (default: the
+/// system's).
+pub fn build(
+    config: &Config,
+    env: &HashMap<String, String>,
+    transport: Arc<dyn Transport>,
+    clock: Option<Arc<dyn Clock>>,
+) -> Result<Built, ConfigError> {
+    let mut u = Understood::default();
+    let listen = config.server.listen()?;
+    u.lines.push(format!("listen on {listen}"));
+    if config.providers.is_empty() {
+        return Err(ConfigError::new(
+            "providers",
+            "at least one [[providers]] entry is needed",
+        ));
+    }
+    let now = Timestamp::from_system_time(
+        clock
+            .as_ref()
+            .map_or_else(std::time::SystemTime::now, |c| c.now()),
+    );
+    let mut builder = Client::builder().transport(transport);
+    if let Some(clock) = clock {
+        builder = builder.clock(clock);
+    }
+    for (pi, p) in config.providers.iter().enumerate() {
+        let pool = p.build(&format!("providers[{pi}]"), env, now, &mut u)?;
+        builder = builder.provider(p.name.clone(), p.base_url.clone(), p.priority, pool);
+    }
+    u.models
+        .extend(PriceTable::defaults().models().map(|(m, _)| m.to_owned()));
+    for (ci, c) in config.canary.iter().enumerate() {
+        let rollout = c.build(&format!("canary[{ci}]"))?;
+        u.lines.push(format!(
+            "canary {} → {} at {}",
+            c.model,
+            c.candidate,
+            rollout
+                .candidates()
+                .first()
+                .map(|c| c.share)
+                .unwrap_or_default()
+        ));
+        u.models.extend([c.model.clone(), c.candidate.clone()]);
+        builder = builder.rollout(rollout);
+    }
+    if let Some(b) = &config.budget {
+        builder = builder.ledger(b.build(&mut u)?);
+    }
+    let auth = super::auth::build(config.auth.as_ref(), listen, env, &mut u)?;
+    u.lines.extend(config.storage.check()?);
+    builder = builder.retry(config.retry.build());
+    u.models.sort();
+    u.models.dedup();
+    let client = builder
+        .build()
+        .map_err(|e| ConfigError::new("config", e.to_string()))?;
+    Ok(Built {
+        client,
+        auth,
+        understood: u,
+    })
+}

@@ -1,0 +1,115 @@
+//! The gateway's configuration file, and the layers built from it.
+//!
+//! The file is TOML, every field documented in docs/configuration.md,
+//! unknown fields rejected, errors naming the field and line. Values are
+//! typed where they are read (enums for scopes and modes, dollars parsed
+//! exactly by `budget`), so nothing downstream interprets strings. Each
+//! section has its own module with its build step; [`build()`] composes
+//! them into a [`Client`](gateway_client::Client) and an
+//! [`Auth`](crate::auth::Auth), the way linkerd's app composes its
+//! subsystems' builds.
+
+mod auth;
+mod budget;
+mod build;
+mod canary;
+mod providers;
+mod retry;
+mod secret;
+mod server;
+mod storage;
+mod transport;
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+pub use self::auth::{AuthConfig, AuthMode, ClientKeyConfig};
+pub use self::budget::{BudgetConfig, LimitConfig, LimitScope, UnknownModelPolicy};
+pub use self::build::{Built, build};
+pub use self::canary::CanaryConfig;
+pub use self::providers::{KeyConfig, ProviderConfig};
+pub use self::retry::RetryConfig;
+pub use self::secret::{SecretSource, resolve_secret};
+pub use self::server::ServerConfig;
+pub use self::storage::StorageConfig;
+pub use self::transport::{TransportConfig, upstream_transport};
+pub use ::budget::Dollars;
+
+/// A configuration error: what is wrong and where.
+#[derive(Debug, thiserror::Error)]
+#[error("{context}: {message}")]
+pub struct ConfigError {
+    /// The file, field or line concerned.
+    pub context: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// An error about `context` (a field such as `budget.limits[0].scope`).
+    pub fn new(context: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            context: context.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// What the gateway was built from, for `gateway check` and logs.
+#[derive(Debug, Default)]
+pub struct Understood {
+    /// Lines describing the config, secrets redacted.
+    pub lines: Vec<String>,
+    /// Warnings (e.g. literal secrets).
+    pub warnings: Vec<String>,
+    /// The models the gateway serves (for `/v1/models`), sorted.
+    pub models: Vec<String>,
+}
+
+/// The whole file.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[server]`.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// `[[providers]]`, tried by priority.
+    #[serde(default)]
+    pub providers: Vec<ProviderConfig>,
+    /// `[[canary]]` rollouts.
+    #[serde(default)]
+    pub canary: Vec<CanaryConfig>,
+    /// `[budget]`.
+    #[serde(default)]
+    pub budget: Option<BudgetConfig>,
+    /// `[auth]`.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+    /// `[retry]`.
+    #[serde(default)]
+    pub retry: RetryConfig,
+    /// `[storage]`.
+    #[serde(default)]
+    pub storage: StorageConfig,
+    /// `[transport]`.
+    #[serde(default)]
+    pub transport: TransportConfig,
+}
+
+impl Config {
+    /// Parses a config file's text; `path` is only for messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            ConfigError::new(path.display().to_string(), e.to_string().trim().to_owned())
+        })
+    }
+
+    /// Reads and parses a config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(path.display().to_string(), format!("cannot read: {e}"))
+        })?;
+        Self::parse(&text, path)
+    }
+}

@@ -1,0 +1,171 @@
+//! `[[providers]]`: the upstreams and their keys, built into key pools.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use keypool_core::{KeyPool, KeyRule, Limits, NewKey, PoolConfig, Timestamp};
+use serde::Deserialize;
+
+use super::secret::{SecretSource, resolve_secret};
+use super::{ConfigError, Understood};
+
+/// `[[providers]]`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// A name for logs, metrics and headers.
+    pub name: String,
+    /// The OpenAI-compatible base URL, e.g. `https://api.openai.com/v1`.
+    pub base_url: String,
+    /// 0 is tried first. Default 0.
+    #[serde(default)]
+    pub priority: u32,
+    /// `least-used` (default), `round-robin`, `weighted`, `power-of-two`.
+    #[serde(default)]
+    pub strategy: keypool_core::Strategy,
+    /// Accepted secret prefixes. Default `["sk-"]`.
+    #[serde(default)]
+    pub key_prefixes: Option<Vec<String>>,
+    /// The keys.
+    pub keys: Vec<KeyConfig>,
+}
+
+/// One upstream key.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// A human label, shown everywhere instead of the secret.
+    pub name: String,
+    /// `${ENV_VAR}`, or a literal secret (accepted with a warning).
+    pub secret: Option<String>,
+    /// A file holding the secret (trailing whitespace trimmed).
+    pub secret_file: Option<PathBuf>,
+    /// 0 = primary; higher tiers serve only when lower ones cannot.
+    #[serde(default)]
+    pub tier: u8,
+    /// Weight for the weighted strategy. Default 1.
+    #[serde(default = "one")]
+    pub weight: u32,
+    /// Tokens per day.
+    pub tokens_per_day: Option<u64>,
+    /// Requests per day.
+    pub requests_per_day: Option<u32>,
+    /// Requests per minute.
+    pub requests_per_minute: Option<u32>,
+    /// Tokens per minute.
+    pub tokens_per_minute: Option<u32>,
+    /// Requests in flight at once.
+    pub max_in_flight: Option<u32>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl KeyConfig {
+    /// A key named `name` whose secret is read from the environment variable
+    /// `var` (`secret = "${VAR}"`), with no limits.
+    pub fn from_env(name: impl Into<String>, var: &str) -> Self {
+        KeyConfig {
+            name: name.into(),
+            secret: Some(format!("${{{var}}}")),
+            secret_file: None,
+            tier: 0,
+            weight: 1,
+            tokens_per_day: None,
+            requests_per_day: None,
+            requests_per_minute: None,
+            tokens_per_minute: None,
+            max_in_flight: None,
+        }
+    }
+
+    fn limits(&self) -> Limits {
+        Limits {
+            tokens_per_day: self.tokens_per_day,
+            requests_per_day: self.requests_per_day,
+            requests_per_minute: self.requests_per_minute,
+            tokens_per_minute: self.tokens_per_minute,
+            max_in_flight: self.max_in_flight,
+        }
+    }
+}
+
+impl ProviderConfig {
+    /// The provider's key pool, its secrets read through `env`; `field` is
+    /// where the provider is in the file (`providers[0]`).
+    pub(super) fn build(
+        &self,
+        field: &str,
+        env: &HashMap<String, String>,
+        now: Timestamp,
+        u: &mut Understood,
+    ) -> Result<KeyPool, ConfigError> {
+        let key_rule = match &self.key_prefixes {
+            Some(prefixes) => KeyRule {
+                prefixes: prefixes.clone(),
+                ..KeyRule::default()
+            },
+            None => KeyRule::default(),
+        };
+        let mut pool = KeyPool::new(PoolConfig {
+            strategy: self.strategy,
+            key_rule,
+            ..PoolConfig::default()
+        })
+        .map_err(|e| ConfigError::new(field, e.to_string()))?;
+        if self.keys.is_empty() {
+            return Err(ConfigError::new(
+                format!("{field}.keys"),
+                "at least one key is needed",
+            ));
+        }
+        for (ki, k) in self.keys.iter().enumerate() {
+            self.add_key(&mut pool, &format!("{field}.keys[{ki}]"), k, env, now, u)?;
+        }
+        u.lines.push(format!(
+            "provider {} at {} priority {} strategy {:?}",
+            self.name, self.base_url, self.priority, self.strategy
+        ));
+        Ok(pool)
+    }
+
+    fn add_key(
+        &self,
+        pool: &mut KeyPool,
+        field: &str,
+        k: &KeyConfig,
+        env: &HashMap<String, String>,
+        now: Timestamp,
+        u: &mut Understood,
+    ) -> Result<(), ConfigError> {
+        let (secret, source) = resolve_secret(
+            &format!("{field}.secret"),
+            k.secret.as_deref(),
+            k.secret_file.as_deref(),
+            env,
+        )?;
+        if source == SecretSource::Literal {
+            u.warnings.push(format!(
+                "{field} ({}) has a literal secret in the config file; prefer secret = \"${{ENV_VAR}}\" or secret_file",
+                k.name
+            ));
+        }
+        let new = NewKey::new(k.name.clone(), secret)
+            .group(self.name.clone())
+            .tier(k.tier)
+            .weight(k.weight)
+            .limits(k.limits());
+        let id = pool
+            .add(new, now)
+            .map_err(|e| ConfigError::new(field, e.to_string()))?;
+        let redacted = pool
+            .secret(id)
+            .map_or_else(|| "?".into(), keypool_core::Secret::redacted);
+        u.lines.push(format!(
+            "provider {} key {} ({redacted}) tier {}",
+            self.name, k.name, k.tier
+        ));
+        Ok(())
+    }
+}

@@ -1,0 +1,105 @@
+//! Admission: who is calling, what they sent, and whether their key allows
+//! it, before anything is sent upstream.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode};
+use bytes::Bytes;
+use gateway_client::{ApiRequest, Endpoint, RequestContext};
+
+use super::error::ApiError;
+use super::extract::Caller;
+use crate::auth::{CHAT_WRITE, ClientKey, EMBEDDINGS_READ};
+
+/// A request that passed authentication and checks.
+pub(super) struct Admitted {
+    pub(super) request: ApiRequest,
+    pub(super) ctx: RequestContext,
+    pub(super) stream: bool,
+    pub(super) key: Option<Arc<ClientKey>>,
+}
+
+/// The metric label and scope of an endpoint.
+pub(super) fn surface(endpoint: Endpoint) -> (&'static str, &'static str) {
+    match endpoint {
+        Endpoint::ChatCompletions => ("chat", CHAT_WRITE),
+        Endpoint::Embeddings => ("embeddings", EMBEDDINGS_READ),
+    }
+}
+
+/// Checks the caller and reads the request. Authentication comes first, so
+/// unknown clients cost no body parsing.
+pub(super) fn admit(
+    headers: &HeaderMap,
+    caller: Result<Caller, ApiError>,
+    body: Result<Bytes, BytesRejection>,
+    scope: &str,
+) -> Result<Admitted, ApiError> {
+    let Caller(key) = caller?;
+    let body = body?;
+    let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
+    })?;
+    let stream = json.get("stream").and_then(serde_json::Value::as_bool) == Some(true);
+    let user = json
+        .get("user")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned);
+    let request = ApiRequest::from_json(json)
+        .map_err(|e| ApiError::bad_request("missing_model", e.to_string()))?;
+    if let Some(k) = &key {
+        check_key(k, scope, request.model())?;
+    }
+    let ctx = RequestContext {
+        user: user.or_else(|| {
+            headers
+                .get("x-user-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        }),
+        key_name: key.as_ref().map(|k| k.name.clone()),
+        team: key.as_ref().and_then(|k| k.team.clone()),
+        headers: headers
+            .iter()
+            .filter(|(n, _)| n.as_str().starts_with("x-") && n.as_str() != "x-request-id")
+            .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+            .collect(),
+        ..RequestContext::default()
+    };
+    Ok(Admitted {
+        request,
+        ctx,
+        stream,
+        key,
+    })
+}
+
+/// What a client key must allow: the scope, the model, and its rate.
+fn check_key(k: &ClientKey, scope: &str, model: &str) -> Result<(), ApiError> {
+    if !k.has_scope(scope) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "permission_error",
+            "missing_scope",
+            format!("key {:?} lacks the {scope} scope", k.name),
+        ));
+    }
+    if !k.allows_model(model) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "permission_error",
+            "model_not_allowed",
+            format!("key {:?} may not use model {model:?}", k.name),
+        ));
+    }
+    k.check_rate().map_err(|wait| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_error",
+            "client_rate_limited",
+            format!("key {:?} is over its rate limit", k.name),
+        )
+        .retry_after(wait)
+    })
+}

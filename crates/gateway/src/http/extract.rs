@@ -1,0 +1,108 @@
+//! Extractors: who is calling (an admin, a client), what they sent (a JSON
+//! body), and the request's id. Taking one is the check: a handler that
+//! takes [`Admin`] runs only for an admin.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+use crate::auth::{ClientKey, Denied};
+use crate::state::AppState;
+
+/// The `Authorization` header's value, if it is text.
+pub(super) fn authorization(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+}
+
+/// The caller of a management endpoint: the master key or a client key with
+/// the `admin` scope, named as the audit log names it. Checked before the
+/// body is read (401 or 403 otherwise).
+#[derive(Debug, Clone)]
+pub(crate) struct Admin(pub(crate) String);
+
+impl FromRequestParts<Arc<AppState>> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &Arc<AppState>) -> Result<Self, ApiError> {
+        s.auth
+            .admin(authorization(&parts.headers), s.now_ms())
+            .map(Admin)
+            .map_err(|d| match d {
+                Denied::Unauthenticated => ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_request_error",
+                    "invalid_api_key",
+                    "the management API needs the master key or an admin key",
+                ),
+                d => d.into(),
+            })
+    }
+}
+
+/// The client key of an API request (`None` when authentication is off).
+#[derive(Debug, Clone)]
+pub(crate) struct Caller(pub(crate) Option<Arc<ClientKey>>);
+
+impl FromRequestParts<Arc<AppState>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &Arc<AppState>) -> Result<Self, ApiError> {
+        Ok(Caller(
+            s.auth
+                .authenticate(authorization(&parts.headers), s.now_ms())?,
+        ))
+    }
+}
+
+/// A JSON body parsed into `T`, whatever its content type (`curl -d` sends
+/// a form type); an empty body reads as `{}`. Errors name what is wrong.
+#[derive(Debug)]
+pub(crate) struct JsonBody<T>(pub(crate) T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await?;
+        let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
+        serde_json::from_slice(text)
+            .map(JsonBody)
+            .map_err(|e| ApiError::bad_request("invalid_json", e.to_string()))
+    }
+}
+
+pub(super) const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+static REQUEST_IDS: AtomicU64 = AtomicU64::new(1);
+
+/// The request's id: the caller's `x-request-id` when it is printable and
+/// at most 128 bytes long, or a new one.
+pub(super) fn request_id(headers: &HeaderMap) -> HeaderValue {
+    let given = headers
+        .get(REQUEST_ID)
+        .filter(|v| v.to_str().is_ok() && v.len() <= 128 && !v.is_empty());
+    match given {
+        Some(v) => v.clone(),
+        None => {
+            let n = REQUEST_IDS.fetch_add(1, Ordering::Relaxed);
+            let t = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            HeaderValue::from_str(&format!("req-{t:x}-{n:x}"))
+                .unwrap_or_else(|_| HeaderValue::from_static("req-0"))
+        }
+    }
+}

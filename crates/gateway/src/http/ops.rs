@@ -1,0 +1,51 @@
+//! The operators' routes: health, readiness, metrics and status.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use super::error::ApiError;
+use crate::state::AppState;
+
+pub(super) fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/status", get(status_text))
+        .route("/status.json", get(status_json))
+}
+
+async fn readyz(State(s): State<Arc<AppState>>) -> Result<&'static str, ApiError> {
+    if s.client.ready() {
+        Ok("ready")
+    } else {
+        Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "api_error",
+            "no_key_ready",
+            "no key can serve right now",
+        ))
+    }
+}
+
+async fn metrics(State(s): State<Arc<AppState>>) -> Response {
+    let text = s.metrics.render(&s.client.snapshot());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+async fn status_text(State(s): State<Arc<AppState>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        s.client.status_report(),
+    )
+        .into_response()
+}
+
+async fn status_json(State(s): State<Arc<AppState>>) -> Response {
+    axum::Json(s.client.snapshot()).into_response()
+}

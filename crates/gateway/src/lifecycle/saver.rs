@@ -1,0 +1,71 @@
+//! The state saver: follows the client's events, saves upstream key and
+//! rollout states as they change, and keeps recent events for the
+//! dashboard.
+
+use std::sync::Arc;
+
+use gateway_client::ClientEvent;
+use keypool_core::Event;
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::state::AppState;
+
+/// The key an event changes the state of, if it changes one's.
+fn changed_key(event: &Event) -> Option<&str> {
+    match event {
+        Event::CoolingDown { name, .. }
+        | Event::Recovered { name, .. }
+        | Event::Disabled { name, .. }
+        | Event::Exhausted { name, .. }
+        | Event::BreakerOpened { name, .. }
+        | Event::RevokeScheduled { name, .. } => Some(name),
+        _ => None,
+    }
+}
+
+/// Saves what `event` changed.
+async fn save(s: &AppState, event: &ClientEvent) {
+    let saved = match event {
+        ClientEvent::Pool { provider, event } => {
+            let Some(name) = changed_key(event) else {
+                return;
+            };
+            // Read and saved under the change lock, so an older state never
+            // lands after an operator's newer one.
+            let _one_at_a_time = s.one_change_at_a_time().await;
+            s.save_key_state(provider, name).await
+        }
+        // An automatic step or rollback: kept across a restart.
+        ClientEvent::Canary { rollout, .. } => {
+            let _one_at_a_time = s.one_change_at_a_time().await;
+            match s.rollout_state(rollout) {
+                Some(record) => s.store.save_rollout(record).await,
+                None => Ok(()),
+            }
+        }
+        ClientEvent::Budget(_) => Ok(()),
+    };
+    if let Err(e) = saved {
+        tracing::error!("a state change was not saved ({event}): {e}");
+    }
+}
+
+/// Starts the state saver.
+pub(crate) fn spawn_saver(s: Arc<AppState>) -> tokio::task::JoinHandle<()> {
+    let mut events = s.client.subscribe();
+    tokio::spawn(async move {
+        loop {
+            let event = match events.recv().await {
+                Ok(e) => e,
+                Err(RecvError::Lagged(n)) => {
+                    tracing::warn!("{n} events were missed by the state saver");
+                    continue;
+                }
+                Err(RecvError::Closed) => return,
+            };
+            let secs = s.now_ms().div_euclid(1000);
+            s.activity().event(secs, event.to_string());
+            save(&s, &event).await;
+        }
+    })
+}

@@ -1,0 +1,87 @@
+//! State that survives restarts: client keys, usage, upstream key states,
+//! rollout states and the audit log.
+//!
+//! [`Store`] is shaped by what the gateway needs (append a usage or audit
+//! record, read reports, load and save states), not by SQL, so that a store
+//! shared by several gateway instances can follow without touching the
+//! callers. Records are typed ([`records`]); errors are a [`StoreError`]
+//! enum. Backends:
+//!
+//! - [`SqliteStore`]: one SQLite file in WAL mode, with versioned schema
+//!   migrations. Writes are committed in groups before their call returns;
+//!   reads use a connection of their own, so a report never waits behind
+//!   the commits that answered requests wait for.
+//! - [`MemoryStore`]: everything in memory, for a gateway started without
+//!   `[storage] path`; lost when the process ends.
+//!
+//! Every backend runs the same conformance suite (`conformance.rs`).
+
+#[cfg(test)]
+mod conformance;
+mod error;
+mod memory;
+pub mod records;
+mod sqlite;
+
+pub use error::StoreError;
+pub use memory::MemoryStore;
+pub use records::{
+    AuditEntry, KeyStateRecord, Loaded, RolloutRecord, SpendLine, StoredClientKey, Totals,
+    UsageLine, UsageQuery, UsageRecord,
+};
+pub use sqlite::SqliteStore;
+
+/// What the gateway needs from persistent storage.
+///
+/// A write returns once its record is committed: a caller that awaits it
+/// before answering knows the record survives the process being killed.
+/// No implementation holds a lock across an `.await`, and reads never wait
+/// for writes to commit.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Everything applied at start-up.
+    async fn load(&self) -> Result<Loaded, StoreError>;
+
+    /// Appends a settled request.
+    async fn append_usage(&self, record: UsageRecord) -> Result<(), StoreError>;
+
+    /// Appends a management action.
+    async fn append_audit(&self, entry: AuditEntry) -> Result<(), StoreError>;
+
+    /// Saves a client key, created or changed (by id).
+    async fn save_client_key(&self, key: StoredClientKey) -> Result<(), StoreError>;
+
+    /// Saves an upstream key's state (by provider and name).
+    async fn save_key_state(&self, state: KeyStateRecord) -> Result<(), StoreError>;
+
+    /// Forgets an upstream key's state: the key left the pool.
+    async fn remove_key_state(&self, provider: &str, name: &str) -> Result<(), StoreError>;
+
+    /// Saves a rollout's state (by baseline model).
+    async fn save_rollout(&self, rollout: RolloutRecord) -> Result<(), StoreError>;
+
+    /// Usage totals per client key, team and model matching `query`,
+    /// dearest first (then by model).
+    async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageLine>, StoreError>;
+
+    /// Spend per hour since `from` (Unix milliseconds), oldest first.
+    async fn spend_since(&self, from: i64) -> Result<Vec<SpendLine>, StoreError>;
+
+    /// The newest `limit` audit entries, newest first.
+    async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
+
+    /// Deletes usage records older than `before` (Unix milliseconds) and
+    /// returns how many went.
+    async fn prune_usage(&self, before: i64) -> Result<u64, StoreError>;
+
+    /// One line for the start-up log: where state lives.
+    fn describe(&self) -> String;
+
+    /// Whether state outlives the process (false for a store in memory).
+    fn is_durable(&self) -> bool {
+        true
+    }
+}
+
+/// Milliseconds in an hour: spend is replayed by the hour.
+pub(crate) const HOUR_MS: i64 = 3_600_000;

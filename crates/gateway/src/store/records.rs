@@ -1,0 +1,187 @@
+//! What a store keeps: one typed record per kind of fact.
+
+use keypool_core::SavedKey;
+
+/// A client (team) key as stored: its hash, never its secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredClientKey {
+    /// Stable id (`key_…`).
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its team.
+    pub team: Option<String>,
+    /// SHA-256 of the secret, lowercase hex.
+    pub hash: String,
+    /// Its scopes.
+    pub scopes: Vec<String>,
+    /// Allowed models; empty = all.
+    pub models: Vec<String>,
+    /// Requests per minute.
+    pub rate_limit: Option<u32>,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    /// Refused from this time on (Unix milliseconds), if set.
+    pub revoke_at: Option<i64>,
+    /// The key that replaced it, after a rotation.
+    pub rotated_to: Option<String>,
+}
+
+/// One settled request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageRecord {
+    /// When it was answered (Unix milliseconds).
+    pub at: i64,
+    /// The client key's id (`None` without authentication or for a config key).
+    pub key_id: Option<String>,
+    /// The client key's name.
+    pub key_name: Option<String>,
+    /// The client's team.
+    pub team: Option<String>,
+    /// The provider that answered.
+    pub provider: String,
+    /// The upstream key that answered, by name.
+    pub upstream_key: String,
+    /// The model that answered.
+    pub model: String,
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+    /// Cost in micro-dollars.
+    pub cost_micros: u64,
+}
+
+/// Requests, tokens and cost added up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Requests.
+    pub requests: u64,
+    /// Prompt tokens.
+    pub prompt_tokens: u64,
+    /// Completion tokens.
+    pub completion_tokens: u64,
+    /// Cost in micro-dollars.
+    pub cost_micros: u64,
+}
+
+impl Totals {
+    /// Adds `other` in, saturating.
+    pub fn add(&mut self, other: Totals) {
+        self.requests = self.requests.saturating_add(other.requests);
+        self.prompt_tokens = self.prompt_tokens.saturating_add(other.prompt_tokens);
+        self.completion_tokens = self
+            .completion_tokens
+            .saturating_add(other.completion_tokens);
+        self.cost_micros = self.cost_micros.saturating_add(other.cost_micros);
+    }
+}
+
+impl From<&UsageRecord> for Totals {
+    fn from(u: &UsageRecord) -> Self {
+        Totals {
+            requests: 1,
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            cost_micros: u.cost_micros,
+        }
+    }
+}
+
+/// One line of `GET /v1/usage`: totals per client key, team and model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsageLine {
+    /// The client key's id (`None` for a key from the config file).
+    pub key_id: Option<String>,
+    /// The client key's name.
+    pub key_name: Option<String>,
+    /// The team.
+    pub team: Option<String>,
+    /// The model.
+    pub model: String,
+    /// What it added up to.
+    pub totals: Totals,
+}
+
+/// What `GET /v1/usage` filters on; `None` matches everything.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct UsageQuery {
+    /// One client key.
+    pub key_id: Option<String>,
+    /// One team.
+    pub team: Option<String>,
+    /// One model.
+    pub model: Option<String>,
+    /// From (Unix milliseconds, inclusive).
+    pub from: Option<i64>,
+    /// To (Unix milliseconds, exclusive).
+    pub to: Option<i64>,
+}
+
+/// Spend in one hour per upstream key, client key, team and model: enough
+/// to rebuild the budget's periods and the keys' daily counters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpendLine {
+    /// The start of the hour (Unix milliseconds).
+    pub hour: i64,
+    /// The provider (empty where a store does not keep it).
+    pub provider: String,
+    /// The upstream key (empty where a store does not keep it).
+    pub upstream_key: String,
+    /// The client key's name.
+    pub key_name: Option<String>,
+    /// The team.
+    pub team: Option<String>,
+    /// The model.
+    pub model: String,
+    /// What it added up to.
+    pub totals: Totals,
+}
+
+/// One management action.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// When (Unix milliseconds).
+    pub at: i64,
+    /// Who: the master key, or an admin client key's name.
+    pub actor: String,
+    /// What, e.g. `client_key.create`.
+    pub action: String,
+    /// On what (an id or a name).
+    pub target: String,
+    /// The view of the target before, as the API showed it (never a secret).
+    pub before: Option<serde_json::Value>,
+    /// The view of the target after, as the API showed it (never a secret).
+    pub after: Option<serde_json::Value>,
+}
+
+/// An upstream key's state, by provider and key name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyStateRecord {
+    /// The provider.
+    pub provider: String,
+    /// The key's name.
+    pub name: String,
+    /// What of the key outlives a restart.
+    pub saved: SavedKey,
+}
+
+/// A canary rollout's state, by baseline model.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RolloutRecord {
+    /// The baseline model.
+    pub model: String,
+    /// What of the rollout outlives a restart.
+    pub saved: canary::SavedRollout,
+}
+
+/// What a store holds that the gateway applies at start-up.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Loaded {
+    /// Client keys created through the API, oldest first.
+    pub client_keys: Vec<StoredClientKey>,
+    /// Upstream key states.
+    pub key_states: Vec<KeyStateRecord>,
+    /// Rollout states.
+    pub rollouts: Vec<RolloutRecord>,
+}

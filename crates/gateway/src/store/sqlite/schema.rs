@@ -1,0 +1,153 @@
+//! The SQLite schema and its migrations, versioned by `PRAGMA user_version`.
+//!
+//! Each migration runs in its own transaction together with the version
+//! bump, so a database is always at exactly one version. A database whose
+//! version is newer than [`LATEST`] was written by a newer gateway and is
+//! refused rather than misread.
+
+use rusqlite::{Connection, Transaction};
+
+use super::legacy;
+use crate::store::StoreError;
+
+/// One step of the schema.
+struct Migration {
+    version: u32,
+    up: fn(&Transaction<'_>) -> Result<(), StoreError>,
+}
+
+const MIGRATIONS: [Migration; 2] = [
+    Migration {
+        version: 1,
+        up: v1_base,
+    },
+    Migration {
+        version: 2,
+        up: v2_typed_states_and_usage_indexes,
+    },
+];
+
+/// The newest schema version this gateway knows.
+pub(super) const LATEST: u32 = 2;
+
+/// Brings the database to [`LATEST`], one migration at a time.
+pub(super) fn migrate(conn: &mut Connection, what: &str) -> Result<(), StoreError> {
+    let found: u32 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if found > LATEST {
+        return Err(StoreError::SchemaTooNew {
+            what: what.to_owned(),
+            found,
+            known: LATEST,
+        });
+    }
+    for m in MIGRATIONS.iter().filter(|m| m.version > found) {
+        let failed = |reason: String| StoreError::Migration {
+            what: what.to_owned(),
+            version: m.version,
+            reason,
+        };
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| failed(e.to_string()))?;
+        (m.up)(&tx).map_err(|e| failed(e.to_string()))?;
+        tx.pragma_update(None, "user_version", m.version)
+            .map_err(|e| failed(e.to_string()))?;
+        tx.commit().map_err(|e| failed(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// The tables of the first gateways (which did not set a version): created
+/// if missing, left as they are if present.
+fn v1_base(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS client_keys (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            team TEXT,
+            hash TEXT NOT NULL UNIQUE,
+            scopes TEXT NOT NULL,
+            models TEXT NOT NULL,
+            rate_limit INTEGER,
+            created_at INTEGER NOT NULL,
+            revoke_at INTEGER,
+            rotated_to TEXT
+        );
+        CREATE TABLE IF NOT EXISTS usage (
+            id INTEGER PRIMARY KEY,
+            at INTEGER NOT NULL,
+            key_id TEXT,
+            key_name TEXT,
+            team TEXT,
+            provider TEXT NOT NULL,
+            upstream_key TEXT NOT NULL,
+            model TEXT NOT NULL,
+            prompt_tokens INTEGER NOT NULL,
+            completion_tokens INTEGER NOT NULL,
+            cost_micros INTEGER NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS upstream_keys (
+            provider TEXT NOT NULL,
+            name TEXT NOT NULL,
+            state TEXT NOT NULL,
+            PRIMARY KEY (provider, name)
+        );
+        CREATE TABLE IF NOT EXISTS canaries (
+            model TEXT PRIMARY KEY,
+            state TEXT NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS audit (
+            id INTEGER PRIMARY KEY,
+            at INTEGER NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            target TEXT NOT NULL,
+            before TEXT,
+            after TEXT
+        );",
+    )?;
+    Ok(())
+}
+
+/// Key and rollout states in typed columns instead of JSON documents (the
+/// documents of version 1 are converted, then dropped), and indexes on what
+/// usage reports filter by.
+fn v2_typed_states_and_usage_indexes(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    tx.execute_batch(
+        "CREATE TABLE key_states (
+            provider TEXT NOT NULL,
+            name TEXT NOT NULL,
+            state TEXT NOT NULL,
+            until_ms INTEGER,
+            cause TEXT,
+            day INTEGER NOT NULL,
+            requests_today INTEGER NOT NULL,
+            tokens_today INTEGER NOT NULL,
+            PRIMARY KEY (provider, name)
+        );
+        CREATE TABLE rollouts (
+            model TEXT PRIMARY KEY,
+            phase TEXT NOT NULL,
+            phase_model TEXT,
+            phase_reason TEXT,
+            enabled INTEGER NOT NULL,
+            step INTEGER NOT NULL,
+            step_started_ms INTEGER,
+            promoted INTEGER NOT NULL
+        );
+        CREATE TABLE rollout_arms (
+            model TEXT NOT NULL,
+            position INTEGER NOT NULL,
+            candidate TEXT NOT NULL,
+            buckets TEXT NOT NULL,
+            PRIMARY KEY (model, position)
+        );
+        CREATE INDEX usage_at ON usage (at);
+        CREATE INDEX usage_key_id ON usage (key_id, at);
+        CREATE INDEX usage_team ON usage (team, at);
+        CREATE INDEX usage_model ON usage (model, at);",
+    )?;
+    legacy::convert_v1_documents(tx)?;
+    tx.execute_batch("DROP TABLE upstream_keys; DROP TABLE canaries;")?;
+    Ok(())
+}

@@ -1,0 +1,154 @@
+//! One write to the database, and how each is applied in a transaction.
+
+use rusqlite::{Transaction, params};
+
+use super::columns;
+use crate::store::records::{
+    AuditEntry, KeyStateRecord, RolloutRecord, StoredClientKey, UsageRecord,
+};
+
+/// One write, queued for the next group commit.
+#[derive(Clone, Debug)]
+pub(super) enum Write {
+    Usage(UsageRecord),
+    Audit(AuditEntry),
+    ClientKey(StoredClientKey),
+    KeyState(KeyStateRecord),
+    RemoveKeyState { provider: String, name: String },
+    Rollout(RolloutRecord),
+}
+
+/// Applies `w` inside `tx`.
+pub(super) fn apply(tx: &Transaction<'_>, w: &Write) -> rusqlite::Result<()> {
+    match w {
+        Write::Usage(u) => usage(tx, u),
+        Write::Audit(a) => audit(tx, a),
+        Write::ClientKey(k) => client_key(tx, k),
+        Write::KeyState(s) => key_state(tx, s),
+        Write::RemoveKeyState { provider, name } => tx
+            .prepare_cached("DELETE FROM key_states WHERE provider = ?1 AND name = ?2")?
+            .execute(params![provider, name])
+            .map(drop),
+        Write::Rollout(r) => rollout(tx, r),
+    }
+}
+
+fn usage(tx: &Transaction<'_>, u: &UsageRecord) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO usage (at, key_id, key_name, team, provider, upstream_key, model,
+         prompt_tokens, completion_tokens, cost_micros)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?
+    .execute(params![
+        u.at,
+        u.key_id,
+        u.key_name,
+        u.team,
+        u.provider,
+        u.upstream_key,
+        u.model,
+        columns::int(u.prompt_tokens),
+        columns::int(u.completion_tokens),
+        columns::int(u.cost_micros),
+    ])
+    .map(drop)
+}
+
+fn audit(tx: &Transaction<'_>, a: &AuditEntry) -> rusqlite::Result<()> {
+    let json = |v: &Option<serde_json::Value>| v.as_ref().map(serde_json::Value::to_string);
+    tx.prepare_cached(
+        "INSERT INTO audit (at, actor, action, target, before, after)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        a.at,
+        a.actor,
+        a.action,
+        a.target,
+        json(&a.before),
+        json(&a.after)
+    ])
+    .map(drop)
+}
+
+fn client_key(tx: &Transaction<'_>, k: &StoredClientKey) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO client_keys (id, name, team, hash, scopes, models, rate_limit,
+         created_at, revoke_at, rotated_to)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT(id) DO UPDATE SET name = ?2, team = ?3, scopes = ?5,
+         models = ?6, rate_limit = ?7, revoke_at = ?9, rotated_to = ?10",
+    )?
+    .execute(params![
+        k.id,
+        k.name,
+        k.team,
+        k.hash,
+        columns::list(&k.scopes),
+        columns::list(&k.models),
+        k.rate_limit,
+        k.created_at,
+        k.revoke_at,
+        k.rotated_to,
+    ])
+    .map(drop)
+}
+
+pub(super) fn key_state(tx: &Transaction<'_>, s: &KeyStateRecord) -> rusqlite::Result<()> {
+    let (state, until_ms, cause) = columns::key_state(&s.saved.state);
+    tx.prepare_cached(
+        "INSERT INTO key_states (provider, name, state, until_ms, cause, day,
+         requests_today, tokens_today)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT(provider, name) DO UPDATE SET state = ?3, until_ms = ?4,
+         cause = ?5, day = ?6, requests_today = ?7, tokens_today = ?8",
+    )?
+    .execute(params![
+        s.provider,
+        s.name,
+        state,
+        until_ms,
+        cause,
+        s.saved.day,
+        s.saved.requests_today,
+        columns::int(s.saved.tokens_today),
+    ])
+    .map(drop)
+}
+
+pub(super) fn rollout(tx: &Transaction<'_>, r: &RolloutRecord) -> rusqlite::Result<()> {
+    let s = &r.saved;
+    let (phase, phase_model, phase_reason) = columns::phase(&s.phase);
+    tx.prepare_cached(
+        "INSERT INTO rollouts (model, phase, phase_model, phase_reason, enabled, step,
+         step_started_ms, promoted)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT(model) DO UPDATE SET phase = ?2, phase_model = ?3, phase_reason = ?4,
+         enabled = ?5, step = ?6, step_started_ms = ?7, promoted = ?8",
+    )?
+    .execute(params![
+        r.model,
+        phase,
+        phase_model,
+        phase_reason,
+        s.enabled,
+        s.step,
+        s.step_started.map(columns::millis),
+        s.promoted,
+    ])?;
+    tx.prepare_cached("DELETE FROM rollout_arms WHERE model = ?1")?
+        .execute([&r.model])?;
+    for (position, arm) in s.arms.iter().enumerate() {
+        tx.prepare_cached(
+            "INSERT INTO rollout_arms (model, position, candidate, buckets)
+             VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![
+            r.model,
+            columns::int(position as u64),
+            &*arm.model,
+            columns::buckets(&arm.buckets)
+        ])?;
+    }
+    Ok(())
+}

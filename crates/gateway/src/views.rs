@@ -1,0 +1,411 @@
+//! What the API and the dashboard show, as types: one view per thing,
+//! serialized the same way wherever it appears. No view holds a secret,
+//! except [`UpstreamKeyView::secret`], which is redacted (`sk-…f00d`) and
+//! shown only by the management API.
+
+use std::time::SystemTime;
+
+use budget::Money;
+use gateway_client::Snapshot;
+use keypool_core::KeySnapshot;
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::auth::ClientKey;
+use crate::store::{AuditEntry, UsageLine};
+
+/// `{"object": "list", "data": [...]}`, OpenAI's list shape.
+#[derive(Debug, Serialize)]
+pub(crate) struct List<T> {
+    object: &'static str,
+    data: Vec<T>,
+}
+
+impl<T> List<T> {
+    pub(crate) fn of(data: Vec<T>) -> Self {
+        List {
+            object: "list",
+            data,
+        }
+    }
+}
+
+/// Seconds of Unix milliseconds.
+fn secs(ms: i64) -> i64 {
+    ms.div_euclid(1000)
+}
+
+/// An amount as an exact decimal JSON number of dollars (`0.000123`):
+/// written from the integer, never through a float.
+#[derive(Debug)]
+pub(crate) struct DollarsView(Money);
+
+impl Serialize for DollarsView {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let raw = RawValue::from_string(self.0.decimal()).map_err(serde::ser::Error::custom)?;
+        raw.serialize(s)
+    }
+}
+
+/// Whether a client key serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum KeyStatus {
+    /// It serves.
+    Active,
+    /// It serves until its revocation time.
+    Revoking,
+    /// It is refused.
+    Revoked,
+}
+
+/// A client key as the API shows it: never its secret.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct ClientKeyView {
+    pub(crate) id: Option<String>,
+    object: &'static str,
+    pub(crate) name: String,
+    team: Option<String>,
+    scopes: Vec<String>,
+    models: Vec<String>,
+    rate_limit: Option<u32>,
+    created_at: i64,
+    revoke_at: Option<i64>,
+    pub(crate) status: KeyStatus,
+    /// `config` for a key from the config file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<&'static str>,
+}
+
+impl ClientKeyView {
+    pub(crate) fn of(k: &ClientKey, now_ms: i64) -> Self {
+        let status = match k.revoke_at() {
+            Some(t) if t <= now_ms => KeyStatus::Revoked,
+            Some(_) => KeyStatus::Revoking,
+            None => KeyStatus::Active,
+        };
+        ClientKeyView {
+            id: k.id.clone(),
+            object: "client_key",
+            name: k.name.clone(),
+            team: k.team.clone(),
+            scopes: k.scopes.clone(),
+            models: k.models.clone(),
+            rate_limit: k.rate_limit,
+            created_at: secs(k.created_at),
+            revoke_at: k.revoke_at().map(secs),
+            status,
+            source: k.id.is_none().then_some("config"),
+        }
+    }
+}
+
+/// A client key just created or rotated: its view and, this once, its secret.
+#[derive(Debug, Serialize)]
+pub(crate) struct IssuedKeyView {
+    #[serde(flatten)]
+    pub(crate) key: ClientKeyView,
+    /// The secret, shown once.
+    #[serde(rename = "key")]
+    pub(crate) secret: SecretOnce,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) rotated_from: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) old_key_revoke_at: Option<i64>,
+}
+
+/// A new client key's secret, serialized as the field `key`; its `Debug`
+/// is redacted.
+pub(crate) struct SecretOnce(pub(crate) String);
+
+impl std::fmt::Debug for SecretOnce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretOnce(…)")
+    }
+}
+
+impl Serialize for SecretOnce {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+/// Rotation: the old key's view and the new one's.
+#[derive(Debug, Serialize)]
+pub(crate) struct RotationView {
+    pub(crate) old: ClientKeyView,
+    pub(crate) new: ClientKeyView,
+}
+
+/// An upstream key's state and today's counters (no secret).
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct UpstreamKeyView {
+    pub(crate) name: String,
+    tier: u8,
+    weight: u32,
+    pub(crate) state: String,
+    selectable: bool,
+    tokens_today: u64,
+    requests_today: u32,
+    tokens_percent: Option<f64>,
+    tokens_per_day: Option<u64>,
+    errors_today: u32,
+}
+
+impl UpstreamKeyView {
+    pub(crate) fn of(k: &KeySnapshot) -> Self {
+        UpstreamKeyView {
+            name: k.name.to_string(),
+            tier: k.tier,
+            weight: k.weight,
+            state: k.state.to_string(),
+            selectable: k.selectable,
+            tokens_today: k.tokens_today,
+            requests_today: k.requests_today,
+            tokens_percent: k.tokens_percent,
+            tokens_per_day: k.limits.tokens_per_day,
+            errors_today: k.errors_today,
+        }
+    }
+}
+
+/// An upstream key as the management API shows it: with its redacted secret.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct AdminUpstreamKeyView {
+    #[serde(flatten)]
+    pub(crate) key: UpstreamKeyView,
+    /// `sk-…f00d`.
+    secret: String,
+}
+
+impl AdminUpstreamKeyView {
+    pub(crate) fn of(k: &KeySnapshot) -> Self {
+        AdminUpstreamKeyView {
+            key: UpstreamKeyView::of(k),
+            secret: k.secret.clone(),
+        }
+    }
+}
+
+/// A provider and its keys.
+#[derive(Debug, Serialize)]
+pub(crate) struct ProviderView {
+    provider: String,
+    priority: u32,
+    keys: Vec<AdminUpstreamKeyView>,
+}
+
+impl ProviderView {
+    pub(crate) fn all(snap: &Snapshot) -> Vec<Self> {
+        snap.providers
+            .iter()
+            .map(|p| ProviderView {
+                provider: p.name.clone(),
+                priority: p.priority,
+                keys: p.pool.keys.iter().map(AdminUpstreamKeyView::of).collect(),
+            })
+            .collect()
+    }
+}
+
+/// A candidate arm and its share.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct CandidateView {
+    model: String,
+    percent: f64,
+}
+
+/// An analysis verdict and when it was reached.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct VerdictView {
+    at: u64,
+    verdict: canary::Verdict,
+}
+
+/// A rollout: its split, phase and latest verdict.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct RolloutView {
+    model: String,
+    phase: String,
+    enabled: bool,
+    candidates: Vec<CandidateView>,
+    verdict: Option<VerdictView>,
+}
+
+impl RolloutView {
+    pub(crate) fn all(
+        snap: &Snapshot,
+        verdicts: &std::collections::BTreeMap<String, (SystemTime, canary::Verdict)>,
+    ) -> Vec<Self> {
+        snap.rollouts
+            .iter()
+            .map(|r| RolloutView {
+                model: r.model.clone(),
+                phase: r.phase.to_string(),
+                enabled: r.enabled,
+                candidates: r
+                    .candidates
+                    .iter()
+                    .map(|c| CandidateView {
+                        model: c.model.to_string(),
+                        percent: f64::from(c.share.bp()) / 100.0,
+                    })
+                    .collect(),
+                verdict: verdicts.get(&r.model).map(|(at, v)| VerdictView {
+                    at: at
+                        .duration_since(SystemTime::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_secs()),
+                    verdict: v.clone(),
+                }),
+            })
+            .collect()
+    }
+}
+
+/// One line of `GET /v1/usage`.
+#[derive(Debug, Serialize)]
+pub(crate) struct UsageLineView {
+    key_id: Option<String>,
+    key_name: Option<String>,
+    team: Option<String>,
+    model: String,
+    requests: u64,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+    estimated_cost: DollarsView,
+    estimated_cost_micros: u64,
+}
+
+/// `GET /v1/usage`: the lines and their total.
+#[derive(Debug, Serialize)]
+pub(crate) struct UsageView {
+    usage: Vec<UsageLineView>,
+    total_estimated_cost_usd: DollarsView,
+    total_estimated_cost_micros: u64,
+}
+
+impl UsageView {
+    pub(crate) fn of(lines: Vec<UsageLine>) -> Self {
+        let total: u64 = lines.iter().map(|l| l.totals.cost_micros).sum();
+        UsageView {
+            usage: lines
+                .into_iter()
+                .map(|l| UsageLineView {
+                    key_id: l.key_id,
+                    key_name: l.key_name,
+                    team: l.team,
+                    model: l.model,
+                    requests: l.totals.requests,
+                    prompt_tokens: l.totals.prompt_tokens,
+                    completion_tokens: l.totals.completion_tokens,
+                    total_tokens: l.totals.prompt_tokens + l.totals.completion_tokens,
+                    estimated_cost: DollarsView(Money::from_micros(l.totals.cost_micros)),
+                    estimated_cost_micros: l.totals.cost_micros,
+                })
+                .collect(),
+            total_estimated_cost_usd: DollarsView(Money::from_micros(total)),
+            total_estimated_cost_micros: total,
+        }
+    }
+}
+
+/// One audit entry.
+#[derive(Debug, Serialize)]
+pub(crate) struct AuditView {
+    at: i64,
+    actor: String,
+    action: String,
+    target: String,
+    before: Option<serde_json::Value>,
+    after: Option<serde_json::Value>,
+}
+
+impl AuditView {
+    pub(crate) fn of(e: AuditEntry) -> Self {
+        AuditView {
+            at: secs(e.at),
+            actor: e.actor,
+            action: e.action,
+            target: e.target,
+            before: e.before,
+            after: e.after,
+        }
+    }
+}
+
+/// A budget limit, for the dashboard.
+#[derive(Debug, Serialize)]
+pub(crate) struct LimitView {
+    scope: String,
+    period: String,
+    limit_micros: u64,
+    spent_micros: u64,
+    reserved_micros: u64,
+}
+
+/// An upstream key on the dashboard: its provider and view.
+#[derive(Debug, Serialize)]
+pub(crate) struct DashboardKeyView {
+    provider: String,
+    #[serde(flatten)]
+    key: UpstreamKeyView,
+}
+
+/// Requests answered and failed in one bucket of the dashboard's chart.
+#[derive(Debug, Serialize)]
+pub(crate) struct BucketView {
+    pub(crate) t: i64,
+    pub(crate) ok: u64,
+    pub(crate) errors: u64,
+}
+
+/// One recent event.
+#[derive(Debug, Serialize)]
+pub(crate) struct EventView {
+    pub(crate) t: i64,
+    pub(crate) text: String,
+}
+
+/// Everything the dashboard shows, at one moment.
+#[derive(Debug, Serialize)]
+pub(crate) struct DashboardView {
+    pub(crate) now: i64,
+    pub(crate) bucket_secs: i64,
+    pub(crate) keys: Vec<DashboardKeyView>,
+    pub(crate) canary: Vec<RolloutView>,
+    pub(crate) budget: Vec<LimitView>,
+    pub(crate) series: Vec<BucketView>,
+    pub(crate) events: Vec<EventView>,
+    pub(crate) requests: u64,
+    pub(crate) errors: u64,
+}
+
+impl DashboardKeyView {
+    pub(crate) fn all(snap: &Snapshot) -> Vec<Self> {
+        snap.providers
+            .iter()
+            .flat_map(|p| {
+                p.pool.keys.iter().map(move |k| DashboardKeyView {
+                    provider: p.name.clone(),
+                    key: UpstreamKeyView::of(k),
+                })
+            })
+            .collect()
+    }
+}
+
+impl LimitView {
+    pub(crate) fn all(snap: &Snapshot) -> Vec<Self> {
+        snap.budget
+            .iter()
+            .map(|b| LimitView {
+                scope: b.scope.to_string(),
+                period: b.period.to_string(),
+                limit_micros: b.limit.micros(),
+                spent_micros: b.spent.micros(),
+                reserved_micros: b.reserved.micros(),
+            })
+            .collect()
+    }
+}

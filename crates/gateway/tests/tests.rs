@@ -1,0 +1,26 @@
+//! The gateway's integration tests: one binary, a module per area, all on
+//! one harness.
+#![allow(
+    missing_docs,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+/// Configure, start, call, stop, restart: in process or as a real process.
+mod harness;
+
+/// The dashboard in a real headless Chromium.
+mod browser;
+/// The command line as README shows it.
+mod cli;
+/// The configuration file.
+mod config;
+/// A real process killed with SIGKILL under load.
+mod crash;
+/// The management API and state that survives restarts.
+mod manage;
+/// Serving: answers, streams, errors, failover, shutdown.
+mod serving;
