@@ -365,11 +365,37 @@ struct Section {
     verdicts: Vec<String>,
 }
 
+/// What a benchmark run measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Only {
+    /// Everything, for docs/benchmarks.md.
+    Everything,
+    /// The 16-connection comparison, for profiling sessions.
+    Comparison,
+    /// The store's cost and reports beside traffic.
+    Store,
+}
+
 /// Builds the release gateway, runs the benchmark, and returns the markdown section.
-///
-/// `quick` runs only the 16-connection comparison, for profiling sessions.
-pub(crate) fn bench_gateway(quick: bool) -> Result<String> {
+pub(crate) fn bench_gateway(only: Only) -> Result<String> {
     let rig = start_rig()?;
+    if only == Only::Store {
+        let mut out = Section::default();
+        store_cost(&rig, &mut out)?;
+        report_under_load(&rig, &mut out)?;
+        return Ok(format!(
+            "{}
+
+{}
+
+{}
+",
+            out.store_rows.join("\n"),
+            out.report_rows.join("\n"),
+            out.verdicts.join("\n")
+        ));
+    }
+    let quick = only == Only::Comparison;
     let (gw, gateway) = rig.gateway(None)?;
     // Warm up, then measure memory with the keys loaded and traffic seen.
     load(

@@ -8,7 +8,8 @@
 //!   a table to `docs/benchmarks.md`;
 //! - `bench-gateway`: a load run of the release gateway against the simulated
 //!   upstream, written to its own section of `docs/benchmarks.md`
-//!   (`bench-gateway --quick`: the 16-connection rows only, printed);
+//!   (`bench-gateway --quick`: the 16-connection rows only, printed;
+//!   `--store`: the store's cost and reports beside traffic, printed);
 //! - `forward UPSTREAM KEY`: the bare forwarder `bench-gateway` measures
 //!   for scale, as a process of its own.
 //!
@@ -35,9 +36,13 @@ fn main() -> ExitCode {
             (Some(upstream), Some(key)) => load::run_forwarder(&upstream, &key),
             _ => Err("usage: cargo xtask forward UPSTREAM_ADDR KEY".into()),
         },
-        "bench-gateway" => bench_gateway(env::args().nth(2).as_deref() == Some("--quick")),
+        "bench-gateway" => match env::args().nth(2).as_deref() {
+            Some("--quick") => bench_gateway(load::Only::Comparison),
+            Some("--store") => bench_gateway(load::Only::Store),
+            _ => bench_gateway(load::Only::Everything),
+        },
         _ => Err(format!(
-            "unknown job {job:?}\nusage: cargo xtask <lint|test|ci|bench|bench-gateway [--quick]|forward UPSTREAM KEY>"
+            "unknown job {job:?}\nusage: cargo xtask <lint|test|ci|bench|bench-gateway [--quick|--store]|forward UPSTREAM KEY>"
         )),
     };
     match result {
@@ -367,9 +372,9 @@ fn section(doc: &str, name: &str) -> Option<String> {
     Some(doc[a..b].to_owned())
 }
 
-fn bench_gateway(quick: bool) -> Result<()> {
-    let body = load::bench_gateway(quick)?;
-    if quick {
+fn bench_gateway(only: load::Only) -> Result<()> {
+    let body = load::bench_gateway(only)?;
+    if only != load::Only::Everything {
         println!("{body}");
         return Ok(());
     }

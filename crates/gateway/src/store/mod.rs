@@ -61,17 +61,20 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     async fn save_rollout(&self, rollout: RolloutRecord) -> Result<(), StoreError>;
 
     /// Usage totals per client key, team and model matching `query`,
-    /// dearest first (then by model).
+    /// dearest first (then by model). Reports have an hour's resolution: a
+    /// record counts when its hour overlaps `query.from..query.to`.
     async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageLine>, StoreError>;
 
-    /// Spend per hour since `from` (Unix milliseconds), oldest first.
+    /// Spend per hour, for the hours that end after `from` (Unix
+    /// milliseconds), oldest first.
     async fn spend_since(&self, from: i64) -> Result<Vec<SpendLine>, StoreError>;
 
     /// The newest `limit` audit entries, newest first.
     async fn audit(&self, limit: usize) -> Result<Vec<AuditEntry>, StoreError>;
 
-    /// Deletes usage records older than `before` (Unix milliseconds) and
-    /// returns how many went.
+    /// Deletes usage records older than `before` (Unix milliseconds), and
+    /// the hourly totals of hours that ended by then; returns how many went
+    /// (records, or totals for a store that keeps only totals).
     async fn prune_usage(&self, before: i64) -> Result<u64, StoreError>;
 
     /// One line for the start-up log: where state lives.

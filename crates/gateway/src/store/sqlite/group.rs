@@ -18,7 +18,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use super::write::{Write, apply};
+use super::write::{Write, add_hours, apply};
 use crate::store::StoreError;
 
 type Waiter = oneshot::Sender<Result<(), String>>;
@@ -120,6 +120,13 @@ fn commit_all(conn: &mut Connection, writes: &[Write]) -> rusqlite::Result<()> {
     for w in writes {
         apply(&tx, w)?;
     }
+    add_hours(
+        &tx,
+        writes.iter().filter_map(|w| match w {
+            Write::Usage(u) => Some(u),
+            _ => None,
+        }),
+    )?;
     tx.commit()
 }
 

@@ -202,23 +202,31 @@ impl Store for SqliteStore {
     }
 }
 
-/// Deletes old usage in batches of [`PRUNE_BATCH`], letting queued commits
-/// through between batches.
+/// Deletes old usage in batches of [`PRUNE_BATCH`] (records are found in
+/// the order they were written, which is their time order, so no index on
+/// time is kept up on every commit for this hourly job), letting queued
+/// commits through between batches; then the hourly totals of the hours
+/// that ended before `before`.
 fn prune(writer: &Writer, before: i64) -> Result<u64, StoreError> {
     let mut total = 0u64;
     loop {
         let n = writer.with_connection(|c| {
             c.prepare_cached(
                 "DELETE FROM usage WHERE id IN
-                 (SELECT id FROM usage WHERE at < ?1 ORDER BY at LIMIT ?2)",
+                 (SELECT id FROM usage WHERE at < ?1 ORDER BY id LIMIT ?2)",
             )?
             .execute(rusqlite::params![before, PRUNE_BATCH])
         })?;
         total += n as u64;
         if (n as i64) < PRUNE_BATCH {
-            return Ok(total);
+            break;
         }
     }
+    writer.with_connection(|c| {
+        c.prepare_cached("DELETE FROM usage_hours WHERE hour <= ?1")?
+            .execute([before.saturating_sub(super::HOUR_MS)])
+    })?;
+    Ok(total)
 }
 
 #[cfg(test)]

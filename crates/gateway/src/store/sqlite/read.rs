@@ -176,8 +176,9 @@ fn totals(r: &Row<'_>, first: usize) -> rusqlite::Result<Totals> {
     })
 }
 
-/// Usage totals per client key, team and model, dearest first. The query
-/// names only the filters given, so SQLite can use the index of each.
+/// Usage totals per client key, team and model, dearest first, added up
+/// from the hourly totals: an hour counts when it overlaps `from..to`. The
+/// query names only the filters given.
 pub(super) fn usage(conn: &Connection, q: &UsageQuery) -> Result<Vec<UsageLine>, StoreError> {
     let mut conditions: Vec<&str> = Vec::new();
     let mut values: Vec<rusqlite::types::Value> = Vec::new();
@@ -191,19 +192,23 @@ pub(super) fn usage(conn: &Connection, q: &UsageQuery) -> Result<Vec<UsageLine>,
     filter("key_id = ?", text(&q.key_id));
     filter("team = ?", text(&q.team));
     filter("model = ?", text(&q.model));
-    filter("at >= ?", q.from.map(rusqlite::types::Value::Integer));
-    filter("at < ?", q.to.map(rusqlite::types::Value::Integer));
+    filter(
+        "hour > ?",
+        q.from
+            .map(|f| rusqlite::types::Value::Integer(f.saturating_sub(HOUR_MS))),
+    );
+    filter("hour < ?", q.to.map(rusqlite::types::Value::Integer));
     let filters = if conditions.is_empty() {
         String::new()
     } else {
         format!("WHERE {}", conditions.join(" AND "))
     };
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT key_id, key_name, team, model, COUNT(*), SUM(prompt_tokens),
-                SUM(completion_tokens), SUM(cost_micros)
-         FROM usage {filters}
+        "SELECT nullif(key_id, ''), nullif(key_name, ''), nullif(team, ''), model,
+                SUM(requests), SUM(prompt_tokens), SUM(completion_tokens), SUM(cost_micros)
+         FROM usage_hours {filters}
          GROUP BY key_id, key_name, team, model
-         ORDER BY SUM(cost_micros) DESC, model"
+         ORDER BY SUM(cost_micros) DESC, model, key_id"
     ))?;
     let rows = stmt.query_map(rusqlite::params_from_iter(values), |r| {
         Ok(UsageLine {
@@ -217,16 +222,16 @@ pub(super) fn usage(conn: &Connection, q: &UsageQuery) -> Result<Vec<UsageLine>,
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
-/// Spend per hour since `from`, oldest first.
+/// Spend per hour in the hours that end after `from`, oldest first.
 pub(super) fn spend_since(conn: &Connection, from: i64) -> Result<Vec<SpendLine>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT (at / ?2) * ?2 AS hour, provider, upstream_key, key_name, team, model, COUNT(*),
-                SUM(prompt_tokens), SUM(completion_tokens), SUM(cost_micros)
-         FROM usage WHERE at >= ?1
+        "SELECT hour, provider, upstream_key, nullif(key_name, ''), nullif(team, ''), model,
+                SUM(requests), SUM(prompt_tokens), SUM(completion_tokens), SUM(cost_micros)
+         FROM usage_hours WHERE hour > ?1
          GROUP BY hour, provider, upstream_key, key_name, team, model
          ORDER BY hour",
     )?;
-    let rows = stmt.query_map(params![from, HOUR_MS], |r| {
+    let rows = stmt.query_map(params![from.saturating_sub(HOUR_MS)], |r| {
         Ok(SpendLine {
             hour: r.get(0)?,
             provider: r.get(1)?,

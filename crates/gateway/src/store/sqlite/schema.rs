@@ -110,8 +110,10 @@ fn v1_base(tx: &Transaction<'_>) -> Result<(), StoreError> {
 }
 
 /// Key and rollout states in typed columns instead of JSON documents (the
-/// documents of version 1 are converted, then dropped), and indexes on what
-/// usage reports filter by.
+/// documents of version 1 are converted, then dropped), and usage added up
+/// by the hour (`usage_hours`, filled from the records already there), which
+/// reports and replays read instead of every record. Absent names are
+/// stored as `''` there, so that they take part in its primary key.
 fn v2_typed_states_and_usage_indexes(tx: &Transaction<'_>) -> Result<(), StoreError> {
     tx.execute_batch(
         "CREATE TABLE key_states (
@@ -142,10 +144,26 @@ fn v2_typed_states_and_usage_indexes(tx: &Transaction<'_>) -> Result<(), StoreEr
             buckets TEXT NOT NULL,
             PRIMARY KEY (model, position)
         );
-        CREATE INDEX usage_at ON usage (at);
-        CREATE INDEX usage_key_id ON usage (key_id, at);
-        CREATE INDEX usage_team ON usage (team, at);
-        CREATE INDEX usage_model ON usage (model, at);",
+        CREATE TABLE usage_hours (
+            hour INTEGER NOT NULL,
+            key_id TEXT NOT NULL,
+            key_name TEXT NOT NULL,
+            team TEXT NOT NULL,
+            model TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            upstream_key TEXT NOT NULL,
+            requests INTEGER NOT NULL,
+            prompt_tokens INTEGER NOT NULL,
+            completion_tokens INTEGER NOT NULL,
+            cost_micros INTEGER NOT NULL,
+            PRIMARY KEY (hour, key_id, key_name, team, model, provider, upstream_key)
+        ) WITHOUT ROWID;
+        INSERT INTO usage_hours
+            SELECT (at / 3600000) * 3600000, ifnull(key_id, ''), ifnull(key_name, ''),
+                   ifnull(team, ''), model, provider, upstream_key, COUNT(*),
+                   SUM(prompt_tokens), SUM(completion_tokens), SUM(cost_micros)
+            FROM usage
+            GROUP BY 1, 2, 3, 4, 5, 6, 7;",
     )?;
     legacy::convert_v1_documents(tx)?;
     tx.execute_batch("DROP TABLE upstream_keys; DROP TABLE canaries;")?;

@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 
 use super::*;
+use crate::store::HOUR_MS;
 use crate::store::conformance::{self, client_key, usage_record};
 
 /// A fresh directory for one test's database.
@@ -172,7 +173,9 @@ async fn reads_do_not_wait_for_the_write_connection() {
     let holder = std::thread::spawn(move || {
         inner.writer.with_connection(|c| {
             let tx = c.transaction().unwrap();
-            write::apply(&tx, &Write::Usage(usage_record(2, "k", "m", 1))).unwrap();
+            let r = usage_record(2, "k", "m", 1);
+            write::apply(&tx, &Write::Usage(r.clone())).unwrap();
+            write::add_hours(&tx, std::iter::once(&r)).unwrap();
             held.send(()).unwrap();
             released.recv().unwrap();
             tx.commit().unwrap();
@@ -197,16 +200,21 @@ async fn pruning_deletes_in_batches_until_done() {
     let n = usize::try_from(PRUNE_BATCH).unwrap() * 2 + 7;
     store.inner.writer.with_connection(|c| {
         let tx = c.transaction().unwrap();
-        for i in 0..n {
-            write::apply(&tx, &Write::Usage(usage_record(i as i64, "k", "m", 1))).unwrap();
+        let records: Vec<_> = (0..n)
+            .map(|i| usage_record(i as i64, "k", "m", 1))
+            .collect();
+        for r in &records {
+            write::apply(&tx, &Write::Usage(r.clone())).unwrap();
         }
+        write::add_hours(&tx, records.iter()).unwrap();
         tx.commit().unwrap();
     });
+    let later = HOUR_MS * 2;
     store
-        .append_usage(usage_record(1_000_000, "k", "m", 1))
+        .append_usage(usage_record(later, "k", "m", 1))
         .await
         .unwrap();
-    assert_eq!(store.prune_usage(1_000_000).await.unwrap(), n as u64);
+    assert_eq!(store.prune_usage(later).await.unwrap(), n as u64);
     let lines = store.usage(&UsageQuery::default()).await.unwrap();
     assert_eq!(lines[0].totals.requests, 1);
     let _ = std::fs::remove_dir_all(&dir);

@@ -2,9 +2,12 @@
 
 use rusqlite::{Transaction, params};
 
+use std::collections::HashMap;
+
 use super::columns;
+use crate::store::HOUR_MS;
 use crate::store::records::{
-    AuditEntry, KeyStateRecord, RolloutRecord, StoredClientKey, UsageRecord,
+    AuditEntry, KeyStateRecord, RolloutRecord, StoredClientKey, Totals, UsageRecord,
 };
 
 /// One write, queued for the next group commit.
@@ -18,7 +21,8 @@ pub(super) enum Write {
     Rollout(RolloutRecord),
 }
 
-/// Applies `w` inside `tx`.
+/// Applies `w` inside `tx` (a usage record's hourly totals are added by
+/// [`add_hours`], once per batch).
 pub(super) fn apply(tx: &Transaction<'_>, w: &Write) -> rusqlite::Result<()> {
     match w {
         Write::Usage(u) => usage(tx, u),
@@ -52,6 +56,54 @@ fn usage(tx: &Transaction<'_>, u: &UsageRecord) -> rusqlite::Result<()> {
         columns::int(u.cost_micros),
     ])
     .map(drop)
+}
+
+/// (hour, client key id, client key name, team, model, provider, upstream key).
+type HourKey<'a> = (i64, &'a str, &'a str, &'a str, &'a str, &'a str, &'a str);
+
+/// Adds `records` into the hourly totals: one upsert per hour and line, not
+/// per record (a group commit's records mostly share both).
+pub(super) fn add_hours<'a>(
+    tx: &Transaction<'_>,
+    records: impl Iterator<Item = &'a UsageRecord>,
+) -> rusqlite::Result<()> {
+    let mut hours: HashMap<HourKey<'a>, Totals> = HashMap::new();
+    for u in records {
+        let key = (
+            u.at.div_euclid(HOUR_MS) * HOUR_MS,
+            u.key_id.as_deref().unwrap_or_default(),
+            u.key_name.as_deref().unwrap_or_default(),
+            u.team.as_deref().unwrap_or_default(),
+            u.model.as_str(),
+            u.provider.as_str(),
+            u.upstream_key.as_str(),
+        );
+        hours.entry(key).or_default().add(u.into());
+    }
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO usage_hours (hour, key_id, key_name, team, model, provider, upstream_key,
+         requests, prompt_tokens, completion_tokens, cost_micros)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+         ON CONFLICT DO UPDATE SET requests = requests + ?8,
+         prompt_tokens = prompt_tokens + ?9, completion_tokens = completion_tokens + ?10,
+         cost_micros = cost_micros + ?11",
+    )?;
+    for ((hour, key_id, key_name, team, model, provider, upstream_key), t) in hours {
+        stmt.execute(params![
+            hour,
+            key_id,
+            key_name,
+            team,
+            model,
+            provider,
+            upstream_key,
+            columns::int(t.requests),
+            columns::int(t.prompt_tokens),
+            columns::int(t.completion_tokens),
+            columns::int(t.cost_micros),
+        ])?;
+    }
+    Ok(())
 }
 
 fn audit(tx: &Transaction<'_>, a: &AuditEntry) -> rusqlite::Result<()> {
