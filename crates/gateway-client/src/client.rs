@@ -775,6 +775,21 @@ impl Client {
 
     /// Tells the pool what happened, and rests the key if the answer says it
     /// has nothing left until a reset.
+    /// Counts `tokens` against `key`'s quota at provider `provider` (a
+    /// stream cut short).
+    pub(crate) fn count_tokens(&self, provider: usize, key: KeyId, tokens: u64) {
+        let Some(p) = self.inner.providers.get(provider) else {
+            return;
+        };
+        if tokens == 0 {
+            return;
+        }
+        let now = ts(self.inner.clock.now());
+        let mut pool = lock(&p.pool);
+        pool.count_tokens(key, tokens, now);
+        self.drain_pool(p, &mut pool);
+    }
+
     pub(crate) fn report(
         &self,
         provider: usize,

@@ -4,7 +4,7 @@ use std::fmt;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use budget::Reservation;
+use budget::{CharEstimator, Reservation, TokenEstimator};
 use futures_util::{Stream, StreamExt};
 use keypool_core::{Lease, Outcome, Usage};
 use transport::{ChatStream, StreamEvent};
@@ -13,9 +13,73 @@ use crate::client::Client;
 use crate::error::ClientError;
 use crate::request::ResponseMeta;
 
-/// Holds what a stream owes the pool and the budget until it ends. Dropped
-/// early (the caller went away), it reports the lease cancelled and releases
-/// the reservation.
+/// What a stream has delivered so far, for booking one that ends early.
+#[derive(Clone, Copy, Debug, Default)]
+struct Delivered {
+    /// Completion tokens estimated from the chunks' text (content,
+    /// reasoning, tool-call arguments).
+    tokens: u64,
+    /// Usage a chunk reported, which wins over the estimate.
+    usage: Option<Usage>,
+    /// A chunk could not be read: what was delivered is unknown.
+    unknown: bool,
+}
+
+impl Delivered {
+    /// Counts what `chunk` (one event's JSON) carries.
+    fn observe(&mut self, chunk: &str) {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(chunk) else {
+            self.unknown = true;
+            return;
+        };
+        if let Some(u) = v.get("usage").and_then(usage_of) {
+            self.usage = Some(u);
+        }
+        let choices = v.get("choices").and_then(serde_json::Value::as_array);
+        for delta in choices.into_iter().flatten().filter_map(|c| c.get("delta")) {
+            let text = |field: &str| delta.get(field).and_then(serde_json::Value::as_str);
+            for t in [text("content"), text("reasoning_content")]
+                .into_iter()
+                .flatten()
+            {
+                self.tokens += CharEstimator.estimate(t);
+            }
+            let calls = delta
+                .get("tool_calls")
+                .and_then(serde_json::Value::as_array);
+            for call in calls.into_iter().flatten() {
+                if let Some(args) = call
+                    .pointer("/function/arguments")
+                    .and_then(serde_json::Value::as_str)
+                {
+                    self.tokens += CharEstimator.estimate(args);
+                }
+            }
+        }
+    }
+
+    /// What to book for a stream that ended here: the usage a chunk
+    /// reported, else the prompt estimate and the completion tokens counted;
+    /// `None` (book the reservation in full) when a chunk could not be read.
+    fn usage(&self, input_estimate: u64) -> Option<Usage> {
+        match (self.usage, self.unknown) {
+            (Some(u), _) => Some(u),
+            (None, true) => None,
+            (None, false) => Some(Usage::new(input_estimate, self.tokens)),
+        }
+    }
+}
+
+/// OpenAI's usage object (`prompt_tokens`, `completion_tokens`).
+fn usage_of(u: &serde_json::Value) -> Option<Usage> {
+    let n = |f: &str| u.get(f).and_then(serde_json::Value::as_u64);
+    Some(Usage::new(n("prompt_tokens")?, n("completion_tokens")?))
+}
+
+/// Holds what a stream owes the pool and the budget until it ends. However
+/// it ends (`[DONE]`, an upstream error, the caller going away), what was
+/// delivered is booked: the budget is settled, the key's quota counts the
+/// tokens, and [`ResponseMeta`] says what it cost.
 pub(crate) struct StreamGuard {
     client: Client,
     provider: usize,
@@ -25,6 +89,7 @@ pub(crate) struct StreamGuard {
     input_estimate: u64,
     max_output: u64,
     started: tokio::time::Instant,
+    delivered: Delivered,
 }
 
 impl StreamGuard {
@@ -46,7 +111,22 @@ impl StreamGuard {
             input_estimate,
             max_output,
             started: tokio::time::Instant::now(),
+            delivered: Delivered::default(),
         }
+    }
+
+    /// Settles the budget with `usage` (the whole reservation when `None`)
+    /// and puts cost and usage in the meta.
+    fn settle(&mut self, usage: Option<Usage>) {
+        self.meta.cost = self.client.settle(
+            &self.meta.model_used,
+            self.reservation.take(),
+            usage,
+            self.input_estimate,
+            self.max_output,
+        );
+        self.meta.usage = usage.unwrap_or_else(|| Usage::new(self.input_estimate, self.max_output));
+        self.meta.latency += self.started.elapsed();
     }
 
     /// `[DONE]`: settle the budget with the usage and tell the pool it worked.
@@ -55,59 +135,44 @@ impl StreamGuard {
             return;
         };
         let latency = self.started.elapsed();
-        self.meta.cost = self.client.settle(
-            &self.meta.model_used,
-            self.reservation.take(),
-            usage,
-            self.input_estimate,
-            self.max_output,
-        );
-        self.meta.usage = usage.unwrap_or_default();
-        self.meta.latency += latency;
-        self.client.report(
-            self.provider,
-            lease,
-            Outcome::Success {
-                usage: self.meta.usage,
-                latency,
-            },
-            None,
-        );
+        self.settle(usage.or(self.delivered.usage));
+        let outcome = Outcome::Success {
+            usage: self.meta.usage,
+            latency,
+        };
+        self.client.report(self.provider, lease, outcome, None);
         self.client.record_stream(&self.meta, true);
     }
 
-    /// An error after the first chunk: the attempt failed; the request
-    /// happened, so the whole reservation is booked.
-    fn finish_err(&mut self, outcome: Outcome) {
+    /// Ended before `[DONE]` with `outcome` (an upstream error, or
+    /// `Cancelled` when the caller went away): what was delivered is booked
+    /// and counted against the key's quota. Whether this call ended it.
+    fn finish_early(&mut self, outcome: Outcome) -> bool {
         let Some(lease) = self.lease.take() else {
-            return;
+            return false;
         };
-        self.meta.cost = self.client.settle(
-            &self.meta.model_used,
-            self.reservation.take(),
-            None,
-            self.input_estimate,
-            self.max_output,
-        );
+        let key = lease.key();
+        self.settle(self.delivered.usage(self.input_estimate));
         self.client.report(self.provider, lease, outcome, None);
+        self.client
+            .count_tokens(self.provider, key, self.meta.usage.total());
         self.client.record_stream(&self.meta, false);
+        true
     }
 }
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        if let Some(lease) = self.lease.take() {
-            self.client
-                .report(self.provider, lease, Outcome::Cancelled, None);
-            self.client.cancel(self.reservation.take());
-        }
+        self.finish_early(Outcome::Cancelled);
     }
 }
 
 /// A streamed chat completion: each chunk's JSON text as it arrives.
 ///
 /// Ends with `None` after `[DONE]` (the budget and the pool are settled then),
-/// or yields one error and ends. Dropping it before the end cancels cleanly.
+/// or yields one error and ends (what was delivered is booked then).
+/// Dropping it before the end books what was delivered, as
+/// [`cut_short`](Self::cut_short) does.
 pub struct ClientStream {
     first: Option<String>,
     done: Option<Option<Usage>>,
@@ -145,6 +210,18 @@ impl ClientStream {
     pub fn meta(&self) -> &ResponseMeta {
         &self.guard.meta
     }
+
+    /// Ends the stream here, as when the caller goes away: books the prompt
+    /// and the completion tokens delivered so far (or the whole reservation
+    /// when they cannot be known), counts them against the key's quota, and
+    /// returns the final meta; `None` if the stream had already ended.
+    /// Dropping an unfinished stream does the same.
+    pub fn cut_short(&mut self) -> Option<&ResponseMeta> {
+        self.finished = true;
+        self.guard
+            .finish_early(Outcome::Cancelled)
+            .then_some(&self.guard.meta)
+    }
 }
 
 impl Stream for ClientStream {
@@ -156,6 +233,7 @@ impl Stream for ClientStream {
             return Poll::Ready(None);
         }
         if let Some(chunk) = this.first.take() {
+            this.guard.delivered.observe(&chunk);
             return Poll::Ready(Some(Ok(chunk)));
         }
         if let Some(usage) = this.done.take() {
@@ -165,7 +243,10 @@ impl Stream for ClientStream {
         }
         match this.events.poll_next_unpin(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Ok(StreamEvent::Chunk(c)))) => Poll::Ready(Some(Ok(c))),
+            Poll::Ready(Some(Ok(StreamEvent::Chunk(c)))) => {
+                this.guard.delivered.observe(&c);
+                Poll::Ready(Some(Ok(c)))
+            }
             Poll::Ready(Some(Ok(StreamEvent::Done { usage }))) => {
                 this.finished = true;
                 this.guard.finish_ok(usage);
@@ -173,7 +254,7 @@ impl Stream for ClientStream {
             }
             Poll::Ready(Some(Err(e))) => {
                 this.finished = true;
-                this.guard.finish_err(e.outcome());
+                this.guard.finish_early(e.outcome());
                 Poll::Ready(Some(Err(ClientError::Stream(e))))
             }
             Poll::Ready(None) => {

@@ -139,7 +139,7 @@ async fn a_stream_failing_after_its_first_chunk_surfaces_the_error() {
         &secret(0),
         [MockReply::stream(vec!["{\"choices\":[]}".into()], false)],
     );
-    let c = client(&mock, 1, None);
+    let c = client(&mock, 1, Some(ten_dollars_a_day()));
     let mut s = c
         .chat_completion_stream(
             ApiRequest::chat("gpt-4.1", &[("user", "hi")]),
@@ -152,13 +152,14 @@ async fn a_stream_failing_after_its_first_chunk_surfaces_the_error() {
     assert!(matches!(err, ClientError::Stream(_)), "{err}");
     assert!(s.next().await.is_none());
     assert_eq!(c.snapshot().stats.total.failures, 1);
+    // The request happened: its prompt is booked, and nothing more was delivered.
+    assert_eq!(s.meta().usage.completion_tokens, 0);
+    assert_eq!(c.snapshot().budget[0].spent, Money::from_micros(8 * 8));
+    assert_eq!(c.snapshot().budget[0].reserved, Money::ZERO);
 }
 
-#[tokio::test]
-async fn a_dropped_stream_cancels_the_lease_and_the_reservation() {
-    let mock = MockTransport::new();
-    mock.script(&secret(0), [MockReply::chat_stream(&["a", "b", "c"], 5, 2)]);
-    let ledger = Ledger::new(
+fn ten_dollars_a_day() -> Ledger {
+    Ledger::new(
         LedgerConfig::default(),
         PriceTable::defaults(),
         vec![Limit::new(
@@ -167,22 +168,70 @@ async fn a_dropped_stream_cancels_the_lease_and_the_reservation() {
             Money::from_dollars(10),
         )],
     )
-    .unwrap();
-    let c = client(&mock, 1, Some(ledger));
-    let mut s = c
-        .chat_completion_stream(
-            ApiRequest::chat("gpt-4.1", &[("user", "hi")]),
-            &RequestContext::default(),
-        )
-        .await
-        .unwrap();
+    .unwrap()
+}
+
+async fn stream(c: &Client) -> gateway_client::ClientStream {
+    c.chat_completion_stream(
+        ApiRequest::chat("gpt-4.1", &[("user", "hi")]),
+        &RequestContext::default(),
+    )
+    .await
+    .unwrap()
+}
+
+/// A caller that reads one chunk and goes away: the upstream billed the
+/// prompt and what it generated, so that is what is booked (not $0), and
+/// the key's quota counts it.
+#[tokio::test]
+async fn a_dropped_stream_is_booked_for_what_it_delivered() {
+    let mock = MockTransport::new();
+    let long = "a longer piece of the answer ".repeat(8);
+    mock.script(
+        &secret(0),
+        [MockReply::chat_stream(&[&long, "b", "c"], 5, 2)],
+    );
+    let c = client(&mock, 1, Some(ten_dollars_a_day()));
+    let mut s = stream(&c).await;
     s.next().await.unwrap().unwrap();
     assert_eq!(c.with_pool("relay", |p, _| p.outstanding_leases()), Some(1));
     assert!(c.snapshot().budget[0].reserved > Money::ZERO);
     drop(s);
     assert_eq!(c.with_pool("relay", |p, _| p.outstanding_leases()), Some(0));
     let b = &c.snapshot().budget[0];
-    assert_eq!((b.reserved, b.spent), (Money::ZERO, Money::ZERO));
+    assert_eq!(b.reserved, Money::ZERO, "the reservation is settled");
+    // 8 prompt tokens (the estimate of one message "hi") and 58 for the
+    // first chunk's 232 characters, at gpt-4.1's $8 per million.
+    let tokens: u64 = 8 + 58;
+    assert_eq!(b.spent, Money::from_micros(tokens * 8));
+    let key = &c.snapshot().providers[0].pool.keys[0];
+    assert_eq!(key.tokens_today, tokens, "counted against the key's quota");
+    assert_eq!(
+        key.errors_today, 0,
+        "the caller leaving is not the key's fault"
+    );
+}
+
+#[tokio::test]
+async fn a_stream_cut_short_says_what_it_cost_and_a_reported_usage_wins() {
+    let mock = MockTransport::new();
+    mock.script(&secret(0), [MockReply::chat_stream(&["a", "b"], 500, 40)]);
+    let c = client(&mock, 1, Some(ten_dollars_a_day()));
+    let mut s = stream(&c).await;
+    // Read to the usage chunk, then stop before [DONE].
+    for _ in 0..3 {
+        s.next().await.unwrap().unwrap();
+    }
+    let meta = s.cut_short().unwrap().clone();
+    assert_eq!(
+        (meta.usage.prompt_tokens, meta.usage.completion_tokens),
+        (500, 40),
+        "the upstream's own count"
+    );
+    assert_eq!(meta.cost, Money::from_micros(540 * 8));
+    assert_eq!(c.snapshot().budget[0].spent, meta.cost);
+    assert!(s.cut_short().is_none(), "booked once");
+    assert!(s.next().await.is_none());
 }
 
 #[tokio::test]

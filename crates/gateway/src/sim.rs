@@ -12,6 +12,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use futures_util::StreamExt;
 
 /// How a demo key behaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,6 +25,12 @@ pub enum Behavior {
     Revoked,
     /// Every other request gets 503.
     Flaky,
+    /// Streams its first chunk, then stalls for ever (a stream a client
+    /// cuts short). Plain requests are answered normally.
+    Stalls,
+    /// Writes as long an answer as it may: `max_tokens` (or
+    /// `max_completion_tokens`) output tokens, 100 000 without a cap.
+    Verbose,
 }
 
 /// The demo keys: (name, secret, behaviour). The secrets are not secret: they
@@ -153,22 +160,31 @@ fn misbehave(sim: &Sim, headers: &HeaderMap) -> Option<Response> {
             "overloaded",
             "The server is overloaded.",
         )),
-        Behavior::Flaky => None,
+        Behavior::Flaky | Behavior::Stalls | Behavior::Verbose => None,
     }
 }
 
-async fn chat(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: bytes::Bytes) -> Response {
-    if let Some(r) = misbehave(&sim, &headers) {
-        return r;
-    }
-    let Ok(req) = serde_json::from_slice::<serde_json::Value>(&body) else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            "invalid_json",
-            "We could not parse the JSON body.",
-        );
-    };
+/// The behaviour of the key a request carries.
+fn behavior(sim: &Sim, headers: &HeaderMap) -> Option<Behavior> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))?;
+    sim.keys.get(token).map(|(b, _)| *b)
+}
+
+/// Output tokens a `Verbose` key writes without a cap.
+const VERBOSE_TOKENS: u64 = 100_000;
+
+/// What a chat request asks for, as the simulator answers it.
+struct Asked {
+    model: String,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    stream: bool,
+}
+
+fn asked(req: &serde_json::Value, behavior: Option<Behavior>) -> Asked {
     let model = req
         .get("model")
         .and_then(|m| m.as_str())
@@ -183,29 +199,67 @@ async fn chat(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: bytes::Byte
                 .map(|c| c.chars().count())
                 .sum()
         });
-    let prompt_tokens = (prompt / 4 + 8) as u64;
-    let answer = format!("Simulated answer from {model}.");
-    let completion_tokens = 8u64;
-    if req.get("stream").and_then(serde_json::Value::as_bool) == Some(true) {
-        let mut events: Vec<String> = answer
-            .split_inclusive(' ')
-            .map(|w| serde_json::json!({"object": "chat.completion.chunk", "model": model, "choices": [{"index": 0, "delta": {"content": w}}]}).to_string())
-            .collect();
-        events.push(serde_json::json!({"object": "chat.completion.chunk", "model": model, "choices": [], "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}}).to_string());
-        events.push("[DONE]".to_owned());
-        let body: String = events.iter().map(|e| format!("data: {e}\n\n")).collect();
-        return (
-            [(header::CONTENT_TYPE, "text/event-stream")],
-            Body::from(body),
-        )
-            .into_response();
+    let cap = ["max_completion_tokens", "max_tokens"]
+        .iter()
+        .find_map(|k| req.get(*k).and_then(serde_json::Value::as_u64));
+    let completion_tokens = match behavior {
+        Some(Behavior::Verbose) => cap.unwrap_or(VERBOSE_TOKENS),
+        _ => cap.map_or(8, |c| c.min(8)),
+    };
+    Asked {
+        model,
+        prompt_tokens: (prompt / 4 + 8) as u64,
+        completion_tokens,
+        stream: req.get("stream").and_then(serde_json::Value::as_bool) == Some(true),
+    }
+}
+
+/// The answer as server-sent events; a `Stalls` key stops after the first.
+fn stream(a: &Asked, answer: &str, stalls: bool) -> Response {
+    let chunk = |delta: serde_json::Value| {
+        serde_json::json!({"object": "chat.completion.chunk", "model": a.model, "choices": [{"index": 0, "delta": delta}]}).to_string()
+    };
+    let mut events: Vec<String> = answer
+        .split_inclusive(' ')
+        .map(|w| chunk(serde_json::json!({"content": w})))
+        .collect();
+    events.push(serde_json::json!({"object": "chat.completion.chunk", "model": a.model, "choices": [], "usage": {"prompt_tokens": a.prompt_tokens, "completion_tokens": a.completion_tokens, "total_tokens": a.prompt_tokens + a.completion_tokens}}).to_string());
+    events.push("[DONE]".to_owned());
+    let sse = |e: &String| bytes::Bytes::from(format!("data: {e}\n\n"));
+    let body = if stalls {
+        let first: Vec<Result<bytes::Bytes, std::convert::Infallible>> =
+            events.iter().take(1).map(|e| Ok(sse(e))).collect();
+        Body::from_stream(futures_util::stream::iter(first).chain(futures_util::stream::pending()))
+    } else {
+        Body::from(events.iter().map(sse).collect::<Vec<_>>().concat())
+    };
+    ([(header::CONTENT_TYPE, "text/event-stream")], body).into_response()
+}
+
+async fn chat(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: bytes::Bytes) -> Response {
+    if let Some(r) = misbehave(&sim, &headers) {
+        return r;
+    }
+    let Ok(req) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_json",
+            "We could not parse the JSON body.",
+        );
+    };
+    let behavior = behavior(&sim, &headers);
+    let a = asked(&req, behavior);
+    let answer = format!("Simulated answer from {}.", a.model);
+    if a.stream {
+        return stream(&a, &answer, behavior == Some(Behavior::Stalls));
     }
     axum::Json(serde_json::json!({
         "id": "chatcmpl-sim",
         "object": "chat.completion",
-        "model": model,
+        "model": a.model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}
+        "usage": {"prompt_tokens": a.prompt_tokens, "completion_tokens": a.completion_tokens, "total_tokens": a.prompt_tokens + a.completion_tokens}
     }))
     .into_response()
 }

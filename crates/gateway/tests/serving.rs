@@ -465,3 +465,55 @@ async fn upstream_attempts_are_counted_by_key_and_outcome() {
         "{metrics}"
     );
 }
+
+/// A client that reads the first chunk of a stream and goes away: the
+/// upstream billed the prompt and what it generated, so the usage record
+/// holds both, and the budget books them.
+#[tokio::test]
+async fn a_stream_the_client_leaves_is_still_recorded() {
+    use futures_util::StreamExt;
+    let stalls = (
+        "stalls",
+        "sk-sim-stalls-00000000000000001",
+        Behavior::Stalls,
+    );
+    let env = Setup::new(&[stalls])
+        .configure(|c| {
+            c.budget = Some(gateway::config::BudgetConfig {
+                limits: vec![gateway::config::LimitConfig::global_daily(
+                    budget::Money::from_dollars(10),
+                )],
+                ..gateway::config::BudgetConfig::default()
+            });
+        })
+        .start()
+        .await;
+    let mut body = chat("gpt-4.1");
+    body["stream"] = json!(true);
+    let r = env.post("/v1/chat/completions", None, &body).await;
+    assert_eq!(r.status(), 200);
+    let mut events = r.bytes_stream();
+    let first = events.next().await.unwrap().unwrap();
+    assert!(first.starts_with(b"data: {"), "{first:?}");
+    drop(events);
+    // The record is written when the gateway notices the client left:
+    // asked for until it is there (a bounded number of times, no sleep).
+    let mut usage = json!(null);
+    for _ in 0..500 {
+        usage = env.json("/v1/usage").await;
+        if usage["usage"][0]["requests"] == 1 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    let line = &usage["usage"][0];
+    assert_eq!(line["requests"], 1, "{usage}");
+    assert!(line["completion_tokens"].as_u64().unwrap() > 0, "{line}");
+    assert!(line["prompt_tokens"].as_u64().unwrap() > 0, "{line}");
+    let status = env.json("/status.json").await;
+    assert_eq!(
+        status["budget"][0]["spent"].as_u64().unwrap(),
+        line["estimated_cost_micros"].as_u64().unwrap()
+    );
+    assert_eq!(status["budget"][0]["reserved"], 0);
+}

@@ -424,6 +424,15 @@ impl KeyPool {
         }
     }
 
+    /// Counts `tokens` a key used against its daily and per-minute limits
+    /// without reporting an outcome: what a stream cut short used (its lease
+    /// reported `Cancelled` or failed, which counts no tokens). `false` if the
+    /// key has left the pool. `O(log n)`.
+    pub fn count_tokens(&mut self, id: KeyId, tokens: u64, now: Timestamp) -> bool {
+        self.advance(now);
+        self.with_entry(id, |pool, id, e| pool.count_usage(id, e, tokens))
+    }
+
     fn count_usage(&mut self, id: KeyId, e: &mut Entry, tokens: u64) {
         e.tokens_today = e.tokens_today.saturating_add(tokens);
         if e.minute == self.now.minute_index() as u32 {

@@ -28,7 +28,6 @@ pub(super) async fn serve(
     meta_headers(&mut response, &meta, false);
     let state = Passing {
         stream: Some(stream),
-        failed: false,
         app: s.clone(),
         key: a.key,
     };
@@ -42,12 +41,30 @@ pub(super) async fn serve(
     Ok((response, meta))
 }
 
-/// A stream being passed through; usage is saved when it ends.
+/// A stream being passed through; usage is saved when it ends, or, if the
+/// client goes away first (the body is dropped), for what was delivered.
 struct Passing {
     stream: Option<ClientStream>,
-    failed: bool,
     app: Arc<AppState>,
     key: Option<Arc<ClientKey>>,
+}
+
+impl Drop for Passing {
+    fn drop(&mut self) {
+        let Some(mut stream) = self.stream.take() else {
+            return;
+        };
+        let Some(meta) = stream.cut_short().cloned() else {
+            return;
+        };
+        // The client went away mid-stream: the upstream billed what it
+        // generated, so it is recorded all the same (off the dropped task).
+        let (app, key) = (self.app.clone(), self.key.clone());
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => drop(rt.spawn(async move { app.record_usage(key.as_deref(), &meta).await })),
+            Err(_) => tracing::error!("a stream cut short could not be recorded: no runtime"),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -70,7 +87,6 @@ async fn next_chunk(
     match stream.next().await {
         Some(Ok(data)) => Some((Ok(bytes::Bytes::from(format!("data: {data}\n\n"))), st)),
         Some(Err(e)) => {
-            st.failed = true;
             let err = StreamError {
                 error: StreamErrorInner {
                     message: e.to_string(),
@@ -82,11 +98,10 @@ async fn next_chunk(
             Some((Ok(bytes::Bytes::from(format!("data: {text}\n\n"))), st))
         }
         None => {
+            // Saved before the client sees the end of the answer, whether it
+            // ended well or with an upstream error after its first chunk.
             let ended = st.stream.take()?;
-            if !st.failed {
-                // Saved before the client sees the end of the answer.
-                st.app.record_usage(st.key.as_deref(), ended.meta()).await;
-            }
+            st.app.record_usage(st.key.as_deref(), ended.meta()).await;
             Some((Ok(bytes::Bytes::from_static(b"data: [DONE]\n\n")), st))
         }
     }
