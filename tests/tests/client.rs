@@ -361,17 +361,45 @@ async fn a_budget_refusal_and_the_degradation_path() {
     let sent: serde_json::Value =
         serde_json::from_slice(&server.received_requests().await.unwrap()[1].body).unwrap();
     assert_eq!(sent["model"], "gpt-4o-mini");
-    // A request whose worst case passes the hard limit is refused before it is sent.
-    let big = ApiRequest::from_json(
-        serde_json::json!({"model": "gpt-4o-mini", "messages": [], "max_tokens": 100_000_000}),
+    // A request whose worst case passes the hard limit is served with its
+    // output capped at what the budget can still pay, and the cap is sent.
+    let big = || {
+        ApiRequest::from_json(
+            serde_json::json!({"model": "gpt-4o-mini", "messages": [], "max_tokens": 100_000_000}),
+        )
+        .unwrap()
+    };
+    let r = c
+        .chat_completion(big(), &RequestContext::default())
+        .await
+        .unwrap();
+    let cap = r.meta.max_tokens.expect("capped");
+    assert!((gateway_client::DEFAULT_MIN_OUTPUT_TOKENS..100_000_000).contains(&cap));
+    let sent: serde_json::Value =
+        serde_json::from_slice(&server.received_requests().await.unwrap()[2].body).unwrap();
+    assert_eq!(sent["max_tokens"], cap);
+    // When not even the minimum output fits, it is refused before it is sent.
+    let ledger = Ledger::new(
+        LedgerConfig::default(),
+        PriceTable::defaults(),
+        vec![Limit::new(
+            Scope::Global,
+            Period::Daily,
+            Money::from_cents(1),
+        )],
     )
     .unwrap();
-    let err = c
-        .chat_completion(big, &RequestContext::default())
+    let strict = builder(&server, &[key("k")], &clock)
+        .ledger(ledger)
+        .min_output_tokens(100_000)
+        .build()
+        .unwrap();
+    let err = strict
+        .chat_completion(big(), &RequestContext::default())
         .await
         .unwrap_err();
     assert!(err.is_budget(), "{err}");
-    assert_eq!(server.received_requests().await.unwrap().len(), 2);
+    assert_eq!(server.received_requests().await.unwrap().len(), 3);
 }
 
 #[tokio::test]

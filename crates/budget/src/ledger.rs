@@ -76,12 +76,21 @@ pub struct Degradation {
 pub struct Reservation {
     id: u64,
     amount: Money,
+    output_tokens: u64,
     model: Arc<str>,
     price: ModelPrice,
     degraded: Option<Degradation>,
     limits: Arc<[u16]>,
     names: [u32; 3],
     expires_at: SystemTime,
+}
+
+/// The output tokens a reservation may hold: `max` if it fits, else the
+/// most that fits down to `min`.
+#[derive(Clone, Copy, Debug)]
+struct Output {
+    max: u64,
+    min: u64,
 }
 
 /// A model name's resolution, cached by name id.
@@ -101,6 +110,11 @@ impl Reservation {
     /// The worst-case cost held.
     pub fn amount(&self) -> Money {
         self.amount
+    }
+    /// The output tokens the holding covers: what was asked for, or less if
+    /// [`Ledger::reserve_up_to`] had to clamp it.
+    pub fn output_tokens(&self) -> u64 {
+        self.output_tokens
     }
     /// The model to call (canonical, and the fallback if degraded).
     pub fn model(&self) -> &str {
@@ -740,6 +754,42 @@ impl Ledger {
         max_output_tokens: u64,
         now: SystemTime,
     ) -> Result<Reservation, BudgetError> {
+        let output = Output {
+            max: max_output_tokens,
+            min: max_output_tokens,
+        };
+        self.reserve_output(scopes, model, input_tokens, output, now)
+    }
+
+    /// [`reserve`](Self::reserve), but when the limits cannot hold
+    /// `max_output_tokens` of output, holds the most output they can, as
+    /// long as that is at least `min_output_tokens`; below that the error
+    /// names the limit. [`Reservation::output_tokens`] says how much output
+    /// was held: the caller caps the request there, and can never spend more
+    /// than the limits allow.
+    pub fn reserve_up_to(
+        &mut self,
+        scopes: &Scopes<'_>,
+        model: &str,
+        input_tokens: u64,
+        (min_output_tokens, max_output_tokens): (u64, u64),
+        now: SystemTime,
+    ) -> Result<Reservation, BudgetError> {
+        let output = Output {
+            max: max_output_tokens,
+            min: min_output_tokens.min(max_output_tokens),
+        };
+        self.reserve_output(scopes, model, input_tokens, output, now)
+    }
+
+    fn reserve_output(
+        &mut self,
+        scopes: &Scopes<'_>,
+        model: &str,
+        input_tokens: u64,
+        output: Output,
+        now: SystemTime,
+    ) -> Result<Reservation, BudgetError> {
         self.advance(now);
         let mut resolved = self.resolve(model)?;
         let (key, team) = (self.intern(scopes.key), self.intern(scopes.team));
@@ -755,8 +805,8 @@ impl Ledger {
             None => None,
         };
         let price = resolved.price;
-        let needed = price.cost(Tokens::new(input_tokens, max_output_tokens));
-        self.check_room(&limits, needed)?;
+        let output_tokens = self.affordable_output(&limits, &price, input_tokens, output)?;
+        let needed = price.cost(Tokens::new(input_tokens, output_tokens));
         let model = self.name(resolved.canonical);
         if resolved.defaulted
             && !self.warned_unknown.contains(&*model)
@@ -786,6 +836,7 @@ impl Ledger {
         Ok(Reservation {
             id,
             amount: needed,
+            output_tokens,
             model,
             price,
             degraded,
@@ -828,6 +879,43 @@ impl Ledger {
             }
         }
         None
+    }
+
+    /// The most output (up to `output.max`) that `limits` can hold beside
+    /// `input` tokens; an error naming the limit when not even `output.min`
+    /// fits.
+    fn affordable_output(
+        &self,
+        limits: &[u16],
+        price: &ModelPrice,
+        input: u64,
+        output: Output,
+    ) -> Result<u64, BudgetError> {
+        if self
+            .check_room(limits, price.cost(Tokens::new(input, output.max)))
+            .is_ok()
+        {
+            return Ok(output.max);
+        }
+        self.check_room(limits, price.cost(Tokens::new(input, output.min)))?;
+        let room = limits
+            .iter()
+            .filter_map(|&i| self.limits.get(usize::from(i)))
+            .map(|l| {
+                l.limit
+                    .hard
+                    .saturating_sub(l.spent.saturating_add(l.reserved))
+            })
+            .min()
+            .unwrap_or(Money::MAX);
+        // cost(input, o) ≤ room ⇔ input·in + o·out ≤ room·10⁶ (costs round up).
+        let budget = u128::from(room.micros()) * 1_000_000;
+        let spent_on_input = u128::from(input) * u128::from(price.input_per_mtok.micros());
+        let per_output = u128::from(price.output_per_mtok.micros()).max(1);
+        let most = budget.saturating_sub(spent_on_input) / per_output;
+        Ok(u64::try_from(most)
+            .unwrap_or(u64::MAX)
+            .clamp(output.min, output.max))
     }
 
     /// Refuses `needed` if it would take any of `limits` past its hard limit.

@@ -62,4 +62,6 @@ pub use limits::{Limit, Period, Scope};
 #[cfg(feature = "serde")]
 pub use money::Dollars;
 pub use money::Money;
-pub use price::{ModelPrice, PriceTable, Resolved, Tokens, UnknownModel};
+pub use price::{
+    DEFAULT_MAX_OUTPUT_TOKENS, ModelPrice, PriceTable, Resolved, Tokens, UnknownModel,
+};

@@ -42,7 +42,15 @@ pub struct ModelPrice {
     pub cached_input_per_mtok: Money,
     /// The context window in tokens, if known.
     pub context_window: Option<u64>,
+    /// The most output tokens one answer may have, if known; see
+    /// [`max_output`](Self::max_output).
+    pub max_output_tokens: Option<u64>,
 }
+
+/// The output tokens assumed for a model whose price does not say
+/// ([`ModelPrice::max_output_tokens`]): the most that current chat models
+/// commonly allow in one answer.
+pub const DEFAULT_MAX_OUTPUT_TOKENS: u64 = 32_768;
 
 impl ModelPrice {
     /// One blended price for input, output and cached input alike.
@@ -52,7 +60,22 @@ impl ModelPrice {
             output_per_mtok: per_mtok,
             cached_input_per_mtok: per_mtok,
             context_window,
+            max_output_tokens: None,
         }
+    }
+
+    /// This price with `tokens` as the most output tokens of one answer.
+    #[must_use]
+    pub const fn with_max_output(mut self, tokens: u64) -> Self {
+        self.max_output_tokens = Some(tokens);
+        self
+    }
+
+    /// The most output tokens one answer may have: the model's own figure,
+    /// else [`DEFAULT_MAX_OUTPUT_TOKENS`]. What a request without an output
+    /// cap reserves, so that a reservation is an upper bound.
+    pub fn max_output(&self) -> u64 {
+        self.max_output_tokens.unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS)
     }
 
     /// The cost of `tokens`, rounded up to the micro-dollar (never under-charged).
@@ -123,17 +146,15 @@ impl PriceTable {
     /// | gpt-4o-mini | 0.15 | 128 000 |
     pub fn defaults() -> Self {
         let mut t = PriceTable::new();
-        for (model, cents_x100, window) in [
-            ("gpt-4.1", 8_000_000, 1_047_576),
-            ("claude-sonnet-4.5", 15_000_000, 200_000),
-            ("gemini-2.5-flash", 2_500_000, 1_048_576),
-            ("deepseek-v3.2", 420_000, 128_000),
-            ("gpt-4o-mini", 150_000, 128_000),
+        for (model, cents_x100, window, max_output) in [
+            ("gpt-4.1", 8_000_000, 1_047_576, 32_768),
+            ("claude-sonnet-4.5", 15_000_000, 200_000, 64_000),
+            ("gemini-2.5-flash", 2_500_000, 1_048_576, 65_536),
+            ("deepseek-v3.2", 420_000, 128_000, 8_192),
+            ("gpt-4o-mini", 150_000, 128_000, 16_384),
         ] {
-            t.set(
-                model,
-                ModelPrice::blended(Money::from_micros(cents_x100), Some(window)),
-            );
+            let price = ModelPrice::blended(Money::from_micros(cents_x100), Some(window));
+            t.set(model, price.with_max_output(max_output));
         }
         t.alias("deepseek-chat", "deepseek-v3.2");
         t
@@ -207,6 +228,7 @@ impl PriceTable {
     /// output_per_mtok = 8.00
     /// cached_input_per_mtok = "0.50" # defaults to the input price
     /// context_window = 1047576
+    /// max_output_tokens = 32768     # what a request without a cap reserves
     /// aliases = ["gpt-4.1-2025-04-14"]
     ///
     /// [unknown_model]
@@ -233,6 +255,7 @@ impl PriceTable {
             output_per_mtok: Dollars,
             cached_input_per_mtok: Option<Dollars>,
             context_window: Option<u64>,
+            max_output_tokens: Option<u64>,
             #[serde(default)]
             aliases: Vec<String>,
         }
@@ -250,6 +273,7 @@ impl PriceTable {
                 output_per_mtok: e.output_per_mtok.0,
                 cached_input_per_mtok: e.cached_input_per_mtok.unwrap_or(e.input_per_mtok).0,
                 context_window: e.context_window,
+                max_output_tokens: e.max_output_tokens,
             };
             for alias in e.aliases {
                 table.alias(alias, model.clone());
@@ -277,7 +301,8 @@ impl PriceTable {
 
     /// Reads `LiteLLM`'s `model_prices_and_context_window.json` format: an object
     /// of models with `input_cost_per_token`, `output_cost_per_token`,
-    /// `cache_read_input_token_cost` (dollars per token) and `max_input_tokens`.
+    /// `cache_read_input_token_cost` (dollars per token), `max_input_tokens`
+    /// and `max_output_tokens`.
     /// Entries without both costs (images, audio) and the file's
     /// `sample_spec` documentation entry are skipped. Per-token costs are read exactly from their decimal form and
     /// kept as micro-dollars per million tokens.
@@ -309,9 +334,8 @@ impl PriceTable {
                 continue;
             };
             let cached = per_mtok(entry.get("cache_read_input_token_cost")).unwrap_or(input);
-            let window = entry
-                .get("max_input_tokens")
-                .and_then(serde_json::Value::as_u64);
+            let field = |f: &str| entry.get(f).and_then(serde_json::Value::as_u64);
+            let window = field("max_input_tokens");
             table.set(
                 model.clone(),
                 ModelPrice {
@@ -319,6 +343,7 @@ impl PriceTable {
                     output_per_mtok: output,
                     cached_input_per_mtok: cached,
                     context_window: window,
+                    max_output_tokens: field("max_output_tokens"),
                 },
             );
         }
@@ -345,6 +370,7 @@ mod tests {
             output_per_mtok: Money::from_dollars(8),
             cached_input_per_mtok: Money::from_cents(50),
             context_window: None,
+            max_output_tokens: None,
         };
         // 1000 input of which 400 cached, 500 output: 600×2 + 400×0.5 + 500×8 = 5400 µ$.
         let t = Tokens {
@@ -371,6 +397,9 @@ mod tests {
             t.resolve("claude-sonnet-4.5").unwrap().price.context_window,
             Some(200_000)
         );
+        assert_eq!(t.resolve("gpt-4o-mini").unwrap().price.max_output(), 16_384);
+        let unknown = ModelPrice::blended(Money::from_dollars(1), None);
+        assert_eq!(unknown.max_output(), DEFAULT_MAX_OUTPUT_TOKENS);
         assert_eq!(
             t.resolve("mystery").unwrap_err().to_string(),
             "model \"mystery\" has no price; add it to the price table or set a default price"

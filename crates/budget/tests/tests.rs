@@ -8,6 +8,8 @@
     clippy::indexing_slicing
 )]
 
+/// Reservations clamped to what the budget can pay.
+mod clamp;
 /// Threshold, soft-limit, anomaly and other events; reports.
 mod events;
 /// Reserve, settle, cancel, expiry, degradation and refusals.

@@ -91,6 +91,7 @@ pub(crate) struct Inner {
     pub(crate) retry: RetryPolicy,
     pub(crate) context: ContextPolicy,
     pub(crate) gates: Gates,
+    pub(crate) min_output_tokens: u64,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) stats: Mutex<Stats>,
     pub(crate) jitter: Mutex<u64>,
@@ -144,6 +145,8 @@ struct Work {
     degraded: Option<budget::Degradation>,
     input_estimate: u64,
     max_output: u64,
+    /// The output cap the budget set on the request, if it had to.
+    capped: Option<u64>,
     context_retried: bool,
     attempts: u32,
     started: tokio::time::Instant,
@@ -256,7 +259,7 @@ impl Client {
         let max_output = match endpoint {
             Endpoint::ChatCompletions => request
                 .max_output_tokens()
-                .unwrap_or(self.inner.retry.default_max_output_tokens),
+                .unwrap_or_else(|| self.model_max_output(&model)),
             Endpoint::Embeddings => 0,
         };
         let mut work = Work {
@@ -269,6 +272,7 @@ impl Client {
             degraded: None,
             input_estimate,
             max_output,
+            capped: None,
             context_retried: false,
             attempts: 0,
             started,
@@ -332,6 +336,24 @@ impl Client {
         ))
     }
 
+    /// The output a request without a cap may write: the policy's default,
+    /// else the model's most, so that its reservation is an upper bound.
+    fn model_max_output(&self, model: &str) -> u64 {
+        self.inner
+            .retry
+            .default_max_output_tokens
+            .unwrap_or_else(|| {
+                self.inner
+                    .prices
+                    .resolve(model)
+                    .map_or(budget::DEFAULT_MAX_OUTPUT_TOKENS, |r| r.price.max_output())
+            })
+    }
+
+    /// Reserves the worst case; when the budget cannot pay for all the
+    /// output the request may write but can for at least the minimum, caps
+    /// the request's output at what it can pay. A request without a cap is
+    /// given the one it was reserved for (the model's most).
     fn reserve(&self, work: &mut Work, ctx: &RequestContext) -> Result<(), ClientError> {
         let Some(ledger) = &self.inner.ledger else {
             return Ok(());
@@ -341,16 +363,28 @@ impl Client {
             team: ctx.team.as_deref(),
             key: ctx.key_name.as_deref(),
         };
+        let min = self.inner.min_output_tokens.min(work.max_output);
         let mut ledger = lock(ledger);
-        let r = ledger.reserve(
+        let r = ledger.reserve_up_to(
             &scopes,
             &work.model,
             work.input_estimate,
-            work.max_output,
+            (min, work.max_output),
             now,
         );
         self.drain_ledger(&mut ledger);
         let r = r?;
+        if r.output_tokens() < work.max_output {
+            work.max_output = r.output_tokens();
+            work.capped = Some(r.output_tokens());
+            work.request.set_max_output(r.output_tokens());
+        } else if work.endpoint == Endpoint::ChatCompletions
+            && work.request.max_output_tokens().is_none()
+        {
+            // No cap asked for: the upstream is told the one reserved for,
+            // so that no answer can cost more than its reservation.
+            work.request.set_max_output(r.output_tokens());
+        }
         work.model = r.model().to_owned();
         work.degraded = r.degraded().cloned();
         work.reservation = Some(r);
@@ -832,6 +866,7 @@ impl Client {
             arm: work.arm.clone(),
             degraded: work.degraded.clone(),
             attempts: work.attempts,
+            max_tokens: work.capped,
             cost,
             usage,
             latency: work.started.elapsed(),

@@ -86,7 +86,12 @@ pub struct ClientBuilder {
     context: ContextPolicy,
     gates: Gates,
     clock: Option<Arc<dyn Clock>>,
+    min_output_tokens: Option<u64>,
 }
+
+/// The least output a request is served with when the budget cannot pay
+/// for all it may write (see [`ClientBuilder::min_output_tokens`]).
+pub const DEFAULT_MIN_OUTPUT_TOKENS: u64 = 256;
 
 impl std::fmt::Debug for ClientBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -154,6 +159,16 @@ impl ClientBuilder {
         self
     }
 
+    /// When the budget cannot pay for the most a request may write but can
+    /// for at least `tokens` of output, the request is served with its
+    /// output capped at what the budget can pay ([`ResponseMeta::max_tokens`]
+    /// says so); below that it is refused. Default
+    /// [`DEFAULT_MIN_OUTPUT_TOKENS`].
+    pub fn min_output_tokens(mut self, tokens: u64) -> Self {
+        self.min_output_tokens = Some(tokens);
+        self
+    }
+
     /// The clock (default: [`SystemClock`]).
     pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = Some(clock);
@@ -213,6 +228,7 @@ impl ClientBuilder {
             retry: self.retry,
             context: self.context,
             gates: self.gates,
+            min_output_tokens: self.min_output_tokens.unwrap_or(DEFAULT_MIN_OUTPUT_TOKENS),
             clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
             stats: Mutex::new(stats::Stats::default()),
             events: tokio::sync::broadcast::channel(1024).0,

@@ -16,8 +16,10 @@ pub struct RetryPolicy {
     pub base_backoff: Duration,
     /// The largest backoff ceiling. Default 2 s.
     pub max_backoff: Duration,
-    /// Output tokens reserved when a request does not say. Default 1024.
-    pub default_max_output_tokens: u64,
+    /// Output tokens reserved when a request sets no cap. Default `None`:
+    /// the model's most (`budget::ModelPrice::max_output`), so that a
+    /// reservation is an upper bound of what the answer can cost.
+    pub default_max_output_tokens: Option<u64>,
     /// Seed for the backoff jitter. Default 0.
     pub seed: u64,
 }
@@ -30,7 +32,7 @@ impl Default for RetryPolicy {
             attempt_timeout: Duration::from_secs(30),
             base_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(2),
-            default_max_output_tokens: 1024,
+            default_max_output_tokens: None,
             seed: 0,
         }
     }

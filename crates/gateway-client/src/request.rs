@@ -68,6 +68,19 @@ impl ApiRequest {
             .find_map(|k| self.body.get(*k).and_then(serde_json::Value::as_u64))
     }
 
+    /// Caps the output at `tokens`: in `max_completion_tokens` if the
+    /// request uses it, else in `max_tokens`.
+    pub(crate) fn set_max_output(&mut self, tokens: u64) {
+        if let Some(o) = Arc::make_mut(&mut self.body).as_object_mut() {
+            let field = if o.contains_key("max_completion_tokens") {
+                "max_completion_tokens"
+            } else {
+                "max_tokens"
+            };
+            o.insert(field.into(), serde_json::Value::from(tokens));
+        }
+    }
+
     /// The texts a tokenizer would count: message contents (strings or text
     /// parts) for chat, `input` for embeddings.
     pub fn texts(&self) -> Vec<&str> {
@@ -175,6 +188,9 @@ pub struct ResponseMeta {
     pub degraded: Option<Degradation>,
     /// Upstream attempts made (1 when the first key answered).
     pub attempts: u32,
+    /// The output cap the gateway set because the budget could not pay for
+    /// all the request may write (`None`: the request went as asked).
+    pub max_tokens: Option<u64>,
     /// What the request cost.
     pub cost: Money,
     /// Tokens used.

@@ -260,7 +260,7 @@ async fn on_a_context_length_error_the_prompt_is_truncated_and_retried_once() {
             ..ContextPolicy::default()
         })
         .retry(RetryPolicy {
-            default_max_output_tokens: 10,
+            default_max_output_tokens: Some(10),
             ..RetryPolicy::default()
         })
         .build()

@@ -517,3 +517,63 @@ async fn a_stream_the_client_leaves_is_still_recorded() {
     );
     assert_eq!(status["budget"][0]["reserved"], 0);
 }
+
+/// Requests without `max_tokens`, sixteen at a time, against a model that
+/// writes as long as it may: each is reserved for the most it can write,
+/// capped at what the budget can still pay (and told so in
+/// `x-gateway-max-tokens`), refused once not even 256 tokens fit, and spend
+/// never passes the hard limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_without_a_cap_never_take_spend_past_a_hard_limit() {
+    let verbose = (
+        "verbose",
+        "sk-sim-verbose-0000000000000001",
+        Behavior::Verbose,
+    );
+    let limit = budget::Money::from_cents(50);
+    let env = Setup::new(&[verbose])
+        .configure(move |c| {
+            c.budget = Some(gateway::config::BudgetConfig {
+                limits: vec![gateway::config::LimitConfig::global_daily(limit)],
+                ..gateway::config::BudgetConfig::default()
+            });
+        })
+        .start()
+        .await;
+    let (mut capped, mut refused) = (0, 0);
+    for _ in 0..20 {
+        let round = (0..16).map(|_| env.chat("gpt-4.1"));
+        let answers = futures_util::future::join_all(round).await;
+        let mut all_refused = true;
+        for r in answers {
+            match r.status().as_u16() {
+                200 => {
+                    all_refused = false;
+                    if let Some(cap) = r.headers().get("x-gateway-max-tokens") {
+                        capped += 1;
+                        assert!(cap.to_str().unwrap().parse::<u64>().unwrap() >= 256);
+                    }
+                }
+                402 => refused += 1,
+                other => panic!("unexpected status {other}"),
+            }
+        }
+        let status = env.json("/status.json").await;
+        let spent = status["budget"][0]["spent"].as_u64().unwrap();
+        assert!(spent <= limit.micros(), "spent {spent} past the limit");
+        if all_refused {
+            break;
+        }
+    }
+    assert!(
+        capped > 0 && refused > 0,
+        "capped {capped}, refused {refused}"
+    );
+    let status = env.json("/status.json").await;
+    let spent = status["budget"][0]["spent"].as_u64().unwrap();
+    assert!(
+        spent > limit.micros() * 9 / 10,
+        "the budget is used, not sat on: {spent}"
+    );
+    assert_eq!(status["budget"][0]["reserved"], 0);
+}

@@ -125,7 +125,7 @@ impl<'a> Traffic<'a> {
     async fn send(&mut self, batch: &[usize]) {
         let calls = batch.iter().map(|i| {
             let url = format!("{}/v1/chat/completions", self.base);
-            let body = serde_json::json!({"model": "gpt-4.1", "user": format!("user-{}", i % 97), "messages": [{"role": "user", "content": "ทดสอบการเชื่อมต่อ API — xin chào"}]});
+            let body = serde_json::json!({"model": "gpt-4.1", "user": format!("user-{}", i % 97), "max_tokens": 256, "messages": [{"role": "user", "content": "ทดสอบการเชื่อมต่อ API — xin chào"}]});
             let request = self.http.post(url).json(&body);
             async move { request.send().await.map(|r| r.status().as_u16()) }
         });

@@ -28,6 +28,11 @@ pub struct BudgetConfig {
     pub unknown_model: UnknownModelPolicy,
     /// With `unknown_model = "charge"`: dollars per million tokens.
     pub unknown_model_usd_per_mtok: Option<Dollars>,
+    /// When the budget cannot pay for all a request may write but can for
+    /// this many output tokens, the request is served with its output capped
+    /// (`x-gateway-max-tokens` says where); below it, refused with 402.
+    /// Default 256.
+    pub min_output_tokens: Option<u64>,
 }
 
 /// `[budget] unknown_model`.

@@ -72,6 +72,9 @@ pub fn build(
     }
     if let Some(b) = &config.budget {
         builder = builder.ledger(b.build(&mut u)?);
+        if let Some(min) = b.min_output_tokens {
+            builder = builder.min_output_tokens(min);
+        }
     }
     let auth = super::auth::build(config.auth.as_ref(), listen, env, &mut u)?;
     u.lines.extend(config.storage.check()?);

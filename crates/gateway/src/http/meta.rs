@@ -24,4 +24,12 @@ pub(super) fn meta_headers(r: &mut Response, meta: &ResponseMeta, cost: bool) {
         HeaderName::from_static("x-gateway-attempts"),
         HeaderValue::from(meta.attempts),
     );
+    if let Some(cap) = meta.max_tokens {
+        // The budget could not pay for all the request may write: its output
+        // was capped here.
+        h.insert(
+            HeaderName::from_static("x-gateway-max-tokens"),
+            HeaderValue::from(cap),
+        );
+    }
 }
