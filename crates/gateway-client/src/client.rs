@@ -721,7 +721,7 @@ impl Client {
             }
             Class::ClientError { status } => Err(ClientError::Upstream {
                 status,
-                error: c.error,
+                error: c.error.map(Box::new),
                 key: key_name.to_string(),
             }),
             class => Ok(Step::Retry(format!("{provider}/{key_name}: {class:?}"))),

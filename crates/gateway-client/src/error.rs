@@ -32,7 +32,7 @@ pub enum ClientError {
         /// The status.
         status: u16,
         /// The upstream's error, if it sent one.
-        error: Option<UpstreamError>,
+        error: Option<Box<UpstreamError>>,
         /// The key that sent it, by name.
         key: String,
     },

@@ -187,3 +187,37 @@ async fn transport_settings_are_read_and_a_bad_ca_bundle_stops_the_start() {
     assert!(e.contains("unknown field `insecure`"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn key_days_begin_at_the_configured_midnight_and_cooldowns_are_capped() {
+    let env: HashMap<String, String> =
+        [("K".to_owned(), "sk-some-key-0123456789abcdef".to_owned())].into();
+    let provider = "[[providers]]\nname = \"p\"\nbase_url = \"http://x/v1\"\nkeys = [{ name = \"k\", secret = \"${K}\" }]\n";
+    let pool_of = |text: &str| {
+        let config = Config::parse(text, Path::new("gw.toml")).unwrap();
+        let client = build(&config, &env).unwrap().client;
+        client
+            .read_pool("p", |p| (p.config().utc_offset, p.config().max_cooldown))
+            .unwrap()
+    };
+    let (offset, cooldown) = pool_of(&format!("{provider}[budget]\nutc_offset = \"+07:00\"\n"));
+    assert_eq!(
+        offset.to_string(),
+        "+07:00",
+        "the budget's day is the keys' day"
+    );
+    assert_eq!(cooldown, Duration::from_secs(3600));
+    let (offset, cooldown) = pool_of(&format!(
+        "{provider}[budget]\nutc_offset = \"+07:00\"\n[pool]\nutc_offset = \"-05:00\"\nmax_cooldown_secs = 600\n"
+    ));
+    assert_eq!(offset.to_string(), "-05:00", "[pool] says otherwise");
+    assert_eq!(cooldown, Duration::from_secs(600));
+    for (bad, field) in [
+        ("[pool]\nutc_offset = \"Bangkok\"\n", "pool.utc_offset"),
+        ("[pool]\nmax_cooldown_secs = 1\n", "pool.max_cooldown_secs"),
+    ] {
+        let config = Config::parse(&format!("{provider}{bad}"), Path::new("gw.toml")).unwrap();
+        let e = build(&config, &env).unwrap_err().to_string();
+        assert!(e.starts_with(field), "{e}");
+    }
+}

@@ -79,6 +79,10 @@ pub struct PoolConfig {
     pub soft_limit: f64,
     /// Cooldown after a 429 that carried no Retry-After. Default 30 s.
     pub rate_limit_cooldown: Duration,
+    /// The longest an upstream can bench a key with a Retry-After or
+    /// rate-limit headers ([`KeyPool::defer`](crate::KeyPool::defer)): a
+    /// longer wait is cut to this. Default 1 hour.
+    pub max_cooldown: Duration,
     /// The circuit breaker.
     pub breaker: BreakerConfig,
     /// A lease not reported within this time is released as if cancelled. Default 10 minutes.
@@ -98,6 +102,7 @@ impl Default for PoolConfig {
             key_rule: KeyRule::default(),
             soft_limit: 0.90,
             rate_limit_cooldown: Duration::from_secs(30),
+            max_cooldown: Duration::from_secs(3600),
             breaker: BreakerConfig::default(),
             lease_timeout: Duration::from_secs(600),
             utc_offset: UtcOffset::UTC,
@@ -116,6 +121,9 @@ impl PoolConfig {
         }
         if self.rate_limit_cooldown.is_zero() {
             return err("rate_limit_cooldown", "must be greater than zero");
+        }
+        if self.max_cooldown < self.rate_limit_cooldown {
+            return err("max_cooldown", "must be at least rate_limit_cooldown");
         }
         if self.lease_timeout.is_zero() {
             return err("lease_timeout", "must be greater than zero");

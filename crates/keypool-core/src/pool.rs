@@ -464,7 +464,10 @@ impl KeyPool {
             Outcome::ClientError => self.healthy_answer(id, e, probe),
             Outcome::Cancelled => {}
             Outcome::RateLimited { retry_after } => {
-                let until = now.saturating_add(retry_after.unwrap_or(self.cfg.rate_limit_cooldown));
+                let wait = retry_after
+                    .unwrap_or(self.cfg.rate_limit_cooldown)
+                    .min(self.cfg.max_cooldown);
+                let until = now.saturating_add(wait);
                 self.cool_down(id, e, until, CooldownCause::RateLimited);
             }
             Outcome::QuotaExhausted => {
@@ -979,6 +982,7 @@ impl KeyPool {
     /// stay as they are.
     pub fn defer(&mut self, id: KeyId, until: Timestamp, now: Timestamp) -> Result<(), UnknownKey> {
         self.advance(now);
+        let until = until.min(self.now.saturating_add(self.cfg.max_cooldown));
         let found = self.with_entry(id, |pool, id, e| {
             if until > pool.now {
                 pool.cool_down(id, e, until, CooldownCause::Deferred);

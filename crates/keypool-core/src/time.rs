@@ -156,13 +156,13 @@ impl UtcOffset {
     }
 
     /// The local calendar day `t` falls in, counted from 1970-01-01 local.
-    pub(crate) fn day_index(self, t: Timestamp) -> i64 {
+    pub fn day_index(self, t: Timestamp) -> i64 {
         let local = i64::try_from(t.as_unix_millis()).unwrap_or(i64::MAX) + self.offset_ms();
         local.div_euclid(MS_PER_DAY)
     }
 
     /// The first instant of local day `day`, in UTC.
-    pub(crate) fn day_start(self, day: i64) -> Timestamp {
+    pub fn day_start(self, day: i64) -> Timestamp {
         let ms = day.saturating_mul(MS_PER_DAY) - self.offset_ms();
         Timestamp(u64::try_from(ms).unwrap_or(0))
     }

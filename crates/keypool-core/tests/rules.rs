@@ -294,6 +294,55 @@ fn rate_limited_without_retry_after_uses_the_policy_default() {
 }
 
 #[test]
+fn no_upstream_can_bench_a_key_for_longer_than_the_maximum_cooldown() {
+    let mut sim = Sim::with(PoolConfig {
+        max_cooldown: mins(10),
+        ..PoolConfig::default()
+    });
+    let [a, b] = sim.keys(["A", "B"]);
+    // A week's Retry-After (a relay's mistake, or a malicious answer).
+    let lease = sim.pool.acquire(sim.now).unwrap();
+    let first = lease.key();
+    sim.report(
+        lease,
+        Outcome::RateLimited {
+            retry_after: Some(Duration::from_secs(7 * 86_400)),
+        },
+    );
+    let cooling = |until| {
+        Some(KeyState::CoolingDown {
+            until,
+            cause: CooldownCause::RateLimited,
+        })
+    };
+    assert_eq!(sim.pool.state(first), cooling(T0.saturating_add(mins(10))));
+    // Rate-limit headers saying "nothing left for a day" are capped too.
+    let other = if first == a { b } else { a };
+    sim.pool
+        .defer(
+            other,
+            T0.saturating_add(Duration::from_secs(86_400)),
+            sim.now,
+        )
+        .unwrap();
+    assert_eq!(
+        sim.pool.state(other),
+        Some(KeyState::CoolingDown {
+            until: T0.saturating_add(mins(10)),
+            cause: CooldownCause::Deferred
+        })
+    );
+    let short = PoolConfig {
+        max_cooldown: secs(1),
+        ..PoolConfig::default()
+    };
+    assert_eq!(
+        KeyPool::new(short).unwrap_err().to_string(),
+        "invalid pool config: max_cooldown must be at least rate_limit_cooldown"
+    );
+}
+
+#[test]
 fn longer_retry_after_extends_a_cooldown_and_shorter_never_shortens_it() {
     let mut sim = Sim::new();
     let [a] = sim.keys(["A"]);

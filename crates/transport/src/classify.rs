@@ -95,6 +95,12 @@ pub struct UpstreamError {
     pub code: Option<String>,
     /// `error.message`.
     pub message: Option<String>,
+    /// `error.retry_after` (seconds), as some relays say when to come back
+    /// (`{"error": {"code": "rate_limit_exceeded", "retry_after": 60}}`).
+    pub retry_after: Option<Duration>,
+    /// `error.max`, a context-length error's limit in tokens
+    /// (`{"error": {"code": "context_length_exceeded", "max": 64000}}`).
+    pub max: Option<u64>,
 }
 
 /// Everything read from an answer.
@@ -161,7 +167,8 @@ pub fn classify(answer: &Answer, latency: Duration, now: SystemTime) -> Classifi
         Class::Forbidden
     } else if status == 429 {
         Class::RateLimited {
-            retry_after: retry_after(&answer.headers, now),
+            retry_after: retry_after(&answer.headers, now)
+                .or_else(|| error.as_ref().and_then(|e| e.retry_after)),
         }
     } else if status == 529 || is("overloaded_error") || status >= 500 {
         Class::ServerError { status }
@@ -169,7 +176,10 @@ pub fn classify(answer: &Answer, latency: Duration, now: SystemTime) -> Classifi
         Class::Timeout
     } else if is("context_length_exceeded") || mentions_context_length(message) {
         Class::ContextLengthExceeded {
-            limit: context_limit(message),
+            limit: error
+                .as_ref()
+                .and_then(|e| e.max)
+                .or_else(|| context_limit(message)),
         }
     } else if (400..500).contains(&status) {
         Class::ClientError { status }
@@ -209,10 +219,17 @@ fn upstream_error(e: &serde_json::Value) -> Option<UpstreamError> {
         Some(serde_json::Value::Number(n)) => Some(n.to_string()),
         _ => None,
     };
+    let seconds = e
+        .get("retry_after")
+        .and_then(|v| v.as_f64().or_else(|| v.as_str()?.trim().parse().ok()))
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| Duration::from_secs_f64(s.min(MAX_WAIT_SECS)));
     Some(UpstreamError {
         kind: text("type"),
         code: text("code"),
         message: text("message"),
+        retry_after: seconds,
+        max: e.get("max").and_then(serde_json::Value::as_u64),
     })
 }
 
@@ -264,13 +281,17 @@ fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .map(str::trim)
 }
 
+/// The longest wait read from an answer (a year); the key pool caps what
+/// it honours far lower (`PoolConfig::max_cooldown`).
+const MAX_WAIT_SECS: f64 = 86_400.0 * 365.0;
+
 /// `retry-after-ms`, else `Retry-After` as seconds or an HTTP date.
 pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     if let Some(ms) = header(headers, "retry-after-ms").and_then(|v| v.parse::<f64>().ok())
         && ms.is_finite()
         && ms >= 0.0
     {
-        return Some(Duration::from_secs_f64((ms / 1000.0).min(86_400.0 * 365.0)));
+        return Some(Duration::from_secs_f64((ms / 1000.0).min(MAX_WAIT_SECS)));
     }
     let v = header(headers, "retry-after")?;
     if let Ok(secs) = v.parse::<u64>() {
@@ -280,7 +301,7 @@ pub fn retry_after(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
         && secs.is_finite()
         && secs >= 0.0
     {
-        return Some(Duration::from_secs_f64(secs.min(86_400.0 * 365.0)));
+        return Some(Duration::from_secs_f64(secs.min(MAX_WAIT_SECS)));
     }
     let when = httpdate::parse_http_date(v).ok()?;
     Some(when.duration_since(now).unwrap_or(Duration::ZERO))

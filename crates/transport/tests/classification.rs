@@ -370,3 +370,47 @@ fn go_style_durations() {
         assert_eq!(d(bad), None, "{bad}");
     }
 }
+
+/// The second seed's relay says when to come back, and a context window's
+/// size, in the error body rather than in headers or the message.
+#[test]
+fn waits_and_limits_in_the_error_body_as_relays_send_them() {
+    let body = r#"{"error": {"code": "rate_limit_exceeded", "retry_after": 60}}"#;
+    assert_eq!(
+        class(429, body),
+        Class::RateLimited {
+            retry_after: Some(Duration::from_secs(60))
+        }
+    );
+    let fractional = r#"{"error": {"code": "rate_limit_exceeded", "retry_after": "1.5"}}"#;
+    assert_eq!(
+        class(429, fractional),
+        Class::RateLimited {
+            retry_after: Some(Duration::from_millis(1_500))
+        }
+    );
+    // A header wins over the body.
+    let c = classify(
+        &answer(429, body, &[("retry-after", "5")]),
+        Duration::ZERO,
+        SystemTime::UNIX_EPOCH,
+    );
+    assert_eq!(
+        c.class,
+        Class::RateLimited {
+            retry_after: Some(Duration::from_secs(5))
+        }
+    );
+    for bad in [r#""soon""#, "-3", "null"] {
+        let body =
+            format!(r#"{{"error": {{"code": "rate_limit_exceeded", "retry_after": {bad}}}}}"#);
+        assert_eq!(class(429, &body), Class::RateLimited { retry_after: None });
+    }
+    let context = r#"{"error": {"code": "context_length_exceeded", "max": 64000}}"#;
+    assert_eq!(
+        class(400, context),
+        Class::ContextLengthExceeded {
+            limit: Some(64_000)
+        }
+    );
+}

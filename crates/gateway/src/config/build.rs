@@ -49,8 +49,11 @@ pub fn build(
     if let Some(clock) = clock {
         builder = builder.clock(clock);
     }
+    let budget_offset = config.budget.as_ref().and_then(|b| b.utc_offset.as_deref());
+    let pool_config = config.pool.build(budget_offset)?;
     for (pi, p) in config.providers.iter().enumerate() {
-        let pool = p.build(&format!("providers[{pi}]"), env, now, &mut u)?;
+        let field = format!("providers[{pi}]");
+        let pool = p.build((&field, &pool_config), env, now, &mut u)?;
         builder = builder.provider(p.name.clone(), p.base_url.clone(), p.priority, pool);
     }
     u.models

@@ -13,6 +13,7 @@ mod auth;
 mod budget;
 mod build;
 mod canary;
+mod pool;
 mod providers;
 mod retry;
 mod secret;
@@ -28,6 +29,7 @@ pub use self::auth::{AuthConfig, AuthMode, ClientKeyConfig};
 pub use self::budget::{BudgetConfig, LimitConfig, LimitScope, UnknownModelPolicy};
 pub use self::build::{Built, build};
 pub use self::canary::CanaryConfig;
+pub use self::pool::PoolSection;
 pub use self::providers::{KeyConfig, ProviderConfig};
 pub use self::retry::RetryConfig;
 pub use self::secret::{SecretSource, resolve_secret};
@@ -80,6 +82,9 @@ pub struct Config {
     /// `[[canary]]` rollouts.
     #[serde(default)]
     pub canary: Vec<CanaryConfig>,
+    /// `[pool]`: every key pool's behaviour.
+    #[serde(default)]
+    pub pool: PoolSection,
     /// `[budget]`.
     #[serde(default)]
     pub budget: Option<BudgetConfig>,

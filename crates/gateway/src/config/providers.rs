@@ -96,7 +96,7 @@ impl ProviderConfig {
     /// where the provider is in the file (`providers[0]`).
     pub(super) fn build(
         &self,
-        field: &str,
+        (field, pool): (&str, &PoolConfig),
         env: &HashMap<String, String>,
         now: Timestamp,
         u: &mut Understood,
@@ -111,7 +111,7 @@ impl ProviderConfig {
         let mut pool = KeyPool::new(PoolConfig {
             strategy: self.strategy,
             key_rule,
-            ..PoolConfig::default()
+            ..pool.clone()
         })
         .map_err(|e| ConfigError::new(field, e.to_string()))?;
         if self.keys.is_empty() {

@@ -138,7 +138,7 @@ impl From<&ClientError> for ApiError {
                 Self::bad_request("context_length_exceeded", msg)
             }
             ClientError::Upstream { status, error, .. } => {
-                let error = error.as_ref();
+                let error = error.as_deref();
                 Self::new(
                     StatusCode::from_u16(*status).unwrap_or(StatusCode::BAD_REQUEST),
                     error

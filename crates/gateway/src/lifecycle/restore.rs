@@ -4,13 +4,11 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
 use budget::{Money, Scopes, Tokens};
-use keypool_core::{KeyState, SavedKey};
+use keypool_core::{KeyState, SavedKey, Timestamp};
 
 use crate::auth::ClientKey;
 use crate::state::AppState;
 use crate::store::{KeyStateRecord, Loaded, RolloutRecord, SpendLine, StoreError, StoredClientKey};
-
-const DAY_MS: i64 = 86_400_000;
 
 /// How far back usage is replayed into the budget: the longest period (a
 /// month) and a day to spare for time zones.
@@ -113,25 +111,34 @@ fn replay_budget(s: &AppState, lines: &[SpendLine]) {
     });
 }
 
-/// Sets each upstream key's counters for today from stored usage.
+/// Sets each upstream key's counters for today (its pool's local day) from
+/// stored usage.
 fn replay_key_counters(s: &AppState, lines: &[SpendLine], now_ms: i64) {
-    let today = now_ms - now_ms.rem_euclid(DAY_MS);
+    let now = Timestamp::from_unix_millis(u64::try_from(now_ms).unwrap_or(0));
     let mut counters: BTreeMap<(&str, &str), (u64, u64)> = BTreeMap::new();
-    for l in lines.iter().filter(|l| l.hour >= today) {
+    for l in lines {
         let c = counters
             .entry((l.provider.as_str(), l.upstream_key.as_str()))
             .or_default();
-        c.0 += l.totals.requests;
-        c.1 += l.totals.prompt_tokens + l.totals.completion_tokens;
+        let Some(today) = s.client.read_pool(&l.provider, |pool| {
+            let offset = pool.config().utc_offset;
+            offset.day_start(offset.day_index(now))
+        }) else {
+            continue;
+        };
+        if u64::try_from(l.hour).unwrap_or(0) >= today.as_unix_millis() {
+            c.0 += l.totals.requests;
+            c.1 += l.totals.prompt_tokens + l.totals.completion_tokens;
+        }
     }
     for ((provider, name), (requests, tokens)) in counters {
-        let saved = SavedKey {
-            state: KeyState::Active,
-            day: today.div_euclid(DAY_MS),
-            requests_today: u32::try_from(requests).unwrap_or(u32::MAX),
-            tokens_today: tokens,
-        };
         s.client.with_pool(provider, |pool, now| {
+            let saved = SavedKey {
+                state: KeyState::Active,
+                day: pool.config().utc_offset.day_index(now),
+                requests_today: u32::try_from(requests).unwrap_or(u32::MAX),
+                tokens_today: tokens,
+            };
             pool.find(name).map(|id| pool.restore(id, &saved, now))
         });
     }
