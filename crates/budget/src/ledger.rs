@@ -1061,7 +1061,9 @@ impl Ledger {
     /// against every limit whose current period contains `at`, and the
     /// request appears in [`report`](Self::report) on its day. Replaying a
     /// period's log after a restart makes the budget continue from what was
-    /// spent. Thresholds crossed by the replay are announced again.
+    /// spent, and the spend-anomaly check compare today with the days before
+    /// (from the hour of `at`). Thresholds crossed by the replay are
+    /// announced again.
     #[allow(clippy::too_many_arguments)] // one usage record, field by field
     pub fn restore(
         &mut self,
@@ -1097,6 +1099,32 @@ impl Ledger {
         agg.prompt += tokens.prompt;
         agg.completion += tokens.completion;
         agg.cost = agg.cost.saturating_add(cost.micros());
+        self.restore_hourly(at_ms, cost);
+    }
+
+    /// Books restored spend into the hourly history the anomaly check
+    /// compares today with, so that it works on the first day after a
+    /// restart.
+    fn restore_hourly(&mut self, at_ms: i64, cost: Money) {
+        let cal = self.cfg.calendar;
+        let (day, today) = (cal.day_of_ms(at_ms), cal.day_of_ms(self.now_ms));
+        if cost == Money::ZERO || day > today || day < today - 7 {
+            return;
+        }
+        self.first_day = Some(self.first_day.map_or(day, |f| f.min(day)));
+        let hour = usize::try_from(cal.ms_of_day(at_ms) / 3_600_000)
+            .unwrap_or(0)
+            .min(23);
+        if let Some(h) = self.hourly.entry(day).or_insert([0; 24]).get_mut(hour) {
+            *h = h.saturating_add(cost.micros());
+        }
+        if day == today {
+            if self.today.0 != day {
+                self.today = (day, 0);
+            }
+            self.today.1 = self.today.1.saturating_add(cost.micros());
+        }
+        self.trailing = None;
     }
 
     fn record_usage(&mut self, names: [u32; 3], tokens: Tokens, cost: Money) {

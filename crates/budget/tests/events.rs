@@ -182,3 +182,57 @@ fn reports_give_spend_and_tokens_per_key_team_and_model_with_a_total() {
     );
     assert_eq!(two_days.total_estimated_cost, Money::from_micros(74_216));
 }
+
+/// A restart on the first day: the week before is replayed from stored
+/// usage, hour by hour, and the anomaly check has its baseline at once.
+#[test]
+fn the_anomaly_baseline_is_rebuilt_from_restored_usage() {
+    let day0 = 1_795_305_600; // 2026-11-22T00:00:00Z
+    let day7 = day0 + 7 * 86_400;
+    let mut l = Ledger::new(LedgerConfig::default(), PriceTable::defaults(), vec![]).unwrap();
+    let none = Scopes::default();
+    for d in 0..7 {
+        for hour in [9, 20] {
+            let tokens = Tokens::new(1_000_000, 0);
+            let at_ = at(day0 + d * 86_400 + hour * 3600);
+            l.restore(
+                &none,
+                "gpt-4.1",
+                1,
+                tokens,
+                Money::from_dollars(8),
+                at_,
+                at(day7),
+            );
+        }
+    }
+    // Today, before the restart: $8 by 08:00.
+    let tokens = Tokens::new(1_000_000, 0);
+    l.restore(
+        &none,
+        "gpt-4.1",
+        1,
+        tokens,
+        Money::from_dollars(8),
+        at(day7 + 8 * 3600),
+        at(day7 + 8 * 3600 + 60),
+    );
+    drain(&mut l);
+    // Another $8 at 09:00: $16 against the usual $8 by then.
+    let r = l
+        .reserve(&none, "gpt-4.1", 1_000_000, 0, at(day7 + 9 * 3600))
+        .unwrap();
+    l.settle(r, Tokens::new(1_000_000, 0), at(day7 + 9 * 3600));
+    let anomalies: Vec<Event> = drain(&mut l)
+        .into_iter()
+        .filter(|e| matches!(e, Event::Anomaly { .. }))
+        .collect();
+    assert_eq!(
+        anomalies,
+        vec![Event::Anomaly {
+            today: Money::from_dollars(16),
+            trailing_average: Money::from_dollars(8),
+            days: 7
+        }]
+    );
+}
