@@ -65,3 +65,21 @@ fn check_and_hash_key_answer_and_fail_clearly() {
         "{err}"
     );
 }
+
+#[test]
+fn a_config_error_never_echoes_a_secret() {
+    let dir = TempDir::new("cli-secret");
+    let config = dir.join("gateway.toml");
+    std::fs::write(
+        &config,
+        "[[providers]]\nname = \"p\"\nbase_url = \"http://x/v1\"\nkeys = [{ name = \"k\", secret = \"sk-live-do-not-print-0123456789\", tier = \"x\" }]\n",
+    )
+    .unwrap();
+    let (ok, out, err) = gateway(&["check", "--config", config.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        !out.contains("do-not-print") && !err.contains("do-not-print"),
+        "{err}"
+    );
+    assert!(err.contains("line 4") && err.contains("`tier`"), "{err}");
+}

@@ -103,10 +103,26 @@ pub struct Config {
 }
 
 impl Config {
-    /// Parses a config file's text; `path` is only for messages.
+    /// Parses a config file's text; `path` is only for messages. An error
+    /// says where (line and column) and what, but never quotes the file: a
+    /// line holding a literal secret must not reach a terminal or a log.
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         toml::from_str(text).map_err(|e| {
-            ConfigError::new(path.display().to_string(), e.to_string().trim().to_owned())
+            let place = e.span().map(|span| {
+                let before = text.get(..span.start).unwrap_or(text);
+                let line = before.matches('\n').count() + 1;
+                let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+                let column = before.len() - line_start + 1;
+                let field = field_before(before.get(line_start..).unwrap_or_default())
+                    .map(|f| format!(" (`{f}`)"))
+                    .unwrap_or_default();
+                format!("line {line}, column {column}{field}: ")
+            });
+            let message = secret::redact(e.message().trim(), text);
+            ConfigError::new(
+                path.display().to_string(),
+                format!("{}{message}", place.unwrap_or_default()),
+            )
         })
     }
 
@@ -117,4 +133,14 @@ impl Config {
         })?;
         Self::parse(&text, path)
     }
+}
+
+/// The key whose value starts where `line_before` ends (`… tier = ` →
+/// `tier`), to name the field in an error without quoting the line.
+fn field_before(line_before: &str) -> Option<&str> {
+    let key = line_before.trim_end().strip_suffix('=')?.trim_end();
+    let start = key
+        .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        .map_or(0, |i| i + 1);
+    Some(&key[start..]).filter(|k| !k.is_empty())
 }

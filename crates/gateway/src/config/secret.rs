@@ -53,3 +53,62 @@ pub fn resolve_secret(
         },
     }
 }
+
+/// The fields whose values are secrets.
+const SECRET_FIELDS: [&str; 2] = ["secret", "master_key"];
+
+/// `message` with every literal secret written in `file` (the quoted value
+/// of a `secret` or `master_key`, `${ENV}` references aside) replaced by
+/// `<redacted>`.
+pub(super) fn redact(message: &str, file: &str) -> String {
+    let mut out = message.to_owned();
+    for value in literal_secrets(file) {
+        out = out.replace(value, "<redacted>");
+    }
+    out
+}
+
+/// The quoted values of secret fields in `file`, read without parsing it
+/// (it may not parse): `secret = "…"` wherever it stands on a line.
+fn literal_secrets(file: &str) -> Vec<&str> {
+    let mut found = Vec::new();
+    for field in SECRET_FIELDS {
+        let mut rest = file;
+        while let Some(i) = rest.find(field) {
+            rest = &rest[i + field.len()..];
+            let Some(after) = rest.trim_start().strip_prefix('=') else {
+                continue;
+            };
+            let after = after.trim_start();
+            let Some(quote) = after.chars().next().filter(|c| *c == '"' || *c == '\'') else {
+                continue;
+            };
+            let value = &after[1..];
+            if let Some(end) = value.find(quote) {
+                let value = &value[..end];
+                if !value.is_empty() && !value.starts_with("${") {
+                    found.push(value);
+                }
+            }
+        }
+    }
+    // Longest first, so that a secret containing another is redacted whole.
+    found.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literal_secrets_are_redacted_and_references_are_not() {
+        let file = "keys = [{ name = \"k\", secret = \"sk-live-0123456789\", tier = \"x\" }]\nmaster_key='m-key-abcdefghijklmnop'\nsecret = \"${KEY}\"\n";
+        let message =
+            "invalid type: string \"sk-live-0123456789\" near m-key-abcdefghijklmnop and ${KEY}";
+        assert_eq!(
+            redact(message, file),
+            "invalid type: string \"<redacted>\" near <redacted> and ${KEY}"
+        );
+    }
+}
