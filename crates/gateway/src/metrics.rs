@@ -7,7 +7,10 @@ use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use gateway_client::{ArmInfo, Snapshot};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::fmt::Write as _;
+
+use gateway_client::ClientEvent;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Model label → (endpoint, status, counter).
 type RequestCounters = HashMap<String, Vec<(&'static str, u16, metrics::Counter)>>;
@@ -29,15 +32,31 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
+/// Buckets of `gateway_request_duration_seconds`, in seconds: from a
+/// proxied answer's fraction of a millisecond to a long generation.
+const DURATION_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0, 60.0,
+];
+
+fn builder() -> PrometheusBuilder {
+    let duration = Matcher::Full("gateway_request_duration_seconds".into());
+    // The buckets are constants the builder accepts (non-empty); should it
+    // ever refuse them, durations are exported as a summary rather than not
+    // at all.
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(duration, &DURATION_BUCKETS)
+        .unwrap_or_else(|_| PrometheusBuilder::new())
+}
+
 /// The process-wide Prometheus recorder (metrics has one global recorder).
 fn prometheus() -> PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE
-        .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
+        .get_or_init(|| match builder().install_recorder() {
             Ok(h) => h,
             // Another recorder is installed (a program embedding the
             // gateway): keep ours local.
-            Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            Err(_) => builder().build_recorder().handle(),
         })
         .clone()
 }
@@ -105,45 +124,125 @@ impl Metrics {
         metrics::counter!("gateway_usage_write_failures_total").increment(1);
     }
 
-    /// The text exposition, with gauges set from `snap`.
+    /// Counts what an event says about keys and the budget: usage warnings,
+    /// budget thresholds crossed, spend anomalies.
+    pub(crate) fn event(&self, event: &ClientEvent) {
+        match event {
+            ClientEvent::Pool {
+                provider,
+                event:
+                    keypool_core::Event::UsageWarning {
+                        name,
+                        limit,
+                        percent,
+                        ..
+                    },
+            } => {
+                let limit = match limit {
+                    keypool_core::LimitKind::TokensPerDay => "tokens_per_day",
+                    keypool_core::LimitKind::RequestsPerDay => "requests_per_day",
+                };
+                metrics::counter!("gateway_key_usage_warnings_total", "provider" => provider.to_string(), "key" => name.to_string(), "limit" => limit, "percent" => percent.to_string()).increment(1);
+            }
+            ClientEvent::Budget(budget::Event::Threshold {
+                scope,
+                period,
+                percent,
+                ..
+            }) => {
+                metrics::counter!("gateway_budget_thresholds_total", "scope" => scope.to_string(), "period" => period.to_string(), "percent" => percent.to_string()).increment(1);
+            }
+            ClientEvent::Budget(budget::Event::Anomaly { .. }) => {
+                metrics::counter!("gateway_budget_anomalies_total").increment(1);
+            }
+            _ => {}
+        }
+    }
+
+    /// The text exposition: what the recorder holds, then each key's gauges
+    /// and the budget's, written from `snap` (so a key has one `state`
+    /// series, its current one, and a removed key none).
     pub(crate) fn render(&self, snap: &Snapshot) -> String {
-        set_key_gauges(snap);
         for (key, outcomes) in &snap.stats.attempts {
             let (provider, name) = key.split_once('/').unwrap_or(("", key));
             for (outcome, n) in outcomes {
                 metrics::counter!("gateway_upstream_attempts_total", "provider" => provider.to_owned(), "key" => name.to_owned(), "outcome" => *outcome).absolute(*n);
             }
         }
-        for b in &snap.budget {
-            let labels = [
-                ("scope", b.scope.to_string()),
-                ("period", b.period.to_string()),
-            ];
-            metrics::gauge!("gateway_budget_spent_usd", &labels).set(b.spent.micros() as f64 / 1e6);
-            metrics::gauge!("gateway_budget_left_usd", &labels).set(b.left.micros() as f64 / 1e6);
-        }
-        self.handle.render()
+        let mut text = self.handle.render();
+        write_gauges(&mut text, snap);
+        text
     }
 }
 
-fn set_key_gauges(snap: &Snapshot) {
+/// A label value, escaped as the text format wants.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn write_gauges(out: &mut String, snap: &Snapshot) {
+    let _ = writeln!(
+        out,
+        "# HELP gateway_key_up 1 when the key could serve now, labelled with its current state"
+    );
+    let _ = writeln!(out, "# TYPE gateway_key_up gauge");
     for p in &snap.providers {
         for k in &p.pool.keys {
-            let state = match k.state {
-                keypool_core::KeyState::Active => "active",
-                keypool_core::KeyState::CoolingDown { .. } => "cooling_down",
-                keypool_core::KeyState::HalfOpen => "half_open",
-                keypool_core::KeyState::Exhausted { .. } => "exhausted",
-                keypool_core::KeyState::Disabled { .. } => "disabled",
-                keypool_core::KeyState::Draining { .. } => "draining",
-            };
-            let labels = [
-                ("provider", p.name.clone()),
-                ("key", k.name.to_string()),
-                ("state", state.to_owned()),
-            ];
-            metrics::gauge!("gateway_key_up", &labels).set(if k.selectable { 1.0 } else { 0.0 });
-            metrics::gauge!("gateway_key_tokens_today", "provider" => p.name.clone(), "key" => k.name.to_string()).set(k.tokens_today as f64);
+            let state = state_label(&k.state);
+            let up = u8::from(k.selectable);
+            let (provider, key) = (label(&p.name), label(&k.name));
+            let _ = writeln!(
+                out,
+                "gateway_key_up{{provider=\"{provider}\",key=\"{key}\",state=\"{state}\"}} {up}"
+            );
         }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP gateway_key_tokens_today tokens the key used today"
+    );
+    let _ = writeln!(out, "# TYPE gateway_key_tokens_today gauge");
+    for p in &snap.providers {
+        for k in &p.pool.keys {
+            let (provider, key) = (label(&p.name), label(&k.name));
+            let tokens = k.tokens_today;
+            let _ = writeln!(
+                out,
+                "gateway_key_tokens_today{{provider=\"{provider}\",key=\"{key}\"}} {tokens}"
+            );
+        }
+    }
+    type Amount = fn(&gateway_client::LimitSnapshot) -> budget::Money;
+    let amounts: [(&str, &str, Amount); 2] = [
+        ("gateway_budget_spent_usd", "spent this period", |b| b.spent),
+        ("gateway_budget_left_usd", "left this period", |b| b.left),
+    ];
+    for (name, help, value) in amounts {
+        let _ = writeln!(
+            out,
+            "# HELP {name} each budget limit's money {help} (display only: accounting is in integer micro-dollars)"
+        );
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        for b in &snap.budget {
+            let (scope, period) = (label(&b.scope.to_string()), b.period);
+            let dollars = value(b).decimal();
+            let _ = writeln!(
+                out,
+                "{name}{{scope=\"{scope}\",period=\"{period}\"}} {dollars}"
+            );
+        }
+    }
+}
+
+fn state_label(state: &keypool_core::KeyState) -> &'static str {
+    match state {
+        keypool_core::KeyState::Active => "active",
+        keypool_core::KeyState::CoolingDown { .. } => "cooling_down",
+        keypool_core::KeyState::HalfOpen => "half_open",
+        keypool_core::KeyState::Exhausted { .. } => "exhausted",
+        keypool_core::KeyState::Disabled { .. } => "disabled",
+        keypool_core::KeyState::Draining { .. } => "draining",
     }
 }

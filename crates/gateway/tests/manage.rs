@@ -647,3 +647,51 @@ async fn old_usage_goes_after_its_retention_and_short_retentions_are_refused() {
         "the 100-day-old record went: {usage}"
     );
 }
+
+/// What a Prometheus scrape sees across a key's life: one `gateway_key_up`
+/// series per key, for its current state; none once it is removed; request
+/// durations as a histogram.
+#[tokio::test]
+async fn a_scrape_sees_a_key_change_state_and_leave() {
+    let gw = start().await;
+    let (_, created) = gw
+        .admin(Method::POST, "/v1/keys", Some(json!({"name": "app"})))
+        .await;
+    let app = created["key"].as_str().unwrap().to_owned();
+    assert_eq!(gw.chat_as(&app).await.status(), 200);
+    let scrape = || async { gw.text("/metrics").await };
+    let series = |text: &str, key: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with("gateway_key_up{") && l.contains(&format!("key=\"{key}\"")))
+            .map(str::to_owned)
+            .collect()
+    };
+    let before = scrape().await;
+    assert_eq!(
+        series(&before, "alpha"),
+        ["gateway_key_up{provider=\"simulated\",key=\"alpha\",state=\"active\"} 1"]
+    );
+    assert!(
+        before.contains("gateway_request_duration_seconds_bucket{"),
+        "a histogram"
+    );
+    gw.admin(
+        Method::POST,
+        "/admin/upstream-keys/simulated/alpha/disable",
+        None,
+    )
+    .await;
+    assert_eq!(
+        series(&scrape().await, "alpha"),
+        ["gateway_key_up{provider=\"simulated\",key=\"alpha\",state=\"disabled\"} 0"],
+        "the active series is gone, not left at 1"
+    );
+    gw.admin(Method::DELETE, "/admin/upstream-keys/simulated/alpha", None)
+        .await;
+    let after = scrape().await;
+    assert!(
+        series(&after, "alpha").is_empty(),
+        "a removed key has no series"
+    );
+    assert_eq!(series(&after, "beta").len(), 1);
+}

@@ -576,4 +576,16 @@ async fn requests_without_a_cap_never_take_spend_past_a_hard_limit() {
         "the budget is used, not sat on: {spent}"
     );
     assert_eq!(status["budget"][0]["reserved"], 0);
+    // The thresholds crossed on the way are counted for alerting (the
+    // events reach the metrics through the state saver: asked until there).
+    let crossed = r#"gateway_budget_thresholds_total{scope="global",period="daily",percent="90"} "#;
+    let mut metrics = String::new();
+    for _ in 0..500 {
+        metrics = env.text("/metrics").await;
+        if metrics.contains(crossed) {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(metrics.contains(crossed), "{metrics}");
 }

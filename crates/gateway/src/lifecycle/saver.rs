@@ -65,6 +65,7 @@ pub(crate) fn spawn_saver(s: Arc<AppState>) -> tokio::task::JoinHandle<()> {
             };
             let secs = s.now_ms().div_euclid(1000);
             s.activity().event(secs, event.to_string());
+            s.metrics.event(&event);
             save(&s, &event).await;
         }
     })
