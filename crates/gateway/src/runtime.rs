@@ -108,6 +108,7 @@ pub async fn start_with(
         built.auth,
         built.understood.models,
         store,
+        config.server.status_is_public()?,
     ));
     let retention = config.storage.usage_retention_days;
     if let Some(days) = retention {

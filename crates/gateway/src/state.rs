@@ -27,6 +27,8 @@ pub(crate) struct AppState {
     changes: tokio::sync::Mutex<()>,
     /// Prometheus metrics.
     pub(crate) metrics: Metrics,
+    /// Whether the operators' views answer anyone.
+    pub(crate) public_status: bool,
 }
 
 impl std::fmt::Debug for AppState {
@@ -45,6 +47,7 @@ impl AppState {
         auth: Auth,
         mut models: Vec<String>,
         store: Arc<dyn Store>,
+        public_status: bool,
     ) -> Self {
         models.sort();
         models.dedup();
@@ -56,6 +59,7 @@ impl AppState {
             store,
             activity: Mutex::new(Activity::default()),
             changes: tokio::sync::Mutex::new(()),
+            public_status,
         }
     }
 

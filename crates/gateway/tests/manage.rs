@@ -695,3 +695,50 @@ async fn a_scrape_sees_a_key_change_state_and_leave() {
     );
     assert_eq!(series(&after, "beta").len(), 1);
 }
+
+/// Where the views are not public, they need the master key or a client key
+/// with `status:read`, and a Prometheus scrape with a bearer token works.
+#[tokio::test]
+async fn status_views_need_a_key_unless_public() {
+    let gw = setup()
+        .configure(|c| c.server.public_status = Some(false))
+        .start()
+        .await;
+    let (_, viewer) = gw
+        .admin(
+            Method::POST,
+            "/v1/keys",
+            Some(json!({"name": "prometheus", "scopes": ["status:read"]})),
+        )
+        .await;
+    let viewer = viewer["key"].as_str().unwrap().to_owned();
+    let (_, app) = gw
+        .admin(Method::POST, "/v1/keys", Some(json!({"name": "app"})))
+        .await;
+    let app = app["key"].as_str().unwrap().to_owned();
+    for path in ["/metrics", "/status", "/status.json", "/dashboard.json"] {
+        let (status, body) = gw.call(Method::GET, path, None, None).await;
+        assert_eq!(
+            (status, error_code(&body)),
+            (401, "invalid_api_key"),
+            "{path}"
+        );
+        let (status, _) = gw.call(Method::GET, path, Some(&app), None).await;
+        assert_eq!(status, 403, "{path}: a chat key may not look");
+        let (status, body) = gw.call(Method::GET, path, Some(&viewer), None).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert_eq!(gw.call(Method::GET, path, Some(MASTER), None).await.0, 200);
+    }
+    // Health, readiness and the page itself (which holds no data) stay open.
+    for path in ["/healthz", "/readyz", "/dashboard"] {
+        assert_eq!(
+            gw.call(Method::GET, path, None, None).await.0,
+            200,
+            "{path}"
+        );
+    }
+    // A key with the status:read scope cannot chat or manage.
+    assert_eq!(gw.chat_as(&viewer).await.status(), 403);
+    let (status, _) = gw.call(Method::GET, "/v1/keys", Some(&viewer), None).await;
+    assert_eq!(status, 403);
+}

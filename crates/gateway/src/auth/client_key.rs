@@ -26,8 +26,12 @@ pub const EMBEDDINGS_READ: &str = "embeddings:read";
 /// A scope for the management API (`/v1/keys`, `/v1/usage`, `/admin/…`).
 pub const ADMIN: &str = "admin";
 
+/// A scope for the operators' views (`/metrics`, `/status`, `/status.json`,
+/// `/dashboard.json`) where they are not public.
+pub const STATUS_READ: &str = "status:read";
+
 /// The scopes a client key may hold.
-pub const SCOPES: [&str; 3] = [CHAT_WRITE, EMBEDDINGS_READ, ADMIN];
+pub const SCOPES: [&str; 4] = [CHAT_WRITE, EMBEDDINGS_READ, ADMIN, STATUS_READ];
 
 /// "Never", for a key's revocation time.
 const NEVER: i64 = i64::MAX;

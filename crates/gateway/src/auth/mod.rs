@@ -10,8 +10,8 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 pub use self::client_key::{
-    ADMIN, CHAT_WRITE, ClientKey, EMBEDDINGS_READ, KeySpec, SCOPES, check_scopes, hash_key, new_id,
-    new_secret,
+    ADMIN, CHAT_WRITE, ClientKey, EMBEDDINGS_READ, KeySpec, SCOPES, STATUS_READ, check_scopes,
+    hash_key, new_id, new_secret,
 };
 
 /// How requests are authenticated, and the management API's master key.
@@ -129,6 +129,28 @@ impl Auth {
     /// and without a master key (a loopback-only setup), anyone local
     /// (`"local"`).
     pub fn admin(&self, authorization: Option<&str>, now_ms: i64) -> Result<String, Denied> {
+        self.holder_of(ADMIN, authorization, now_ms)
+    }
+
+    /// Who may read the operators' views where they are not public: the
+    /// master key, or a client key with the `status:read` (or `admin`)
+    /// scope. Open to anyone local in a loopback-only setup without a
+    /// master key, as management is.
+    pub fn viewer(&self, authorization: Option<&str>, now_ms: i64) -> Result<String, Denied> {
+        match self.holder_of(STATUS_READ, authorization, now_ms) {
+            Err(Denied::Forbidden(_)) => self.holder_of(ADMIN, authorization, now_ms),
+            other => other,
+        }
+    }
+
+    /// The master key (`"master"`) or a client key holding `scope` (its
+    /// name); see [`admin`](Self::admin).
+    fn holder_of(
+        &self,
+        scope: &str,
+        authorization: Option<&str>,
+        now_ms: i64,
+    ) -> Result<String, Denied> {
         if !self.required && self.master.is_none() {
             return Ok("local".into());
         }
@@ -143,9 +165,9 @@ impl Auth {
             return Err(Denied::Unauthenticated);
         }
         match self.authenticate(authorization, now_ms)? {
-            Some(k) if k.has_scope(ADMIN) => Ok(k.name.clone()),
+            Some(k) if k.has_scope(scope) => Ok(k.name.clone()),
             Some(k) => Err(Denied::Forbidden(format!(
-                "key {:?} lacks the admin scope; use the master key",
+                "key {:?} lacks the {scope} scope; use the master key",
                 k.name
             ))),
             None => Err(Denied::Unauthenticated),

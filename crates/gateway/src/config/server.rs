@@ -20,6 +20,10 @@ pub struct ServerConfig {
     /// Threads serving requests, each with a single-threaded runtime of its
     /// own (`gateway serve`). Default: one per core.
     pub workers: Option<std::num::NonZeroUsize>,
+    /// Whether `/metrics`, `/status`, `/status.json` and `/dashboard.json`
+    /// answer anyone (`true`) or need the master key or a client key with
+    /// `status:read` (`false`). Default: public on a loopback address only.
+    pub public_status: Option<bool>,
 }
 
 impl Default for ServerConfig {
@@ -29,6 +33,7 @@ impl Default for ServerConfig {
             body_limit_bytes: 10 * 1024 * 1024,
             shutdown_grace_secs: 10,
             workers: None,
+            public_status: None,
         }
     }
 }
@@ -42,6 +47,15 @@ impl ServerConfig {
                 format!("{:?} is not an address like 127.0.0.1:9000", self.listen),
             )
         })
+    }
+
+    /// Whether the operators' views answer anyone: as the file says, else
+    /// on a loopback address only.
+    pub fn status_is_public(&self) -> Result<bool, ConfigError> {
+        match self.public_status {
+            Some(public) => Ok(public),
+            None => Ok(self.listen()?.ip().is_loopback()),
+        }
     }
 
     /// How long SIGTERM waits for in-flight requests.

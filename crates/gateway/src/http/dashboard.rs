@@ -1,6 +1,8 @@
 //! `GET /dashboard`: one HTML page, served from the binary, that refreshes
 //! itself from `GET /dashboard.json`. Neither shows a secret, not even a
-//! redacted one: keys appear by name only.
+//! redacted one: keys appear by name only. The page holds no data; the data
+//! needs a viewer where the views are not public (the page asks for a key
+//! and keeps it for the browser tab's session only).
 
 use std::sync::Arc;
 
@@ -10,6 +12,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use super::extract::Viewer;
 use crate::activity::BUCKET_SECS;
 use crate::state::AppState;
 use crate::views::{
@@ -62,6 +65,6 @@ fn view(s: &AppState) -> DashboardView {
     }
 }
 
-async fn data(State(s): State<Arc<AppState>>) -> Response {
+async fn data(State(s): State<Arc<AppState>>, _: Viewer) -> Response {
     ([(header::CACHE_CONTROL, "no-cache")], axum::Json(view(&s))).into_response()
 }

@@ -48,6 +48,34 @@ impl FromRequestParts<Arc<AppState>> for Admin {
     }
 }
 
+/// A caller allowed to read the operators' views: anyone where they are
+/// public (a loopback address, or `[server] public_status`), else the
+/// master key or a client key with `status:read`.
+#[derive(Debug, Clone)]
+pub(crate) struct Viewer;
+
+impl FromRequestParts<Arc<AppState>> for Viewer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &Arc<AppState>) -> Result<Self, ApiError> {
+        if s.public_status {
+            return Ok(Viewer);
+        }
+        s.auth
+            .viewer(authorization(&parts.headers), s.now_ms())
+            .map(|_| Viewer)
+            .map_err(|d| match d {
+                Denied::Unauthenticated => ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_request_error",
+                    "invalid_api_key",
+                    "this view needs the master key or a key with the status:read scope",
+                ),
+                d => d.into(),
+            })
+    }
+}
+
 /// The client key of an API request (`None` when authentication is off).
 #[derive(Debug, Clone)]
 pub(crate) struct Caller(pub(crate) Option<Arc<ClientKey>>);

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use super::error::ApiError;
+use super::extract::Viewer;
 use crate::state::AppState;
 
 pub(super) fn routes() -> Router<Arc<AppState>> {
@@ -33,12 +34,12 @@ async fn readyz(State(s): State<Arc<AppState>>) -> Result<&'static str, ApiError
     }
 }
 
-async fn metrics(State(s): State<Arc<AppState>>) -> Response {
+async fn metrics(State(s): State<Arc<AppState>>, _: Viewer) -> Response {
     let text = s.metrics.render(&s.client.snapshot());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
-async fn status_text(State(s): State<Arc<AppState>>) -> Response {
+async fn status_text(State(s): State<Arc<AppState>>, _: Viewer) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         s.client.status_report(),
@@ -46,6 +47,6 @@ async fn status_text(State(s): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-async fn status_json(State(s): State<Arc<AppState>>) -> Response {
+async fn status_json(State(s): State<Arc<AppState>>, _: Viewer) -> Response {
     axum::Json(s.client.snapshot()).into_response()
 }
