@@ -108,7 +108,10 @@ pub async fn start_with(
         built.auth,
         built.understood.models,
         store,
-        config.server.status_is_public()?,
+        (
+            config.server.status_is_public()?,
+            config.server.body_limit_bytes,
+        ),
     ));
     let retention = config.storage.usage_retention_days;
     if let Some(days) = retention {

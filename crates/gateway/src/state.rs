@@ -29,6 +29,8 @@ pub(crate) struct AppState {
     pub(crate) metrics: Metrics,
     /// Whether the operators' views answer anyone.
     pub(crate) public_status: bool,
+    /// The largest request body, in bytes.
+    pub(crate) body_limit: usize,
 }
 
 impl std::fmt::Debug for AppState {
@@ -47,7 +49,7 @@ impl AppState {
         auth: Auth,
         mut models: Vec<String>,
         store: Arc<dyn Store>,
-        public_status: bool,
+        (public_status, body_limit): (bool, usize),
     ) -> Self {
         models.sort();
         models.dedup();
@@ -60,6 +62,7 @@ impl AppState {
             activity: Mutex::new(Activity::default()),
             changes: tokio::sync::Mutex::new(()),
             public_status,
+            body_limit,
         }
     }
 

@@ -589,3 +589,44 @@ async fn requests_without_a_cap_never_take_spend_past_a_hard_limit() {
     }
     assert!(metrics.contains(crossed), "{metrics}");
 }
+
+/// Oversized uploads, eight at a time beside ordinary traffic: every one
+/// gets its 413 (the body is read before the answer, so the client never
+/// sees the connection reset while it still sends), and the traffic beside
+/// them is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_oversized_request_gets_its_413_under_load() {
+    let env = Setup::new(&[HEALTHY])
+        .configure(|c| c.server.body_limit_bytes = 1024 * 1024)
+        .threads(2)
+        .start()
+        .await;
+    let oversized = {
+        let mut b = chat("gpt-4o-mini");
+        b["padding"] = json!("x".repeat(1024 * 1024 + 512 * 1024));
+        serde_json::to_vec(&b).unwrap()
+    };
+    for _ in 0..6 {
+        let uploads = (0..8).map(|_| {
+            env.http
+                .post(env.url("/v1/chat/completions"))
+                .header("content-type", "application/json")
+                .body(oversized.clone())
+                .send()
+        });
+        let chats = (0..8).map(|_| env.chat("gpt-4o-mini"));
+        let (uploads, chats) = futures_util::join!(
+            futures_util::future::join_all(uploads),
+            futures_util::future::join_all(chats)
+        );
+        for r in uploads {
+            let r = r.expect("an answer, not a closed connection");
+            assert_eq!(r.status(), 413);
+            let e: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(e["error"]["code"], "request_too_large");
+        }
+        for r in chats {
+            assert_eq!(r.status(), 200);
+        }
+    }
+}

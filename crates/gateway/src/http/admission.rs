@@ -3,13 +3,11 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
-use bytes::Bytes;
 use gateway_client::{ApiRequest, Endpoint, RequestContext};
 
 use super::error::ApiError;
-use super::extract::Caller;
+use super::extract::{Body, Caller};
 use crate::auth::{CHAT_WRITE, ClientKey, EMBEDDINGS_READ};
 
 /// A request that passed authentication and checks.
@@ -33,11 +31,11 @@ pub(super) fn surface(endpoint: Endpoint) -> (&'static str, &'static str) {
 pub(super) fn admit(
     headers: &HeaderMap,
     caller: Result<Caller, ApiError>,
-    body: Result<Bytes, BytesRejection>,
+    body: Result<Body, ApiError>,
     scope: &str,
 ) -> Result<Admitted, ApiError> {
     let Caller(key) = caller?;
-    let body = body?;
+    let Body(body) = body?;
     let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
     })?;

@@ -91,16 +91,54 @@ impl FromRequestParts<Arc<AppState>> for Caller {
     }
 }
 
+/// How much of an oversized body is read (and thrown away) past the limit
+/// before the 413 is sent: enough that a client still sending gets the
+/// answer instead of a connection reset.
+const DRAIN: u64 = 64 * 1024 * 1024;
+
+/// A request body within `[server] body_limit_bytes`. A body whose
+/// `Content-Length` passes the limit is refused with 413 only once it has
+/// been read (up to [`DRAIN`] past the limit): answering early and closing
+/// while the client still sends makes it see the connection reset instead
+/// of the answer. A body without a length is cut at the limit (413 too).
+#[derive(Debug)]
+pub(crate) struct Body(pub(crate) Bytes);
+
+impl FromRequest<Arc<AppState>> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, s: &Arc<AppState>) -> Result<Self, ApiError> {
+        let limit = s.body_limit as u64;
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        let Some(length) = declared.filter(|&n| n > limit) else {
+            return Ok(Body(Bytes::from_request(req, s).await?));
+        };
+        if length <= limit.saturating_add(DRAIN) {
+            let mut body = req.into_body().into_data_stream();
+            while let Some(Ok(_)) = futures_util::StreamExt::next(&mut body).await {}
+        }
+        Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            "request_too_large",
+            format!("the body is {length} bytes; the limit is {limit}"),
+        ))
+    }
+}
+
 /// A JSON body parsed into `T`, whatever its content type (`curl -d` sends
 /// a form type); an empty body reads as `{}`. Errors name what is wrong.
 #[derive(Debug)]
 pub(crate) struct JsonBody<T>(pub(crate) T);
 
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+impl<T: DeserializeOwned> FromRequest<Arc<AppState>> for JsonBody<T> {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await?;
+    async fn from_request(req: Request, s: &Arc<AppState>) -> Result<Self, ApiError> {
+        let Body(bytes) = Body::from_request(req, s).await?;
         let text: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
             b"{}"
         } else {

@@ -6,17 +6,15 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use bytes::Bytes;
 use gateway_client::{Endpoint, ResponseMeta};
 use serde::Serialize;
 
 use super::admission::{Admitted, admit, surface};
 use super::error::ApiError;
-use super::extract::{Caller, REQUEST_ID, request_id};
+use super::extract::{Body, Caller, REQUEST_ID, request_id};
 use super::meta::meta_headers;
 use super::stream;
 use crate::state::AppState;
@@ -55,7 +53,7 @@ async fn chat(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
     caller: Result<Caller, ApiError>,
-    body: Result<Bytes, BytesRejection>,
+    body: Result<Body, ApiError>,
 ) -> Response {
     let r = serve(s, &headers, caller, body, Endpoint::ChatCompletions).await;
     with_request_id(&headers, r)
@@ -65,7 +63,7 @@ async fn embeddings(
     State(s): State<Arc<AppState>>,
     headers: HeaderMap,
     caller: Result<Caller, ApiError>,
-    body: Result<Bytes, BytesRejection>,
+    body: Result<Body, ApiError>,
 ) -> Response {
     let r = serve(s, &headers, caller, body, Endpoint::Embeddings).await;
     with_request_id(&headers, r)
@@ -82,7 +80,7 @@ async fn serve(
     s: Arc<AppState>,
     headers: &HeaderMap,
     caller: Result<Caller, ApiError>,
-    body: Result<Bytes, BytesRejection>,
+    body: Result<Body, ApiError>,
     endpoint: Endpoint,
 ) -> Response {
     let started = Instant::now();
