@@ -109,6 +109,69 @@ async fn a_thousand_concurrent_requests_with_exact_counts() {
     assert_eq!(snap.budget[0].reserved, Money::ZERO);
 }
 
+/// The same, against a budget that a third of them exhaust: each request
+/// holds its worst case while in flight, so the ones that do not fit are
+/// refused before they are sent, and every count is exact at the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_requests_at_a_hard_limit() {
+    let mock = MockTransport::new();
+    mock.fallback(|_| MockReply::chat("ok", 5, 2).latency(Duration::from_millis(1)));
+    // Each request reserves (8 estimated + 2) tokens of gpt-4.1 = 80 µ$ and
+    // costs (5 + 2) = 56 µ$: $0.028 holds 350 reservations at once.
+    let limit = Money::from_micros(28_000);
+    let ledger = Ledger::new(
+        LedgerConfig::default(),
+        PriceTable::defaults(),
+        vec![Limit::new(Scope::Global, Period::Daily, limit)],
+    )
+    .unwrap();
+    let c = client(&mock, 16, Some(ledger));
+    let tasks: Vec<_> = (0..1000)
+        .map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let body = serde_json::json!({"model": "gpt-4.1", "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]});
+                let r = ApiRequest::from_json(body).unwrap();
+                c.chat_completion(r, &RequestContext::user(format!("u{i}")))
+                    .await
+            })
+        })
+        .collect();
+    let (mut answered, mut refused) = (0u64, 0u64);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => answered += 1,
+            Err(e) if e.is_budget() => refused += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(answered + refused, 1000);
+    assert!(answered >= 350 && refused > 0, "{answered} answered");
+    assert_eq!(
+        mock.requests().len() as u64,
+        answered,
+        "the refused were never sent"
+    );
+    let snap = c.snapshot();
+    assert_eq!(
+        (snap.stats.total.requests, snap.stats.total.failures),
+        (answered, 0),
+        "a refusal is not an upstream request"
+    );
+    let keys = &snap.providers[0].pool.keys;
+    assert_eq!(
+        keys.iter()
+            .map(|k| u64::from(k.requests_today))
+            .sum::<u64>(),
+        answered
+    );
+    assert!(keys.iter().all(|k| k.in_flight == 0));
+    let b = &snap.budget[0];
+    assert_eq!(b.spent, Money::from_micros(56 * answered), "exact");
+    assert!(b.spent <= limit);
+    assert_eq!(b.reserved, Money::ZERO);
+}
+
 #[tokio::test]
 async fn a_stream_failing_before_its_first_byte_fails_over() {
     let mock = MockTransport::new();
@@ -553,4 +616,81 @@ async fn the_dashboard_shows_keys_totals_canary_and_budget() {
     assert!(!report.contains("sk-key"), "no secret in the dashboard");
     let json = serde_json::to_string(&c.snapshot()).unwrap();
     assert!(json.contains("\"secret\":\"sk-key-…0000\""), "{json}");
+}
+
+/// The candidate of a half-and-half canary fails every request: analysis on
+/// the injected clock holds while the evidence is short, then rolls back,
+/// and from then on everyone gets the baseline.
+#[tokio::test]
+async fn analysis_rolls_a_failing_candidate_back() {
+    use canary::{Gates, Rollout, Share, Verdict};
+    let mock = MockTransport::new();
+    mock.fallback(|r| {
+        if r.body["model"] == "claude-sonnet-4.5" {
+            MockReply::error(400, "invalid_request_error", "bad", "the candidate refuses")
+        } else {
+            MockReply::chat("ok", 5, 2)
+        }
+    });
+    let rollout = Rollout::builder("gpt-4.1")
+        .candidate("claude-sonnet-4.5", Share::percent(50).unwrap())
+        .salt("analysis")
+        .build()
+        .unwrap();
+    let c = Client::builder()
+        .provider("relay", "http://relay/v1", 0, pool(2))
+        .transport(Arc::new(mock.clone()))
+        .clock(Arc::new(ManualClock::new(t0())))
+        .rollout(rollout)
+        .gates(Gates {
+            min_requests: 20,
+            ..Gates::default()
+        })
+        .build()
+        .unwrap();
+    let send = |n: std::ops::Range<u32>| {
+        let c = c.clone();
+        async move {
+            for i in n {
+                let r = ApiRequest::chat("gpt-4.1", &[("user", "hi")]);
+                let _ = c
+                    .chat_completion(r, &RequestContext::user(format!("u{i}")))
+                    .await;
+            }
+        }
+    };
+    send(0..10).await;
+    let verdicts = c.analyze();
+    assert!(
+        matches!(verdicts[..], [(_, Verdict::Hold { .. })]),
+        "{verdicts:?}"
+    );
+    send(10..100).await;
+    let mut events = c.subscribe();
+    let verdicts = c.analyze();
+    assert!(
+        matches!(verdicts[..], [(ref m, Verdict::Rollback { .. })] if m == "gpt-4.1"),
+        "{verdicts:?}"
+    );
+    assert!(matches!(
+        c.last_verdicts()["gpt-4.1"].1,
+        Verdict::Rollback { .. }
+    ));
+    let rolled_back = std::iter::from_fn(|| events.try_recv().ok()).any(|e| {
+        matches!(
+            e,
+            gateway_client::ClientEvent::Canary {
+                event: canary::Event::RolledBack { .. },
+                ..
+            }
+        )
+    });
+    assert!(rolled_back, "the rollback is announced");
+    let before = mock.requests().len();
+    send(100..140).await;
+    let after = mock.requests();
+    assert!(
+        after[before..].iter().all(|r| r.body["model"] == "gpt-4.1"),
+        "everyone is back on the baseline"
+    );
 }

@@ -121,7 +121,9 @@ pub async fn start_with(
     let threads = options.serving_threads.unwrap_or(NonZeroUsize::MIN);
     let app = http::router(state.clone(), config.server.body_limit_bytes);
     let mut running = Running::spawn(listener, state.clone(), app, threads)?;
-    running.keep(lifecycle::spawn_saver(state.clone()));
+    let (stop_saver, saver_stopped) = watch::channel(false);
+    let saver = lifecycle::spawn_saver(state.clone(), saver_stopped);
+    running.saver = Some((saver, stop_saver));
     if !manual_clock {
         running.keep(client.spawn_monitor(Duration::from_secs(60)));
         if let Some(days) = retention {
@@ -140,9 +142,11 @@ pub struct Running {
     stop: watch::Sender<bool>,
     /// Ends when every serving thread has drained.
     task: JoinHandle<()>,
-    /// Services that live as long as the server (the monitor, the state
-    /// saver, the pruner).
+    /// Services that live as long as the server (the monitor, the pruner).
     background: Vec<JoinHandle<()>>,
+    /// The state saver, told to stop once the requests have drained; it
+    /// ends when it has saved the changes they made.
+    saver: Option<(JoinHandle<()>, watch::Sender<bool>)>,
 }
 
 impl Running {
@@ -152,11 +156,17 @@ impl Running {
     }
 
     /// Stops accepting, lets in-flight requests finish for up to `grace`,
-    /// stops the background services, and returns whether every request
-    /// finished.
+    /// lets the state saver save the changes they made, stops the other
+    /// background services, and returns whether every request finished.
     pub async fn shutdown(self, grace: Duration) -> bool {
         self.stop.send_replace(true);
         let drained = tokio::time::timeout(grace, self.task).await.is_ok();
+        if let Some((saver, stop)) = self.saver {
+            stop.send_replace(true);
+            if tokio::time::timeout(grace, saver).await.is_err() {
+                tracing::warn!("the state saver did not finish within the grace period");
+            }
+        }
         for t in &self.background {
             t.abort();
         }
@@ -215,6 +225,7 @@ impl Running {
             stop,
             task,
             background: Vec::new(),
+            saver: None,
         })
     }
 }

@@ -742,3 +742,67 @@ async fn status_views_need_a_key_unless_public() {
     let (status, _) = gw.call(Method::GET, "/v1/keys", Some(&viewer), None).await;
     assert_eq!(status, 403);
 }
+
+/// A candidate that fails every request is rolled back by the analysis the
+/// monitor runs (driven here on the injected clock), the operator sees the
+/// verdict, and the rollback outlives a restart.
+#[tokio::test]
+async fn a_failing_candidate_is_rolled_back_and_stays_so_after_a_restart() {
+    use wiremock::matchers::{body_partial_json, method};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let upstream = MockServer::start().await;
+    let refusal = json!({"error": {"message": "the candidate refuses", "type": "invalid_request_error", "code": "bad"}});
+    Mock::given(method("POST"))
+        .and(body_partial_json(json!({"model": "claude-sonnet-4.5"})))
+        .respond_with(ResponseTemplate::new(400).set_body_json(refusal))
+        .mount(&upstream)
+        .await;
+    let ok = json!({"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 2}});
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(ok))
+        .mount(&upstream)
+        .await;
+    let dir = TempDir::new("rollback");
+    let mut gw = setup()
+        .upstream(format!("{}/v1", upstream.uri()))
+        .db(&dir.join("gateway.db"))
+        .configure(|c| c.canary[0].percent = 50.0)
+        .start()
+        .await;
+    let (_, app) = gw
+        .admin(Method::POST, "/v1/keys", Some(json!({"name": "app"})))
+        .await;
+    let app = app["key"].as_str().unwrap().to_owned();
+    for i in 0..300 {
+        let body = json!({"model": "gpt-4.1", "user": format!("u{i}"), "messages": [{"role": "user", "content": "hi"}]});
+        gw.post("/v1/chat/completions", Some(&app), &body).await;
+    }
+    let verdicts = gw.running().client().analyze();
+    assert!(
+        matches!(verdicts[..], [(_, canary::Verdict::Rollback { .. })]),
+        "{verdicts:?}"
+    );
+    let (_, canary) = gw.admin(Method::GET, "/admin/canary", None).await;
+    let rollout = &canary["data"][0];
+    assert!(
+        rollout["phase"]
+            .as_str()
+            .unwrap()
+            .starts_with("rolled back"),
+        "{rollout}"
+    );
+    assert_eq!(
+        rollout["verdict"]["verdict"]["reason"]["gate"], "error_rate",
+        "{rollout}"
+    );
+    assert!(gw.stop().await);
+    gw.resume().await.unwrap();
+    let (_, canary) = gw.admin(Method::GET, "/admin/canary", None).await;
+    assert!(
+        canary["data"][0]["phase"]
+            .as_str()
+            .unwrap()
+            .starts_with("rolled back"),
+        "the rollback is kept: {canary}"
+    );
+}

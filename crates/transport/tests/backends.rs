@@ -433,28 +433,3 @@ fn the_error_is_small_send_and_sync() {
         size_of::<TransportError>()
     );
 }
-
-#[tokio::test]
-async fn https_is_tls_with_verification() {
-    for b in backends() {
-        https_is_tls_with_verification_on(b).await;
-    }
-}
-
-/// An `https` URL is spoken to with TLS: a server that answers in plain
-/// HTTP fails the handshake, as would one whose certificate is not trusted.
-async fn https_is_tls_with_verification_on(b: Backend) {
-    let server = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&server)
-        .await;
-    let mut r = request(&server);
-    r.base_url = format!("{}/v1", server.uri().replacen("http://", "https://", 1)).into();
-    let e = transport(b, 1 << 20).send(r).await.unwrap_err();
-    assert!(e.is_connect(), "{b:?}: {e:?}");
-    assert!(
-        server.received_requests().await.unwrap().is_empty(),
-        "{b:?}"
-    );
-}

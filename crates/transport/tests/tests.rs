@@ -20,3 +20,6 @@ mod fuzz;
 /// The mock transport the layers above test with.
 #[cfg(feature = "mock")]
 mod mock;
+/// A real TLS upstream: refused without its CA, accepted with it.
+#[cfg(any(feature = "reqwest", feature = "hyper"))]
+mod tls;

@@ -50,23 +50,44 @@ async fn save(s: &AppState, event: &ClientEvent) {
     }
 }
 
-/// Starts the state saver.
-pub(crate) fn spawn_saver(s: Arc<AppState>) -> tokio::task::JoinHandle<()> {
+/// Starts the state saver. When `stopped` turns true it saves the events
+/// already sent (a change made just before shutdown is not lost) and ends.
+pub(crate) fn spawn_saver(
+    s: Arc<AppState>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
     let mut events = s.client.subscribe();
     tokio::spawn(async move {
         loop {
-            let event = match events.recv().await {
-                Ok(e) => e,
+            let stop = tokio::select! {
+                e = events.recv() => Err(e),
+                changed = stopped.changed() => Ok(changed.is_err() || *stopped.borrow()),
+            };
+            let event = match stop {
+                Err(e) => e,
+                Ok(false) => continue,
+                Ok(true) => {
+                    while let Ok(event) = events.try_recv() {
+                        handle(&s, &event).await;
+                    }
+                    return;
+                }
+            };
+            match event {
+                Ok(e) => handle(&s, &e).await,
                 Err(RecvError::Lagged(n)) => {
                     tracing::warn!("{n} events were missed by the state saver");
-                    continue;
                 }
                 Err(RecvError::Closed) => return,
-            };
-            let secs = s.now_ms().div_euclid(1000);
-            s.activity().event(secs, event.to_string());
-            s.metrics.event(&event);
-            save(&s, &event).await;
+            }
         }
     })
+}
+
+/// Keeps an event for the dashboard, counts it, and saves what it changed.
+async fn handle(s: &AppState, event: &ClientEvent) {
+    let secs = s.now_ms().div_euclid(1000);
+    s.activity().event(secs, event.to_string());
+    s.metrics.event(event);
+    save(s, event).await;
 }
