@@ -103,15 +103,18 @@ pub async fn start_with(
     let loaded = store.load().await?;
     let listener = tokio::net::TcpListener::bind(config.server.listen()?).await?;
     let client = built.client.clone();
+    let state_options = crate::state::Options {
+        public_status: config.server.status_is_public()?,
+        body_limit: config.server.body_limit_bytes,
+        sealer: built.sealer,
+        configured_keys: built.understood.configured_keys,
+    };
     let state = Arc::new(AppState::new(
         built.client,
         built.auth,
         built.understood.models,
         store,
-        (
-            config.server.status_is_public()?,
-            config.server.body_limit_bytes,
-        ),
+        state_options,
     ));
     let retention = config.storage.usage_retention_days;
     if let Some(days) = retention {

@@ -7,8 +7,10 @@ use gateway_client::Client;
 
 use crate::activity::Activity;
 use crate::auth::Auth;
+use crate::keys::{KeyDirectory, KeyEntry, settings_of};
 use crate::metrics::Metrics;
-use crate::store::{KeyStateRecord, RolloutRecord, Store};
+use crate::secrets::Sealer;
+use crate::store::{KeyOrigin, RolloutRecord, Store, StoreError, UpstreamKeyRecord, config_key_id};
 
 /// The state every handler and background service shares.
 pub(crate) struct AppState {
@@ -31,6 +33,23 @@ pub(crate) struct AppState {
     pub(crate) public_status: bool,
     /// The largest request body, in bytes.
     pub(crate) body_limit: usize,
+    /// The upstream keys' stable ids.
+    pub(crate) keys: KeyDirectory,
+    /// Seals the secrets of keys added or rotated in at runtime.
+    pub(crate) sealer: Option<Sealer>,
+}
+
+/// What [`AppState::new`] is given besides the layers.
+#[derive(Debug)]
+pub(crate) struct Options {
+    /// Whether the operators' views answer anyone.
+    pub(crate) public_status: bool,
+    /// The largest request body, in bytes.
+    pub(crate) body_limit: usize,
+    /// Seals runtime keys' secrets.
+    pub(crate) sealer: Option<Sealer>,
+    /// The configured keys: (provider, name, fingerprint of the secret).
+    pub(crate) configured_keys: Vec<(String, String, String)>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -49,10 +68,30 @@ impl AppState {
         auth: Auth,
         mut models: Vec<String>,
         store: Arc<dyn Store>,
-        (public_status, body_limit): (bool, usize),
+        options: Options,
     ) -> Self {
         models.sort();
         models.dedup();
+        let keys = KeyDirectory::default();
+        for (provider, name, fingerprint) in options.configured_keys {
+            let found = client.read_pool(&provider, |pool| {
+                let id = pool.find(&name)?;
+                Some((id, pool.key_snapshot(id)?))
+            });
+            if let Some(Some((key, snapshot))) = found {
+                keys.insert(KeyEntry {
+                    id: config_key_id(&provider, &name),
+                    settings: settings_of(&snapshot),
+                    provider,
+                    name,
+                    key,
+                    origin: KeyOrigin::Config,
+                    fingerprint,
+                    sealed_secret: None,
+                    removed: false,
+                });
+            }
+        }
         AppState {
             client,
             auth,
@@ -61,8 +100,10 @@ impl AppState {
             store,
             activity: Mutex::new(Activity::default()),
             changes: tokio::sync::Mutex::new(()),
-            public_status,
-            body_limit,
+            public_status: options.public_status,
+            body_limit: options.body_limit,
+            keys,
+            sealer: options.sealer,
         }
     }
 
@@ -86,17 +127,18 @@ impl AppState {
         self.changes.lock().await
     }
 
-    /// The state to store for the key of `provider` named `name` (the first
-    /// such key), if it is in the pool.
-    pub(crate) fn key_state(&self, provider: &str, name: &str) -> Option<KeyStateRecord> {
-        let saved = self.client.read_pool(provider, |pool| {
-            pool.find(name).and_then(|id| pool.saved(id))
-        })??;
-        Some(KeyStateRecord {
-            provider: provider.to_owned(),
-            name: name.to_owned(),
-            saved,
-        })
+    /// The record to store for the upstream key `id`: its entry, and its
+    /// state if it is still in its pool.
+    pub(crate) fn key_record(&self, id: &str) -> Option<UpstreamKeyRecord> {
+        let entry = self.keys.get(id)?;
+        let saved = if entry.removed {
+            None
+        } else {
+            self.client
+                .read_pool(&entry.provider, |pool| pool.saved(entry.key))
+                .flatten()
+        };
+        Some(entry.record(saved))
     }
 
     /// The state to store for the rollout of `model`.
@@ -108,16 +150,11 @@ impl AppState {
         })
     }
 
-    /// Saves the state of `provider`'s key `name` (or forgets it if the key
-    /// left the pool).
-    pub(crate) async fn save_key_state(
-        &self,
-        provider: &str,
-        name: &str,
-    ) -> Result<(), crate::store::StoreError> {
-        match self.key_state(provider, name) {
-            Some(record) => self.store.save_key_state(record).await,
-            None => self.store.remove_key_state(provider, name).await,
+    /// Saves the upstream key `id` as it is now.
+    pub(crate) async fn save_upstream_key(&self, id: &str) -> Result<(), StoreError> {
+        match self.key_record(id) {
+            Some(record) => self.store.save_upstream_key(record).await,
+            None => Ok(()),
         }
     }
 }

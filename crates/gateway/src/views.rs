@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::auth::ClientKey;
+use crate::keys::KeyDirectory;
 use crate::store::{AuditEntry, UsageLine};
 
 /// `{"object": "list", "data": [...]}`, OpenAI's list shape.
@@ -140,6 +141,8 @@ pub(crate) struct RotationView {
 /// An upstream key's state and today's counters (no secret).
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct UpstreamKeyView {
+    /// Its stable id (`None` for a key the gateway did not add itself).
+    pub(crate) id: Option<String>,
     pub(crate) name: String,
     tier: u8,
     weight: u32,
@@ -153,8 +156,9 @@ pub(crate) struct UpstreamKeyView {
 }
 
 impl UpstreamKeyView {
-    pub(crate) fn of(k: &KeySnapshot) -> Self {
+    pub(crate) fn of(k: &KeySnapshot, id: Option<String>) -> Self {
         UpstreamKeyView {
+            id,
             name: k.name.to_string(),
             tier: k.tier,
             weight: k.weight,
@@ -179,9 +183,9 @@ pub(crate) struct AdminUpstreamKeyView {
 }
 
 impl AdminUpstreamKeyView {
-    pub(crate) fn of(k: &KeySnapshot) -> Self {
+    pub(crate) fn of(k: &KeySnapshot, id: Option<String>) -> Self {
         AdminUpstreamKeyView {
-            key: UpstreamKeyView::of(k),
+            key: UpstreamKeyView::of(k, id),
             secret: k.secret.clone(),
         }
     }
@@ -196,13 +200,18 @@ pub(crate) struct ProviderView {
 }
 
 impl ProviderView {
-    pub(crate) fn all(snap: &Snapshot) -> Vec<Self> {
+    pub(crate) fn all(snap: &Snapshot, ids: &KeyDirectory) -> Vec<Self> {
         snap.providers
             .iter()
             .map(|p| ProviderView {
                 provider: p.name.clone(),
                 priority: p.priority,
-                keys: p.pool.keys.iter().map(AdminUpstreamKeyView::of).collect(),
+                keys: p
+                    .pool
+                    .keys
+                    .iter()
+                    .map(|k| AdminUpstreamKeyView::of(k, ids.id_of(&p.name, k.id)))
+                    .collect(),
             })
             .collect()
     }
@@ -382,13 +391,13 @@ pub(crate) struct DashboardView {
 }
 
 impl DashboardKeyView {
-    pub(crate) fn all(snap: &Snapshot) -> Vec<Self> {
+    pub(crate) fn all(snap: &Snapshot, ids: &KeyDirectory) -> Vec<Self> {
         snap.providers
             .iter()
             .flat_map(|p| {
                 p.pool.keys.iter().map(move |k| DashboardKeyView {
                     provider: p.name.clone(),
-                    key: UpstreamKeyView::of(k),
+                    key: UpstreamKeyView::of(k, ids.id_of(&p.name, k.id)),
                 })
             })
             .collect()

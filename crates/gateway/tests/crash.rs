@@ -145,14 +145,10 @@ async fn answered_requests_survive_kill_9() {
     )
     .await;
     let client_key = created["key"].as_str().unwrap().to_owned();
-    admin(
-        &http,
-        &gw,
-        post,
-        "/admin/upstream-keys/sim/alpha/disable",
-        None,
-    )
-    .await;
+    // The configured key's id is the same at every start.
+    let alpha = gateway::store::config_key_id("sim", "alpha");
+    let disable = format!("/admin/upstream-keys/{alpha}/disable");
+    admin(&http, &gw, post, &disable, None).await;
     let (answered, cost) = load_until_killed(&http, &mut gw, &client_key).await;
 
     let gw = serve(&config).await;

@@ -385,13 +385,15 @@ async fn the_upstream_pool_and_the_canary_are_operated_at_runtime() {
 
 /// Disable alpha: every request goes to beta; unknown keys, providers and verbs are refused.
 async fn keys_are_disabled_and_enabled(gw: &Gateway, app: &str) {
+    let alpha = gw.key_id("alpha").await;
     let (status, after) = gw
         .admin(
             Method::POST,
-            "/admin/upstream-keys/simulated/alpha/disable",
+            &format!("/admin/upstream-keys/{alpha}/disable"),
             None,
         )
         .await;
+    assert_eq!(after["id"], alpha.as_str());
     assert_eq!(status, 200, "{after}");
     assert!(after["state"].as_str().unwrap().starts_with("disabled"));
     for _ in 0..4 {
@@ -399,25 +401,13 @@ async fn keys_are_disabled_and_enabled(gw: &Gateway, app: &str) {
         assert_eq!(r.headers()["x-gateway-key"], "beta");
     }
     let (status, _) = gw
-        .admin(
-            Method::POST,
-            "/admin/upstream-keys/simulated/nope/disable",
-            None,
-        )
-        .await;
-    assert_eq!(status, 404);
-    let (status, _) = gw
-        .admin(
-            Method::POST,
-            "/admin/upstream-keys/elsewhere/alpha/disable",
-            None,
-        )
+        .admin(Method::POST, "/admin/upstream-keys/uk_nope/disable", None)
         .await;
     assert_eq!(status, 404);
     let (status, body) = gw
         .admin(
             Method::POST,
-            "/admin/upstream-keys/simulated/alpha/explode",
+            &format!("/admin/upstream-keys/{alpha}/explode"),
             None,
         )
         .await;
@@ -425,7 +415,7 @@ async fn keys_are_disabled_and_enabled(gw: &Gateway, app: &str) {
     let (status, after) = gw
         .admin(
             Method::POST,
-            "/admin/upstream-keys/simulated/alpha/enable",
+            &format!("/admin/upstream-keys/{alpha}/enable"),
             None,
         )
         .await;
@@ -435,12 +425,9 @@ async fn keys_are_disabled_and_enabled(gw: &Gateway, app: &str) {
 /// Remove beta and alpha; add gamma: it serves.
 async fn keys_are_removed_and_added(gw: &Gateway, app: &str) {
     for name in ["alpha", "beta"] {
+        let id = gw.key_id(name).await;
         let (status, _) = gw
-            .admin(
-                Method::DELETE,
-                &format!("/admin/upstream-keys/simulated/{name}"),
-                None,
-            )
+            .admin(Method::DELETE, &format!("/admin/upstream-keys/{id}"), None)
             .await;
         assert_eq!(status, 200);
     }
@@ -473,10 +460,11 @@ async fn keys_are_removed_and_added(gw: &Gateway, app: &str) {
 
 /// Rotate gamma onto alpha's secret: the new one serves, the old drains.
 async fn a_rotated_key_drains(gw: &Gateway) {
+    let gamma = gw.key_id("gamma").await;
     let (status, rotated) = gw
         .admin(
             Method::POST,
-            "/admin/upstream-keys/simulated/gamma/rotate",
+            &format!("/admin/upstream-keys/{gamma}/rotate"),
             Some(json!({"secret": KEYS[0].1, "grace_seconds": 60})),
         )
         .await;
@@ -675,19 +663,20 @@ async fn a_scrape_sees_a_key_change_state_and_leave() {
         before.contains("gateway_request_duration_seconds_bucket{"),
         "a histogram"
     );
-    gw.admin(
-        Method::POST,
-        "/admin/upstream-keys/simulated/alpha/disable",
-        None,
-    )
-    .await;
+    let alpha = gw.key_id("alpha").await;
+    let disable = format!("/admin/upstream-keys/{alpha}/disable");
+    gw.admin(Method::POST, &disable, None).await;
     assert_eq!(
         series(&scrape().await, "alpha"),
         ["gateway_key_up{provider=\"simulated\",key=\"alpha\",state=\"disabled\"} 0"],
         "the active series is gone, not left at 1"
     );
-    gw.admin(Method::DELETE, "/admin/upstream-keys/simulated/alpha", None)
-        .await;
+    gw.admin(
+        Method::DELETE,
+        &format!("/admin/upstream-keys/{alpha}"),
+        None,
+    )
+    .await;
     let after = scrape().await;
     assert!(
         series(&after, "alpha").is_empty(),
@@ -805,4 +794,189 @@ async fn a_failing_candidate_is_rolled_back_and_stays_so_after_a_restart() {
             .starts_with("rolled back"),
         "the rollback is kept: {canary}"
     );
+}
+
+const SECRETS_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// Every key with its id, name and state, as `/admin/upstream-keys` shows
+/// them, sorted by id.
+async fn pool_as_shown(gw: &Gateway) -> Vec<(String, String, String)> {
+    let (_, keys) = gw.admin(Method::GET, "/admin/upstream-keys", None).await;
+    let mut all: Vec<(String, String, String)> = keys["data"][0]["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            let text = |f: &str| k[f].as_str().unwrap_or_default().to_owned();
+            (text("id"), text("name"), text("state"))
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+/// Keys added, rotated, disabled, scheduled for revocation and removed at
+/// runtime, addressed by id (two share a name during the rotation): after a
+/// restart the pool is exactly what it was, the rotated-in secret serves,
+/// and the configured key it replaced is still the one draining.
+#[tokio::test]
+async fn after_a_restart_the_pool_is_exactly_what_it_was() {
+    let dir = TempDir::new("pool-restart");
+    let mut gw = setup()
+        .db(&dir.join("gateway.db"))
+        .configure(|c| c.storage.secrets_key = Some(SECRETS_KEY.into()))
+        .start()
+        .await;
+    let (alpha, beta) = (gw.key_id("alpha").await, gw.key_id("beta").await);
+    // Rotate alpha onto gamma's secret: the old alpha drains for an hour.
+    let rotate = json!({"secret": KEYS[2].1, "grace_seconds": 3600});
+    let path = format!("/admin/upstream-keys/{alpha}/rotate");
+    let (status, rotated) = gw.admin(Method::POST, &path, Some(rotate)).await;
+    assert_eq!(status, 200, "{rotated}");
+    let new_alpha = gw.key_id("alpha").await;
+    assert_ne!(new_alpha, alpha, "the rotated-in key has an id of its own");
+    // Disable the new alpha by id: the draining old alpha is untouched.
+    let path = format!("/admin/upstream-keys/{new_alpha}/disable");
+    assert_eq!(gw.admin(Method::POST, &path, None).await.0, 200);
+    let shown = pool_as_shown(&gw).await;
+    let state_of = |id: &str| shown.iter().find(|k| k.0 == id).unwrap().2.clone();
+    assert!(state_of(&alpha).starts_with("draining"), "{shown:?}");
+    assert!(state_of(&new_alpha).starts_with("disabled"), "{shown:?}");
+    let path = format!("/admin/upstream-keys/{new_alpha}/enable");
+    assert_eq!(gw.admin(Method::POST, &path, None).await.0, 200);
+    // Beta is scheduled for revocation in a day.
+    let path = format!("/admin/upstream-keys/{beta}/schedule-revoke");
+    let (status, body) = gw
+        .admin(Method::POST, &path, Some(json!({"delay_seconds": 86_400})))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["state"].as_str().unwrap().starts_with("draining"),
+        "{body}"
+    );
+    let before = pool_as_shown(&gw).await;
+
+    assert!(gw.stop().await);
+    gw.resume().await.unwrap();
+    assert_eq!(
+        pool_as_shown(&gw).await,
+        before,
+        "the same keys, ids and states"
+    );
+    // The rotated-in secret is the one that serves.
+    let (_, created) = gw
+        .admin(Method::POST, "/v1/keys", Some(json!({"name": "app"})))
+        .await;
+    let app = created["key"].as_str().unwrap().to_owned();
+    let r = gw.chat_as(&app).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-gateway-key"], "alpha");
+    // A removal outlives a restart too.
+    let path = format!("/admin/upstream-keys/{beta}");
+    assert_eq!(gw.admin(Method::DELETE, &path, None).await.0, 200);
+    assert!(gw.stop().await);
+    gw.resume().await.unwrap();
+    assert!(pool_as_shown(&gw).await.iter().all(|k| k.0 != beta));
+}
+
+/// A gateway that stores its state refuses to take a secret it would have
+/// to store in clear; a stored key whose secret cannot be opened stops the
+/// start, saying why.
+#[tokio::test]
+async fn secrets_are_never_stored_in_clear() {
+    let dir = TempDir::new("sealed");
+    let db = dir.join("gateway.db");
+    let mut gw = setup().db(&db).start().await;
+    let add = json!({"provider": "simulated", "name": "gamma", "secret": KEYS[2].1});
+    let (status, body) = gw
+        .admin(Method::POST, "/admin/upstream-keys", Some(add.clone()))
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (409, "no_secrets_key"),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("secrets_key")
+    );
+    assert!(gw.stop().await);
+    gw.config.storage.secrets_key = Some(SECRETS_KEY.into());
+    gw.resume().await.unwrap();
+    let (status, _) = gw
+        .admin(Method::POST, "/admin/upstream-keys", Some(add))
+        .await;
+    assert_eq!(status, 201);
+    assert!(gw.stop().await);
+    let file = std::fs::read(&db).unwrap_or_default();
+    let wal = std::fs::read(dir.join("gateway.db-wal")).unwrap_or_default();
+    let needle = KEYS[2].1.as_bytes();
+    for bytes in [&file, &wal] {
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle),
+            "a secret in clear"
+        );
+    }
+    gw.config.storage.secrets_key = Some(SECRETS_KEY.replace('0', "f"));
+    let e = gw.resume().await.unwrap_err().to_string();
+    assert!(e.contains("gamma") && e.contains("cannot be opened"), "{e}");
+    assert!(!e.contains(KEYS[2].1));
+}
+
+#[tokio::test]
+async fn state_survives_a_restart() {
+    let dir = TempDir::new("restart");
+    let mut gw = setup().db(&dir.join("gateway.db")).start().await;
+    let (_, created) = gw
+        .admin(
+            Method::POST,
+            "/v1/keys",
+            Some(json!({"name": "app", "team": "web"})),
+        )
+        .await;
+    let app = created["key"].as_str().unwrap().to_owned();
+    for _ in 0..5 {
+        assert_eq!(gw.chat_as(&app).await.status(), 200);
+    }
+    let alpha = gw.key_id("alpha").await;
+    let disable = format!("/admin/upstream-keys/{alpha}/disable");
+    gw.admin(Method::POST, &disable, None).await;
+    gw.admin(
+        Method::POST,
+        "/admin/canary/gpt-4.1/percent",
+        Some(json!({"percent": 30})),
+    )
+    .await;
+    let (_, before) = gw.call(Method::GET, "/status.json", None, None).await;
+    let spent_before = before["budget"][0]["spent"].as_u64().unwrap();
+    assert!(spent_before > 0);
+
+    assert!(gw.stop().await);
+    gw.clock().advance(Duration::from_secs(60));
+    gw.resume().await.unwrap();
+
+    // The client key still works; usage, budget, key state and canary are back.
+    assert_eq!(gw.chat_as(&app).await.status(), 200);
+    let (_, usage) = gw.admin(Method::GET, "/v1/usage", None).await;
+    assert_eq!(usage["usage"][0]["requests"], 6);
+    let (_, after) = gw.call(Method::GET, "/status.json", None, None).await;
+    assert!(after["budget"][0]["spent"].as_u64().unwrap() > spent_before);
+    let (_, keys) = gw.admin(Method::GET, "/admin/upstream-keys", None).await;
+    let all = keys["data"][0]["keys"].as_array().unwrap();
+    let alpha = all.iter().find(|k| k["name"] == "alpha").unwrap();
+    assert!(
+        alpha["state"].as_str().unwrap().starts_with("disabled"),
+        "{alpha}"
+    );
+    let served: u64 = all
+        .iter()
+        .map(|k| k["requests_today"].as_u64().unwrap())
+        .sum();
+    assert_eq!(served, 6, "today's counters continue");
+    let (_, canary) = gw.admin(Method::GET, "/admin/canary", None).await;
+    assert_eq!(canary["data"][0]["candidates"][0]["percent"], 30.0);
+    let (_, audit) = gw.admin(Method::GET, "/admin/audit", None).await;
+    assert_eq!(audit["data"].as_array().unwrap().len(), 3);
 }

@@ -115,7 +115,7 @@ impl<'a> Traffic<'a> {
                 println!(
                     "\n🔁 rotating demo-healthy to a new secret (the old one drains for 5 s)\n"
                 );
-                rotate(self.running)?;
+                rotate(self.http, self.base).await?;
             }
             self.draw();
         }
@@ -155,18 +155,33 @@ impl<'a> Traffic<'a> {
     }
 }
 
-/// Rotates the healthy demo key's secret, with a short grace period.
-fn rotate(running: &Running) -> Result<()> {
-    running
-        .client()
-        .with_pool("simulated", |pool, now| {
-            let old = pool
-                .find("demo-healthy")
-                .ok_or("demo-healthy is not in the pool")?;
-            pool.rotate(old, ROTATED, Duration::from_secs(5), now)
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        })
-        .ok_or("no such provider")?
-        .map_err(Into::into)
+/// Rotates the healthy demo key's secret, with a short grace period,
+/// through the management API as an operator would.
+async fn rotate(http: &reqwest::Client, base: &str) -> Result<()> {
+    let keys: serde_json::Value = http
+        .get(format!("{base}/admin/upstream-keys"))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let id = keys
+        .get("data")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|p| p.get("keys").and_then(serde_json::Value::as_array))
+        .flatten()
+        .find(|k| k.get("name").and_then(serde_json::Value::as_str) == Some("demo-healthy"))
+        .and_then(|k| k.get("id")?.as_str())
+        .ok_or("demo-healthy is not in the pool")?
+        .to_owned();
+    let r = http
+        .post(format!("{base}/admin/upstream-keys/{id}/rotate"))
+        .json(&serde_json::json!({"secret": ROTATED, "grace_seconds": 5}))
+        .send()
+        .await?;
+    if !r.status().is_success() {
+        return Err(format!("the rotation was refused: {}", r.text().await?).into());
+    }
+    Ok(())
 }

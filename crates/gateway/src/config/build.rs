@@ -20,6 +20,8 @@ pub struct Built {
     pub auth: Auth,
     /// What was understood.
     pub understood: Understood,
+    /// The sealer for runtime keys' secrets, if `[storage]` gives a key.
+    pub sealer: Option<crate::secrets::Sealer>,
 }
 
 /// Builds the client and the auth from `config`, reading secrets through
@@ -81,6 +83,7 @@ pub fn build(
     }
     let auth = super::auth::build(config.auth.as_ref(), listen, env, &mut u)?;
     u.lines.extend(config.storage.check()?);
+    let sealer = config.storage.sealer(env, &mut u)?;
     builder = builder.retry(config.retry.build());
     u.models.sort();
     u.models.dedup();
@@ -91,5 +94,6 @@ pub fn build(
         client,
         auth,
         understood: u,
+        sealer,
     })
 }

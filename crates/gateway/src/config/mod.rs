@@ -67,6 +67,10 @@ pub struct Understood {
     pub warnings: Vec<String>,
     /// The models the gateway serves (for `/v1/models`), sorted.
     pub models: Vec<String>,
+    /// Each configured upstream key: its provider, name, and its secret's
+    /// fingerprint (SHA-256), by which a restart tells whether the file
+    /// changed the key.
+    pub configured_keys: Vec<(String, String, String)>,
 }
 
 /// The whole file.

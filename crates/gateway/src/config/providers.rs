@@ -121,7 +121,17 @@ impl ProviderConfig {
             ));
         }
         for (ki, k) in self.keys.iter().enumerate() {
-            self.add_key(&mut pool, &format!("{field}.keys[{ki}]"), k, env, now, u)?;
+            let field = format!("{field}.keys[{ki}]");
+            if self.keys.iter().take(ki).any(|other| other.name == k.name) {
+                return Err(ConfigError::new(
+                    format!("{field}.name"),
+                    format!(
+                        "{:?} names another key of this provider: names must be unique",
+                        k.name
+                    ),
+                ));
+            }
+            self.add_key(&mut pool, &field, k, env, now, u)?;
         }
         u.lines.push(format!(
             "provider {} at {} priority {} strategy {:?}",
@@ -151,6 +161,7 @@ impl ProviderConfig {
                 k.name
             ));
         }
+        let fingerprint = crate::keys::fingerprint(&secret);
         let new = NewKey::new(k.name.clone(), secret)
             .group(self.name.clone())
             .tier(k.tier)
@@ -162,6 +173,8 @@ impl ProviderConfig {
         let redacted = pool
             .secret(id)
             .map_or_else(|| "?".into(), keypool_core::Secret::redacted);
+        u.configured_keys
+            .push((self.name.clone(), k.name.clone(), fingerprint));
         u.lines.push(format!(
             "provider {} key {} ({redacted}) tier {}",
             self.name, k.name, k.tier

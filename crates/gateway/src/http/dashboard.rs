@@ -46,7 +46,7 @@ fn view(s: &AppState) -> DashboardView {
     DashboardView {
         now: s.now_ms().div_euclid(1000),
         bucket_secs: BUCKET_SECS,
-        keys: DashboardKeyView::all(&snap),
+        keys: DashboardKeyView::all(&snap, &s.keys),
         canary: RolloutView::all(&snap, &s.client.last_verdicts()),
         budget: LimitView::all(&snap),
         series: activity

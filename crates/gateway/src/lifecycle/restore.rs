@@ -7,8 +7,11 @@ use budget::{Money, Scopes, Tokens};
 use keypool_core::{KeyState, SavedKey, Timestamp};
 
 use crate::auth::ClientKey;
+use crate::keys::KeyEntry;
 use crate::state::AppState;
-use crate::store::{KeyStateRecord, Loaded, RolloutRecord, SpendLine, StoreError, StoredClientKey};
+use crate::store::{
+    KeyOrigin, Loaded, RolloutRecord, SpendLine, StoreError, StoredClientKey, UpstreamKeyRecord,
+};
 
 /// How far back usage is replayed into the budget: the longest period (a
 /// month) and a day to spare for time zones.
@@ -19,7 +22,7 @@ const REPLAY: Duration = Duration::from_secs(32 * 86_400);
 /// periods and the keys' daily counters.
 pub(crate) async fn restore(s: &AppState, loaded: Loaded) -> Result<(), StoreError> {
     let keys = client_keys(s, &loaded.client_keys);
-    let states = key_states(s, &loaded.key_states);
+    let states = upstream_keys(s, &loaded.upstream_keys)?;
     let rollouts = rollouts(s, &loaded.rollouts);
     let now_ms = s.now_ms();
     let from = now_ms.saturating_sub(i64::try_from(REPLAY.as_millis()).unwrap_or(0));
@@ -48,27 +51,113 @@ fn client_keys(s: &AppState, stored: &[StoredClientKey]) -> usize {
     n
 }
 
-fn key_states(s: &AppState, stored: &[KeyStateRecord]) -> usize {
+/// Applies the stored upstream keys: the states of configured keys (unless
+/// the file changed their secret), their removals, and the keys added or
+/// rotated in at runtime, added back with their sealed secrets. After a
+/// restart the pools are as they were. A stored key whose secret cannot be
+/// opened stops the start: serving without it would not be the same pool.
+fn upstream_keys(s: &AppState, stored: &[UpstreamKeyRecord]) -> Result<usize, StoreError> {
     let mut n = 0;
-    for KeyStateRecord {
-        provider,
-        name,
-        saved,
-    } in stored
-    {
-        let done = s.client.with_pool(provider, |pool, now| {
-            pool.find(name).map(|id| pool.restore(id, saved, now))
-        });
-        match done {
-            Some(Some(Ok(()))) => n += 1,
-            Some(None) | None => tracing::warn!(
-                "{provider}/{name} has a saved state but is not in the config (keys added \
-                 through the API are not kept across restarts: add it to the file)"
-            ),
-            Some(Some(Err(e))) => tracing::warn!("{provider}/{name}: {e}"),
-        }
+    for record in stored {
+        let applied = match record.origin {
+            KeyOrigin::Config => configured(s, record),
+            KeyOrigin::Runtime => added_at_runtime(s, record)?,
+        };
+        n += usize::from(applied);
     }
-    n
+    Ok(n)
+}
+
+/// A configured key's stored state; whether it applied.
+fn configured(s: &AppState, record: &UpstreamKeyRecord) -> bool {
+    let (provider, name) = (&record.provider, &record.name);
+    let Some(entry) = s.keys.get(&record.id) else {
+        tracing::warn!("{provider}/{name} has a saved state but is no longer configured");
+        return false;
+    };
+    if !record.fingerprint.is_empty() && record.fingerprint != entry.fingerprint {
+        tracing::info!(
+            "{provider}/{name}: the file gives a new secret; its saved state is set aside"
+        );
+        return false;
+    }
+    let done = s.client.with_pool(provider, |pool, now| {
+        if record.removed {
+            pool.remove(entry.key, now).map_err(|e| e.to_string())
+        } else {
+            record.saved.as_ref().map_or(Ok(()), |saved| {
+                pool.restore(entry.key, saved, now)
+                    .map_err(|e| e.to_string())
+            })
+        }
+    });
+    if record.removed {
+        s.keys.mark_removed(&record.id);
+    }
+    match done {
+        Some(Ok(())) => true,
+        Some(Err(e)) => {
+            tracing::warn!("{provider}/{name}: {e}");
+            false
+        }
+        None => false,
+    }
+}
+
+/// A key added or rotated in at runtime, added back; whether it was.
+fn added_at_runtime(s: &AppState, record: &UpstreamKeyRecord) -> Result<bool, StoreError> {
+    if record.removed {
+        return Ok(false);
+    }
+    let (provider, name) = (&record.provider, &record.name);
+    let unreadable = |reason: String| StoreError::Corrupt {
+        what: "upstream key",
+        reason: format!("{provider}/{name} ({}): {reason}", record.id),
+    };
+    let Some(sealed) = &record.sealed_secret else {
+        return Err(unreadable("its secret was not stored".into()));
+    };
+    let Some(sealer) = &s.sealer else {
+        return Err(unreadable(
+            "its secret is sealed: set [storage] secrets_key to the key that sealed it".into(),
+        ));
+    };
+    let secret = sealer
+        .open(&record.id, sealed)
+        .map_err(|e| unreadable(e.to_string()))?;
+    let key = keypool_core::NewKey::new(name.clone(), secret)
+        .group(provider.clone())
+        .tier(record.settings.tier)
+        .weight(record.settings.weight)
+        .limits(record.settings.limits);
+    let added = s.client.with_pool(provider, |pool, now| {
+        let id = pool.add(key, now).map_err(|e| e.to_string())?;
+        if let Some(saved) = &record.saved {
+            pool.restore(id, saved, now).map_err(|e| e.to_string())?;
+        }
+        Ok::<_, String>(id)
+    });
+    let key = match added {
+        Some(Ok(key)) => key,
+        Some(Err(e)) => return Err(unreadable(e)),
+        None => {
+            return Err(unreadable(format!(
+                "provider {provider:?} is no longer configured"
+            )));
+        }
+    };
+    s.keys.insert(KeyEntry {
+        id: record.id.clone(),
+        provider: provider.clone(),
+        name: name.clone(),
+        key,
+        origin: KeyOrigin::Runtime,
+        fingerprint: record.fingerprint.clone(),
+        sealed_secret: record.sealed_secret.clone(),
+        settings: record.settings,
+        removed: false,
+    });
+    Ok(true)
 }
 
 fn rollouts(s: &AppState, stored: &[RolloutRecord]) -> usize {

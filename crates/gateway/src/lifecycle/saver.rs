@@ -5,35 +5,50 @@
 use std::sync::Arc;
 
 use gateway_client::ClientEvent;
-use keypool_core::Event;
+use keypool_core::{Event, KeyId};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::state::AppState;
+use crate::store::StoreError;
 
-/// The key an event changes the state of, if it changes one's.
-fn changed_key(event: &Event) -> Option<&str> {
+/// The keys an event changes, and whether it took them out of the pool.
+fn changed_keys(event: &Event) -> (Vec<KeyId>, bool) {
     match event {
-        Event::CoolingDown { name, .. }
-        | Event::Recovered { name, .. }
-        | Event::Disabled { name, .. }
-        | Event::Exhausted { name, .. }
-        | Event::BreakerOpened { name, .. }
-        | Event::RevokeScheduled { name, .. } => Some(name),
-        _ => None,
+        Event::CoolingDown { key, .. }
+        | Event::Recovered { key, .. }
+        | Event::Disabled { key, .. }
+        | Event::Exhausted { key, .. }
+        | Event::BreakerOpened { key, .. }
+        | Event::RevokeScheduled { key, .. } => (vec![*key], false),
+        Event::Rotated { old, new, .. } => (vec![*old, *new], false),
+        Event::Revoked { key, .. } => (vec![*key], true),
+        _ => (Vec::new(), false),
     }
+}
+
+/// Saves the keys `event` changed, by stable id.
+async fn save_keys(s: &AppState, provider: &str, event: &Event) -> Result<(), StoreError> {
+    let (keys, gone) = changed_keys(event);
+    for key in keys {
+        let Some(id) = s.keys.id_of(provider, key) else {
+            continue;
+        };
+        if gone {
+            s.keys.mark_removed(&id);
+        }
+        s.save_upstream_key(&id).await?;
+    }
+    Ok(())
 }
 
 /// Saves what `event` changed.
 async fn save(s: &AppState, event: &ClientEvent) {
     let saved = match event {
         ClientEvent::Pool { provider, event } => {
-            let Some(name) = changed_key(event) else {
-                return;
-            };
             // Read and saved under the change lock, so an older state never
             // lands after an operator's newer one.
             let _one_at_a_time = s.one_change_at_a_time().await;
-            s.save_key_state(provider, name).await
+            save_keys(s, provider, event).await
         }
         // An automatic step or rollback: kept across a restart.
         ClientEvent::Canary { rollout, .. } => {

@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime};
 use keypool_core::{DisableCause, KeyState, SavedKey, Timestamp};
 
 use super::records::{
-    AuditEntry, KeyStateRecord, RolloutRecord, StoredClientKey, UsageQuery, UsageRecord,
+    AuditEntry, KeyOrigin, KeySettings, RolloutRecord, StoredClientKey, UpstreamKeyRecord,
+    UsageQuery, UsageRecord, config_key_id,
 };
 use super::{HOUR_MS, Store};
 
@@ -15,7 +16,7 @@ use super::{HOUR_MS, Store};
 pub(crate) async fn run(store: &dyn Store) {
     assert_eq!(store.load().await.unwrap(), super::Loaded::default());
     client_keys(store).await;
-    key_states(store).await;
+    upstream_keys(store).await;
     rollouts(store).await;
     usage(store).await;
     audit(store).await;
@@ -70,40 +71,59 @@ async fn client_keys(store: &dyn Store) {
     );
 }
 
-async fn key_states(store: &dyn Store) {
+async fn upstream_keys(store: &dyn Store) {
     let saved = |state| SavedKey {
         state,
         day: 20_414,
         requests_today: 3,
         tokens_today: 5_000,
     };
-    let record = |name: &str, state| KeyStateRecord {
+    let configured = UpstreamKeyRecord {
+        id: config_key_id("relay", "alpha"),
         provider: "relay".into(),
-        name: name.into(),
-        saved: saved(state),
+        name: "alpha".into(),
+        origin: KeyOrigin::Config,
+        fingerprint: "ab".repeat(32),
+        sealed_secret: None,
+        settings: KeySettings::default(),
+        saved: Some(saved(KeyState::Exhausted {
+            until: Timestamp::from_unix_millis(1_795_322_452_000),
+        })),
+        removed: false,
     };
-    let until = Timestamp::from_unix_millis(1_795_322_452_000);
-    store
-        .save_key_state(record("alpha", KeyState::Exhausted { until }))
-        .await
-        .unwrap();
-    store
-        .save_key_state(record("beta", KeyState::Active))
-        .await
-        .unwrap();
-    let disabled = record(
-        "alpha",
-        KeyState::Disabled {
-            cause: DisableCause::Manual,
+    let added = UpstreamKeyRecord {
+        id: "uk_0123456789abcdef".into(),
+        name: "alpha".into(),
+        origin: KeyOrigin::Runtime,
+        sealed_secret: Some(vec![0, 1, 2, 255]),
+        settings: KeySettings {
+            tier: 2,
+            weight: 3,
+            limits: keypool_core::Limits {
+                tokens_per_day: Some(1_000_000),
+                max_in_flight: Some(4),
+                ..keypool_core::Limits::default()
+            },
         },
-    );
-    store.save_key_state(disabled.clone()).await.unwrap();
-    store.remove_key_state("relay", "beta").await.unwrap();
-    store
-        .remove_key_state("relay", "never-saved")
-        .await
-        .unwrap();
-    assert_eq!(store.load().await.unwrap().key_states, vec![disabled]);
+        saved: None,
+        ..configured.clone()
+    };
+    store.save_upstream_key(configured.clone()).await.unwrap();
+    store.save_upstream_key(added.clone()).await.unwrap();
+    // The configured key is disabled, then drains out of the pool.
+    let disabled = UpstreamKeyRecord {
+        saved: Some(saved(KeyState::Disabled {
+            cause: DisableCause::Manual,
+        })),
+        removed: true,
+        ..configured
+    };
+    store.save_upstream_key(disabled.clone()).await.unwrap();
+    let mut loaded = store.load().await.unwrap().upstream_keys;
+    loaded.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut want = vec![added, disabled];
+    want.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(loaded, want, "by id: two keys may share a name");
 }
 
 async fn rollouts(store: &dyn Store) {

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::records::{
-    AuditEntry, KeyStateRecord, Loaded, RolloutRecord, SpendLine, StoredClientKey, Totals,
+    AuditEntry, Loaded, RolloutRecord, SpendLine, StoredClientKey, Totals, UpstreamKeyRecord,
     UsageLine, UsageQuery, UsageRecord,
 };
 use super::{HOUR_MS, Store, StoreError};
@@ -33,7 +33,7 @@ pub struct MemoryStore {
 #[derive(Debug, Default)]
 struct State {
     client_keys: BTreeMap<String, StoredClientKey>,
-    key_states: BTreeMap<(String, String), KeyStateRecord>,
+    upstream_keys: BTreeMap<String, UpstreamKeyRecord>,
     rollouts: BTreeMap<String, RolloutRecord>,
     usage: BTreeMap<UsageKey, Totals>,
     audit: VecDeque<AuditEntry>,
@@ -118,7 +118,7 @@ impl Store for MemoryStore {
         let s = self.state();
         Ok(Loaded {
             client_keys: s.client_keys.values().cloned().collect(),
-            key_states: s.key_states.values().cloned().collect(),
+            upstream_keys: s.upstream_keys.values().cloned().collect(),
             rollouts: s.rollouts.values().cloned().collect(),
         })
     }
@@ -142,16 +142,8 @@ impl Store for MemoryStore {
         Ok(())
     }
 
-    async fn save_key_state(&self, state: KeyStateRecord) -> Result<(), StoreError> {
-        let k = (state.provider.clone(), state.name.clone());
-        self.state().key_states.insert(k, state);
-        Ok(())
-    }
-
-    async fn remove_key_state(&self, provider: &str, name: &str) -> Result<(), StoreError> {
-        self.state()
-            .key_states
-            .remove(&(provider.to_owned(), name.to_owned()));
+    async fn save_upstream_key(&self, key: UpstreamKeyRecord) -> Result<(), StoreError> {
+        self.state().upstream_keys.insert(key.id.clone(), key);
         Ok(())
     }
 
@@ -212,8 +204,23 @@ impl Store for MemoryStore {
 
 #[cfg(test)]
 mod tests {
+    use super::super::conformance::{self, usage_record};
+    use super::*;
+
     #[tokio::test]
     async fn a_memory_store_passes_the_conformance_suite() {
-        super::super::conformance::run(&super::MemoryStore::new()).await;
+        conformance::run(&MemoryStore::new()).await;
+    }
+
+    #[test]
+    fn a_store_in_memory_commits_at_once_without_waiting_for_company() {
+        let store = MemoryStore::new();
+        let write = std::pin::pin!(store.append_usage(usage_record(1, "k", "m", 1)));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        assert!(
+            write.poll(&mut cx).is_ready(),
+            "no yield before a memory commit"
+        );
+        assert_eq!(store.state().usage.len(), 1);
     }
 }

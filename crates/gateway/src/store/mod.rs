@@ -26,8 +26,8 @@ mod sqlite;
 pub use error::StoreError;
 pub use memory::MemoryStore;
 pub use records::{
-    AuditEntry, KeyStateRecord, Loaded, RolloutRecord, SpendLine, StoredClientKey, Totals,
-    UsageLine, UsageQuery, UsageRecord,
+    AuditEntry, KeyOrigin, KeySettings, Loaded, RolloutRecord, SpendLine, StoredClientKey, Totals,
+    UpstreamKeyRecord, UsageLine, UsageQuery, UsageRecord, config_key_id,
 };
 pub use sqlite::SqliteStore;
 
@@ -51,11 +51,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Saves a client key, created or changed (by id).
     async fn save_client_key(&self, key: StoredClientKey) -> Result<(), StoreError>;
 
-    /// Saves an upstream key's state (by provider and name).
-    async fn save_key_state(&self, state: KeyStateRecord) -> Result<(), StoreError>;
-
-    /// Forgets an upstream key's state: the key left the pool.
-    async fn remove_key_state(&self, provider: &str, name: &str) -> Result<(), StoreError>;
+    /// Saves an upstream key (by id): added, changed, or gone.
+    async fn save_upstream_key(&self, key: UpstreamKeyRecord) -> Result<(), StoreError>;
 
     /// Saves a rollout's state (by baseline model).
     async fn save_rollout(&self, rollout: RolloutRecord) -> Result<(), StoreError>;

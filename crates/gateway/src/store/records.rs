@@ -155,15 +155,60 @@ pub struct AuditEntry {
     pub after: Option<serde_json::Value>,
 }
 
-/// An upstream key's state, by provider and key name.
+/// Where an upstream key came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KeyOrigin {
+    /// The configuration file: its secret is read from there at start-up.
+    Config,
+    /// Added or rotated in over the API: its secret is stored, sealed.
+    Runtime,
+}
+
+/// What an upstream key serves with besides its secret.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KeySettings {
+    /// 0 = primary; higher tiers serve only when lower ones cannot.
+    pub tier: u8,
+    /// Weight for the weighted strategy.
+    pub weight: u32,
+    /// Its limits.
+    pub limits: keypool_core::Limits,
+}
+
+/// The stable id of the key of `provider` named `name` in the configuration
+/// file: the same at every start (names are unique within a provider there).
+/// Keys added or rotated in at runtime get random ids instead.
+pub fn config_key_id(provider: &str, name: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(format!("{provider}\n{name}").as_bytes());
+    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("uk_{hex}")
+}
+
+/// An upstream key, by its stable id (names are labels, and two keys share
+/// one during a rotation's grace period).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KeyStateRecord {
+pub struct UpstreamKeyRecord {
+    /// Stable id (`uk_…`).
+    pub id: String,
     /// The provider.
     pub provider: String,
-    /// The key's name.
+    /// Its name.
     pub name: String,
-    /// What of the key outlives a restart.
-    pub saved: SavedKey,
+    /// Where it came from.
+    pub origin: KeyOrigin,
+    /// SHA-256 of the secret, hex: tells a configured key whose secret the
+    /// file changed (its stored state then no longer applies). Empty when
+    /// unknown (a key saved by an older gateway).
+    pub fingerprint: String,
+    /// A runtime key's secret, sealed (`crate::secrets`); never a config key's.
+    pub sealed_secret: Option<Vec<u8>>,
+    /// What it serves with (a runtime key is added back with these).
+    pub settings: KeySettings,
+    /// Its state and today's counters, once saved.
+    pub saved: Option<SavedKey>,
+    /// It left the pool (removed, or revoked after a rotation's grace).
+    pub removed: bool,
 }
 
 /// A canary rollout's state, by baseline model.
@@ -180,8 +225,8 @@ pub struct RolloutRecord {
 pub struct Loaded {
     /// Client keys created through the API, oldest first.
     pub client_keys: Vec<StoredClientKey>,
-    /// Upstream key states.
-    pub key_states: Vec<KeyStateRecord>,
+    /// Upstream keys: their states, and the keys added at runtime.
+    pub upstream_keys: Vec<UpstreamKeyRecord>,
     /// Rollout states.
     pub rollouts: Vec<RolloutRecord>,
 }

@@ -289,6 +289,24 @@ impl Gateway {
         self.call(method, path, Some(MASTER), body).await
     }
 
+    /// The stable id of the upstream key named `name` (the one serving, not
+    /// one draining after a rotation).
+    pub async fn key_id(&self, name: &str) -> String {
+        let (_, keys) = self.admin(Method::GET, "/admin/upstream-keys", None).await;
+        let all: Vec<&Value> = keys["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|p| p["keys"].as_array().unwrap())
+            .collect();
+        all.iter()
+            .find(|k| k["name"] == name && !k["state"].as_str().unwrap().starts_with("draining"))
+            .unwrap_or_else(|| panic!("no key {name:?} in {keys}"))["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     /// A small chat completion for `model`, without a client key.
     pub async fn chat(&self, model: &str) -> reqwest::Response {
         self.post("/v1/chat/completions", None, &chat(model)).await

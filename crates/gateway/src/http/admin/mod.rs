@@ -36,14 +36,8 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
             "/admin/upstream-keys",
             get(upstream::list).post(upstream::add),
         )
-        .route(
-            "/admin/upstream-keys/{provider}/{name}",
-            delete(upstream::remove),
-        )
-        .route(
-            "/admin/upstream-keys/{provider}/{name}/{action}",
-            post(upstream::act),
-        )
+        .route("/admin/upstream-keys/{id}", delete(upstream::remove))
+        .route("/admin/upstream-keys/{id}/{action}", post(upstream::act))
         .route("/admin/canary", get(canary::list))
         .route("/admin/canary/{model}/{command}", post(canary::command))
         .route("/admin/audit", get(reports::audit))

@@ -1,4 +1,6 @@
-//! `/admin/upstream-keys`: the upstream pool, operated while serving.
+//! `/admin/upstream-keys`: the upstream pool, operated while serving. Keys
+//! are addressed by their stable id (`uk_…`), never by name: two keys share
+//! a name during a rotation's grace period.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,13 +9,15 @@ use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use keypool_core::{Limits, NewKey};
+use keypool_core::{KeyId, Limits, NewKey};
 use serde::{Deserialize, Serialize};
 
 use super::{audit, millis, verb};
 use crate::http::error::ApiError;
 use crate::http::extract::{Admin, JsonBody};
+use crate::keys::{self, KeyEntry};
 use crate::state::AppState;
+use crate::store::KeyOrigin;
 use crate::views::{AdminUpstreamKeyView, List, ProviderView, UpstreamKeyView};
 
 /// An upstream key's rotation grace period when the call gives none.
@@ -21,41 +25,57 @@ const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);
 
 /// `GET /admin/upstream-keys`: every provider and its keys.
 pub(super) async fn list(State(s): State<Arc<AppState>>, _: Admin) -> Json<List<ProviderView>> {
-    Json(List::of(ProviderView::all(&s.client.snapshot())))
+    Json(List::of(ProviderView::all(&s.client.snapshot(), &s.keys)))
 }
 
-/// The first key of `provider` named `name`, as the API shows it.
-fn one_key(s: &AppState, provider: &str, name: &str) -> Option<AdminUpstreamKeyView> {
-    let key = s.client.read_pool(provider, |pool| {
-        pool.find(name).and_then(|id| pool.key_snapshot(id))
-    })??;
-    Some(AdminUpstreamKeyView::of(&key))
+/// The key `entry` names, as the API shows it, if it is still in its pool.
+fn view(s: &AppState, entry: &KeyEntry) -> Option<AdminUpstreamKeyView> {
+    let key = s
+        .client
+        .read_pool(&entry.provider, |pool| pool.key_snapshot(entry.key))??;
+    Some(AdminUpstreamKeyView::of(&key, Some(entry.id.clone())))
 }
 
-/// Every key of `provider` named `name` (two during a rotation's grace).
-fn keys_named(s: &AppState, provider: &str, name: &str) -> Vec<AdminUpstreamKeyView> {
-    s.client
-        .read_pool(provider, |pool| {
-            pool.key_ids()
-                .filter(|&id| pool.name(id).is_some_and(|n| &**n == name))
-                .filter_map(|id| pool.key_snapshot(id))
-                .map(|k| AdminUpstreamKeyView::of(&k))
-                .collect()
-        })
-        .unwrap_or_default()
+fn no_key(id: &str) -> ApiError {
+    ApiError::not_found(format!("no upstream key {id:?}"))
 }
 
-fn no_provider(p: &str) -> ApiError {
-    ApiError::not_found(format!("no provider {p:?}"))
-}
-
-fn no_key(provider: &str, name: &str) -> ApiError {
-    ApiError::not_found(format!("no key {name:?} in provider {provider:?}"))
+/// The live key `id`.
+fn find(s: &AppState, id: &str) -> Result<KeyEntry, ApiError> {
+    s.keys
+        .get(id)
+        .filter(|e| !e.removed)
+        .ok_or_else(|| no_key(id))
 }
 
 /// What audit entries keep of a key: its view without the redacted secret.
 fn audited(v: &AdminUpstreamKeyView) -> &UpstreamKeyView {
     &v.key
+}
+
+/// The secret sealed for the store, when the store keeps state: refused
+/// without a secrets key, since an unsealed secret must never be stored.
+fn seal(s: &AppState, id: &str, secret: &str) -> Result<Option<Vec<u8>>, ApiError> {
+    if !s.store.is_durable() {
+        return Ok(None);
+    }
+    let sealer = s.sealer.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "invalid_request_error",
+            "no_secrets_key",
+            "keys added or rotated in at runtime are stored with their secrets sealed: set \
+             [storage] secrets_key (64 hex digits) to do this, or put the key in the config file",
+        )
+    })?;
+    sealer
+        .seal(id, secret)
+        .map(Some)
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+fn save_failed(e: &crate::store::StoreError) -> ApiError {
+    ApiError::internal(format!("the key could not be saved: {e}"))
 }
 
 #[derive(Deserialize)]
@@ -74,44 +94,86 @@ pub(super) struct AddUpstream {
     requests_per_day: Option<u32>,
     #[serde(default)]
     requests_per_minute: Option<u32>,
+    #[serde(default)]
+    tokens_per_minute: Option<u32>,
+    #[serde(default)]
+    max_in_flight: Option<u32>,
 }
 
 fn one() -> u32 {
     1
 }
 
-/// `POST /admin/upstream-keys`: a key added to a provider's pool.
+impl AddUpstream {
+    fn new_key(&self) -> NewKey {
+        let limits = Limits {
+            tokens_per_day: self.tokens_per_day,
+            requests_per_day: self.requests_per_day,
+            requests_per_minute: self.requests_per_minute,
+            tokens_per_minute: self.tokens_per_minute,
+            max_in_flight: self.max_in_flight,
+        };
+        NewKey::new(self.name.clone(), self.secret.clone())
+            .group(self.provider.clone())
+            .tier(self.tier)
+            .weight(self.weight)
+            .limits(limits)
+    }
+}
+
+/// Registers a key just put in `provider`'s pool under the new `id`, and
+/// saves it.
+async fn register(
+    s: &AppState,
+    (id, provider, key): (&str, &str, KeyId),
+    secret: &str,
+    sealed_secret: Option<Vec<u8>>,
+) -> Result<KeyEntry, ApiError> {
+    let snapshot = s
+        .client
+        .read_pool(provider, |pool| pool.key_snapshot(key))
+        .flatten()
+        .ok_or_else(|| ApiError::internal("the new key left its pool at once"))?;
+    let entry = KeyEntry {
+        id: id.to_owned(),
+        provider: provider.to_owned(),
+        name: snapshot.name.to_string(),
+        key,
+        origin: KeyOrigin::Runtime,
+        fingerprint: keys::fingerprint(secret),
+        sealed_secret,
+        settings: keys::settings_of(&snapshot),
+        removed: false,
+    };
+    s.keys.insert(entry.clone());
+    s.save_upstream_key(id).await.map_err(|e| save_failed(&e))?;
+    Ok(entry)
+}
+
+/// `POST /admin/upstream-keys`: a key added to a provider's pool, and
+/// stored (its secret sealed) so that it is there after a restart.
 pub(super) async fn add(
     State(s): State<Arc<AppState>>,
     admin: Admin,
     JsonBody(a): JsonBody<AddUpstream>,
-) -> Result<(StatusCode, Json<Option<AdminUpstreamKeyView>>), ApiError> {
+) -> Result<(StatusCode, Json<AdminUpstreamKeyView>), ApiError> {
     let _change = s.one_change_at_a_time().await;
-    let limits = Limits {
-        tokens_per_day: a.tokens_per_day,
-        requests_per_day: a.requests_per_day,
-        requests_per_minute: a.requests_per_minute,
-        ..Limits::default()
-    };
-    let key = NewKey::new(a.name.clone(), a.secret)
-        .group(a.provider.clone())
-        .tier(a.tier)
-        .weight(a.weight)
-        .limits(limits);
-    s.client
-        .with_pool(&a.provider, |pool, now| pool.add(key, now))
-        .ok_or_else(|| no_provider(&a.provider))?
+    let id = keys::new_id().map_err(|e| ApiError::internal(format!("no randomness: {e}")))?;
+    let sealed = seal(&s, &id, &a.secret)?;
+    let key = s
+        .client
+        .with_pool(&a.provider, |pool, now| pool.add(a.new_key(), now))
+        .ok_or_else(|| ApiError::not_found(format!("no provider {:?}", a.provider)))?
         .map_err(|e| ApiError::bad_request("invalid_key", e.to_string()))?;
-    let after = one_key(&s, &a.provider, &a.name);
-    let target = format!("{}/{}", a.provider, a.name);
-    let audited_after = after.as_ref().map(audited);
+    let entry = register(&s, (&id, &a.provider, key), &a.secret, sealed).await?;
+    let after = view(&s, &entry).ok_or_else(|| no_key(&id))?;
     audit(
         &s,
         &admin,
         "upstream_key.add",
-        &target,
+        &id,
         None::<&()>,
-        audited_after,
+        Some(audited(&after)),
     )
     .await?;
     Ok((StatusCode::CREATED, Json(after)))
@@ -119,7 +181,7 @@ pub(super) async fn add(
 
 /// What an operator does to one upstream key (the last path segment).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub(super) enum KeyAction {
     /// Out of service until enabled.
     Disable,
@@ -127,6 +189,8 @@ pub(super) enum KeyAction {
     Enable,
     /// A new secret; the old one drains (body `{"secret", "grace_seconds"?}`).
     Rotate,
+    /// Drains, then leaves the pool (body `{"delay_seconds"}`).
+    ScheduleRevoke,
 }
 
 #[derive(Deserialize, Default)]
@@ -136,32 +200,8 @@ pub(super) struct ActionBody {
     secret: Option<String>,
     #[serde(default)]
     grace_seconds: Option<i64>,
-}
-
-/// `POST /admin/upstream-keys/{provider}/{name}/{action}`.
-pub(super) async fn act(
-    State(s): State<Arc<AppState>>,
-    admin: Admin,
-    path: Result<Path<(String, String, KeyAction)>, PathRejection>,
-    JsonBody(body): JsonBody<ActionBody>,
-) -> Result<Json<Changed>, ApiError> {
-    let (provider, name, action) = verb(path, "invalid_command", "disable, enable, rotate")?;
-    let _change = s.one_change_at_a_time().await;
-    match action {
-        KeyAction::Rotate => rotate(&s, &admin, &provider, &name, body).await,
-        KeyAction::Disable => change(&s, &admin, &provider, &name, Change::Disable).await,
-        KeyAction::Enable => change(&s, &admin, &provider, &name, Change::Enable).await,
-    }
-}
-
-/// `DELETE /admin/upstream-keys/{provider}/{name}`.
-pub(super) async fn remove(
-    State(s): State<Arc<AppState>>,
-    admin: Admin,
-    Path((provider, name)): Path<(String, String)>,
-) -> Result<Json<Changed>, ApiError> {
-    let _change = s.one_change_at_a_time().await;
-    change(&s, &admin, &provider, &name, Change::Remove).await
+    #[serde(default)]
+    delay_seconds: Option<i64>,
 }
 
 /// The answer to an action on a key.
@@ -172,11 +212,51 @@ pub(super) enum Changed {
     Key(AdminUpstreamKeyView),
     /// The key left the pool.
     Removed {
-        /// `provider/name`.
+        /// Its id.
         removed: String,
     },
-    /// Every key of that name after a rotation (the new and the draining old).
+    /// After a rotation: the new key, and the old one draining.
     Rotated(List<AdminUpstreamKeyView>),
+}
+
+/// `POST /admin/upstream-keys/{id}/{action}`.
+pub(super) async fn act(
+    State(s): State<Arc<AppState>>,
+    admin: Admin,
+    path: Result<Path<(String, KeyAction)>, PathRejection>,
+    JsonBody(body): JsonBody<ActionBody>,
+) -> Result<Json<Changed>, ApiError> {
+    let (id, action) = verb(
+        path,
+        "invalid_command",
+        "disable, enable, rotate, schedule-revoke",
+    )?;
+    let _change = s.one_change_at_a_time().await;
+    let entry = find(&s, &id)?;
+    match action {
+        KeyAction::Rotate => rotate(&s, &admin, &entry, body).await,
+        KeyAction::Disable => change(&s, &admin, &entry, Change::Disable).await,
+        KeyAction::Enable => change(&s, &admin, &entry, Change::Enable).await,
+        KeyAction::ScheduleRevoke => {
+            let delay = body.delay_seconds.ok_or_else(|| {
+                ApiError::bad_request("invalid_json", "schedule-revoke needs \"delay_seconds\"")
+            })?;
+            let at =
+                Duration::from_millis(u64::try_from(millis("delay_seconds", delay)?).unwrap_or(0));
+            change(&s, &admin, &entry, Change::RevokeIn(at)).await
+        }
+    }
+}
+
+/// `DELETE /admin/upstream-keys/{id}`.
+pub(super) async fn remove(
+    State(s): State<Arc<AppState>>,
+    admin: Admin,
+    Path(id): Path<String>,
+) -> Result<Json<Changed>, ApiError> {
+    let _change = s.one_change_at_a_time().await;
+    let entry = find(&s, &id)?;
+    change(&s, &admin, &entry, Change::Remove).await
 }
 
 /// A change to one key's state.
@@ -185,6 +265,7 @@ enum Change {
     Disable,
     Enable,
     Remove,
+    RevokeIn(Duration),
 }
 
 impl Change {
@@ -193,61 +274,60 @@ impl Change {
             Change::Disable => "upstream_key.disable",
             Change::Enable => "upstream_key.enable",
             Change::Remove => "upstream_key.remove",
+            Change::RevokeIn(_) => "upstream_key.schedule_revoke",
         }
     }
 }
 
-/// Applies `change`, saves the key's state (before answering: a disabled
-/// key stays disabled whatever happens next), audits, answers.
+/// Applies `change`, saves the key (before answering: a disabled key stays
+/// disabled whatever happens next), audits, answers.
 async fn change(
     s: &AppState,
     admin: &Admin,
-    provider: &str,
-    name: &str,
+    entry: &KeyEntry,
     change: Change,
 ) -> Result<Json<Changed>, ApiError> {
-    let before = one_key(s, provider, name).ok_or_else(|| no_key(provider, name))?;
-    let done = s
-        .client
-        .with_pool(provider, |pool, now| {
-            let id = pool.find(name)?;
-            match change {
-                Change::Disable => pool.disable(id, now).ok(),
-                Change::Enable => pool.enable(id, now).ok(),
-                Change::Remove => pool.remove(id, now).ok(),
-            }
+    let before = view(s, entry).ok_or_else(|| no_key(&entry.id))?;
+    s.client
+        .with_pool(&entry.provider, |pool, now| match change {
+            Change::Disable => pool.disable(entry.key, now),
+            Change::Enable => pool.enable(entry.key, now),
+            Change::Remove => pool.remove(entry.key, now),
+            Change::RevokeIn(d) => pool
+                .schedule_revoke(entry.key, now.saturating_add(d), now)
+                .map(drop),
         })
-        .ok_or_else(|| no_provider(provider))?;
-    done.ok_or_else(|| no_key(provider, name))?;
-    s.save_key_state(provider, name)
+        .ok_or_else(|| no_key(&entry.id))?
+        .map_err(|_| no_key(&entry.id))?;
+    if matches!(change, Change::Remove) {
+        s.keys.mark_removed(&entry.id);
+    }
+    s.save_upstream_key(&entry.id)
         .await
-        .map_err(|e| ApiError::internal(format!("the key's state could not be saved: {e}")))?;
-    let after = match change {
-        Change::Remove => None,
-        Change::Disable | Change::Enable => one_key(s, provider, name),
-    };
-    let target = format!("{provider}/{name}");
+        .map_err(|e| save_failed(&e))?;
+    let after = view(s, entry).filter(|_| !matches!(change, Change::Remove));
     let audited_after = after.as_ref().map(audited);
     audit(
         s,
         admin,
         change.label(),
-        &target,
+        &entry.id,
         Some(audited(&before)),
         audited_after,
     )
     .await?;
     Ok(Json(match after {
         Some(view) => Changed::Key(view),
-        None => Changed::Removed { removed: target },
+        None => Changed::Removed {
+            removed: entry.id.clone(),
+        },
     }))
 }
 
 async fn rotate(
     s: &AppState,
     admin: &Admin,
-    provider: &str,
-    name: &str,
+    old: &KeyEntry,
     body: ActionBody,
 ) -> Result<Json<Changed>, ApiError> {
     let secret = body
@@ -257,25 +337,28 @@ async fn rotate(
         Some(g) => Duration::from_millis(u64::try_from(millis("grace_seconds", g)?).unwrap_or(0)),
         None => DEFAULT_GRACE,
     };
-    let before = one_key(s, provider, name).ok_or_else(|| no_key(provider, name))?;
-    s.client
-        .with_pool(provider, |pool, now| {
-            let id = pool.find(name).ok_or(None)?;
-            pool.rotate(id, secret, grace, now).map_err(Some)
+    let before = view(s, old).ok_or_else(|| no_key(&old.id))?;
+    let id = keys::new_id().map_err(|e| ApiError::internal(format!("no randomness: {e}")))?;
+    let sealed = seal(s, &id, &secret)?;
+    let key = s
+        .client
+        .with_pool(&old.provider, |pool, now| {
+            pool.rotate(old.key, secret.clone(), grace, now)
         })
-        .ok_or_else(|| no_provider(provider))?
-        .map_err(|e| match e {
-            Some(e) => ApiError::bad_request("invalid_key", e.to_string()),
-            None => no_key(provider, name),
-        })?;
-    let after = keys_named(s, provider, name);
+        .ok_or_else(|| no_key(&old.id))?
+        .map_err(|e| ApiError::bad_request("invalid_key", e.to_string()))?;
+    let new = register(s, (&id, &old.provider, key), &secret, sealed).await?;
+    s.save_upstream_key(&old.id)
+        .await
+        .map_err(|e| save_failed(&e))?;
+    let after: Vec<AdminUpstreamKeyView> = [&new, old].iter().filter_map(|e| view(s, e)).collect();
     let audited_after: Vec<&UpstreamKeyView> = after.iter().map(audited).collect();
-    let target = format!("{provider}/{name}");
+    let label = "upstream_key.rotate";
     audit(
         s,
         admin,
-        "upstream_key.rotate",
-        &target,
+        label,
+        &old.id,
         Some(audited(&before)),
         Some(&audited_after),
     )

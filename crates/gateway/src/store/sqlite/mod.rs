@@ -16,7 +16,7 @@ use rusqlite::{Connection, OpenFlags};
 use self::group::Writer;
 use self::write::Write;
 use super::records::{
-    AuditEntry, KeyStateRecord, Loaded, RolloutRecord, SpendLine, StoredClientKey, UsageLine,
+    AuditEntry, Loaded, RolloutRecord, SpendLine, StoredClientKey, UpstreamKeyRecord, UsageLine,
     UsageQuery, UsageRecord,
 };
 use super::{Store, StoreError};
@@ -159,14 +159,11 @@ impl Store for SqliteStore {
         self.inner.writer.write(Write::ClientKey(key)).await
     }
 
-    async fn save_key_state(&self, state: KeyStateRecord) -> Result<(), StoreError> {
-        self.inner.writer.write(Write::KeyState(state)).await
-    }
-
-    async fn remove_key_state(&self, provider: &str, name: &str) -> Result<(), StoreError> {
-        let (provider, name) = (provider.to_owned(), name.to_owned());
-        let w = Write::RemoveKeyState { provider, name };
-        self.inner.writer.write(w).await
+    async fn save_upstream_key(&self, key: UpstreamKeyRecord) -> Result<(), StoreError> {
+        self.inner
+            .writer
+            .write(Write::UpstreamKey(Box::new(key)))
+            .await
     }
 
     async fn save_rollout(&self, rollout: RolloutRecord) -> Result<(), StoreError> {

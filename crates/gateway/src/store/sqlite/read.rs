@@ -4,8 +4,8 @@ use rusqlite::{Connection, Row, params};
 
 use super::columns;
 use crate::store::records::{
-    AuditEntry, KeyStateRecord, Loaded, RolloutRecord, SpendLine, StoredClientKey, Totals,
-    UsageLine, UsageQuery,
+    AuditEntry, KeyOrigin, KeySettings, Loaded, RolloutRecord, SpendLine, StoredClientKey, Totals,
+    UpstreamKeyRecord, UsageLine, UsageQuery,
 };
 use crate::store::{HOUR_MS, StoreError};
 
@@ -24,13 +24,16 @@ pub(super) fn load(conn: &Connection) -> Result<Loaded, StoreError> {
                 client_key,
             )?,
         ),
-        key_states: decoded(
-            "key state",
+        upstream_keys: decoded(
+            "upstream key",
             rows(
                 conn,
-                "SELECT provider, name, state, until_ms, cause, day, requests_today, tokens_today
-                 FROM key_states ORDER BY provider, name",
-                key_state,
+                "SELECT id, provider, name, origin, fingerprint, secret, tier, weight,
+                        tokens_per_day, requests_per_day, requests_per_minute, tokens_per_minute,
+                        max_in_flight, removed, state, until_ms, cause, day, requests_today,
+                        tokens_today
+                 FROM upstream_keys ORDER BY provider, rowid",
+                upstream_key,
             )?,
         ),
         rollouts: rollouts(conn)?,
@@ -82,21 +85,60 @@ fn client_key(r: &Row<'_>) -> rusqlite::Result<Result<StoredClientKey, String>> 
     })())
 }
 
-fn key_state(r: &Row<'_>) -> rusqlite::Result<Result<KeyStateRecord, String>> {
-    let (state, until_ms, cause): (String, Option<i64>, Option<String>) =
-        (r.get(2)?, r.get(3)?, r.get(4)?);
-    let (provider, name, day, requests_today, tokens_today) =
-        (r.get(0)?, r.get(1)?, r.get(5)?, r.get(6)?, r.get(7)?);
+fn upstream_key(r: &Row<'_>) -> rusqlite::Result<Result<UpstreamKeyRecord, String>> {
+    let origin: String = r.get(3)?;
+    let settings = KeySettings {
+        tier: r.get(6)?,
+        weight: r.get(7)?,
+        limits: keypool_core::Limits {
+            tokens_per_day: r.get::<_, Option<i64>>(8)?.map(columns::count),
+            requests_per_day: r.get(9)?,
+            requests_per_minute: r.get(10)?,
+            tokens_per_minute: r.get(11)?,
+            max_in_flight: r.get(12)?,
+        },
+    };
+    let saved = saved_key(r, 14)?;
+    let record = |origin, saved| UpstreamKeyRecord {
+        id: r.get(0).unwrap_or_default(),
+        provider: r.get(1).unwrap_or_default(),
+        name: r.get(2).unwrap_or_default(),
+        origin,
+        fingerprint: r.get(4).unwrap_or_default(),
+        sealed_secret: r.get(5).unwrap_or_default(),
+        settings,
+        saved,
+        removed: r.get(13).unwrap_or_default(),
+    };
+    Ok(match (origin.as_str(), saved) {
+        (_, Err(e)) => Err(e),
+        ("config", Ok(saved)) => Ok(record(KeyOrigin::Config, saved)),
+        ("runtime", Ok(saved)) => Ok(record(KeyOrigin::Runtime, saved)),
+        (other, _) => Err(format!("unknown key origin {other:?}")),
+    })
+}
+
+/// The saved state in the columns from `first` on (state, until, cause, day,
+/// requests today, tokens today), if one was saved.
+fn saved_key(
+    r: &Row<'_>,
+    first: usize,
+) -> rusqlite::Result<Result<Option<keypool_core::SavedKey>, String>> {
+    let state: Option<String> = r.get(first)?;
+    let Some(state) = state else {
+        return Ok(Ok(None));
+    };
+    let (until, cause): (Option<i64>, Option<String>) = (r.get(first + 1)?, r.get(first + 2)?);
+    let (day, requests_today, tokens_today): (Option<i64>, Option<u32>, Option<i64>) =
+        (r.get(first + 3)?, r.get(first + 4)?, r.get(first + 5)?);
     Ok(
-        columns::key_state_from(&state, until_ms, cause.as_deref()).map(|state| KeyStateRecord {
-            provider,
-            name,
-            saved: keypool_core::SavedKey {
+        columns::key_state_from(&state, until, cause.as_deref()).map(|state| {
+            Some(keypool_core::SavedKey {
                 state,
-                day,
-                requests_today,
-                tokens_today: columns::count(tokens_today),
-            },
+                day: day.unwrap_or_default(),
+                requests_today: requests_today.unwrap_or_default(),
+                tokens_today: columns::count(tokens_today.unwrap_or_default()),
+            })
         }),
     )
 }

@@ -16,7 +16,7 @@ struct Migration {
     up: fn(&Transaction<'_>) -> Result<(), StoreError>,
 }
 
-const MIGRATIONS: [Migration; 2] = [
+const MIGRATIONS: [Migration; 3] = [
     Migration {
         version: 1,
         up: v1_base,
@@ -25,10 +25,14 @@ const MIGRATIONS: [Migration; 2] = [
         version: 2,
         up: v2_typed_states_and_usage_indexes,
     },
+    Migration {
+        version: 3,
+        up: v3_upstream_keys_by_id,
+    },
 ];
 
 /// The newest schema version this gateway knows.
-pub(super) const LATEST: u32 = 2;
+pub(super) const LATEST: u32 = 3;
 
 /// Brings the database to [`LATEST`], one migration at a time.
 pub(super) fn migrate(conn: &mut Connection, what: &str) -> Result<(), StoreError> {
@@ -167,5 +171,38 @@ fn v2_typed_states_and_usage_indexes(tx: &Transaction<'_>) -> Result<(), StoreEr
     )?;
     legacy::convert_v1_documents(tx)?;
     tx.execute_batch("DROP TABLE upstream_keys; DROP TABLE canaries;")?;
+    Ok(())
+}
+
+/// Upstream keys by a stable id instead of (provider, name), with the keys
+/// added or rotated in at runtime (their secrets sealed); version 2's key
+/// states become the records of the configured keys they named.
+fn v3_upstream_keys_by_id(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    tx.execute_batch(
+        "CREATE TABLE upstream_keys (
+            id TEXT PRIMARY KEY,
+            provider TEXT NOT NULL,
+            name TEXT NOT NULL,
+            origin TEXT NOT NULL,
+            fingerprint TEXT NOT NULL,
+            secret BLOB,
+            tier INTEGER NOT NULL,
+            weight INTEGER NOT NULL,
+            tokens_per_day INTEGER,
+            requests_per_day INTEGER,
+            requests_per_minute INTEGER,
+            tokens_per_minute INTEGER,
+            max_in_flight INTEGER,
+            removed INTEGER NOT NULL,
+            state TEXT,
+            until_ms INTEGER,
+            cause TEXT,
+            day INTEGER,
+            requests_today INTEGER,
+            tokens_today INTEGER
+        );",
+    )?;
+    legacy::convert_v2_key_states(tx)?;
+    tx.execute_batch("DROP TABLE key_states;")?;
     Ok(())
 }

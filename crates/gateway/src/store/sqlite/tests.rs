@@ -82,25 +82,25 @@ async fn a_version_1_database_is_migrated_with_its_states() {
     let store = SqliteStore::open(&path).unwrap();
     let loaded = store.load().await.unwrap();
     assert_eq!(
-        loaded.key_states.len(),
+        loaded.upstream_keys.len(),
         1,
         "the unreadable document is dropped"
     );
-    let alpha = &loaded.key_states[0];
+    let alpha = &loaded.upstream_keys[0];
     assert_eq!(
         (alpha.provider.as_str(), alpha.name.as_str()),
         ("relay", "alpha")
     );
+    assert_eq!(alpha.id, crate::store::config_key_id("relay", "alpha"));
+    assert_eq!(alpha.origin, crate::store::KeyOrigin::Config);
+    let saved = alpha.saved.clone().unwrap();
     assert_eq!(
-        alpha.saved.state,
+        saved.state,
         keypool_core::KeyState::Disabled {
             cause: keypool_core::DisableCause::Manual
         }
     );
-    assert_eq!(
-        (alpha.saved.requests_today, alpha.saved.tokens_today),
-        (3, 40)
-    );
+    assert_eq!((saved.requests_today, saved.tokens_today), (3, 40));
     let rollout = &loaded.rollouts[0];
     assert_eq!(rollout.model, "gpt-4.1");
     assert!(!rollout.saved.enabled);

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use super::columns;
 use crate::store::HOUR_MS;
 use crate::store::records::{
-    AuditEntry, KeyStateRecord, RolloutRecord, StoredClientKey, Totals, UsageRecord,
+    AuditEntry, KeyOrigin, RolloutRecord, StoredClientKey, Totals, UpstreamKeyRecord, UsageRecord,
 };
 
 /// One write, queued for the next group commit.
@@ -16,8 +16,7 @@ pub(super) enum Write {
     Usage(UsageRecord),
     Audit(AuditEntry),
     ClientKey(StoredClientKey),
-    KeyState(KeyStateRecord),
-    RemoveKeyState { provider: String, name: String },
+    UpstreamKey(Box<UpstreamKeyRecord>),
     Rollout(RolloutRecord),
 }
 
@@ -28,11 +27,7 @@ pub(super) fn apply(tx: &Transaction<'_>, w: &Write) -> rusqlite::Result<()> {
         Write::Usage(u) => usage(tx, u),
         Write::Audit(a) => audit(tx, a),
         Write::ClientKey(k) => client_key(tx, k),
-        Write::KeyState(s) => key_state(tx, s),
-        Write::RemoveKeyState { provider, name } => tx
-            .prepare_cached("DELETE FROM key_states WHERE provider = ?1 AND name = ?2")?
-            .execute(params![provider, name])
-            .map(drop),
+        Write::UpstreamKey(k) => upstream_key(tx, k),
         Write::Rollout(r) => rollout(tx, r),
     }
 }
@@ -146,24 +141,47 @@ fn client_key(tx: &Transaction<'_>, k: &StoredClientKey) -> rusqlite::Result<()>
     .map(drop)
 }
 
-pub(super) fn key_state(tx: &Transaction<'_>, s: &KeyStateRecord) -> rusqlite::Result<()> {
-    let (state, until_ms, cause) = columns::key_state(&s.saved.state);
+fn upstream_key(tx: &Transaction<'_>, k: &UpstreamKeyRecord) -> rusqlite::Result<()> {
+    let (state, until_ms, cause) = match &k.saved {
+        Some(saved) => {
+            let (state, until, cause) = columns::key_state(&saved.state);
+            (Some(state), until, cause)
+        }
+        None => (None, None, None),
+    };
+    let origin = match k.origin {
+        KeyOrigin::Config => "config",
+        KeyOrigin::Runtime => "runtime",
+    };
+    let l = &k.settings.limits;
     tx.prepare_cached(
-        "INSERT INTO key_states (provider, name, state, until_ms, cause, day,
-         requests_today, tokens_today)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-         ON CONFLICT(provider, name) DO UPDATE SET state = ?3, until_ms = ?4,
-         cause = ?5, day = ?6, requests_today = ?7, tokens_today = ?8",
+        "INSERT OR REPLACE INTO upstream_keys (id, provider, name, origin, fingerprint, secret,
+         tier, weight, tokens_per_day, requests_per_day, requests_per_minute, tokens_per_minute,
+         max_in_flight, removed, state, until_ms, cause, day, requests_today, tokens_today)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+         ?18, ?19, ?20)",
     )?
     .execute(params![
-        s.provider,
-        s.name,
+        k.id,
+        k.provider,
+        k.name,
+        origin,
+        k.fingerprint,
+        k.sealed_secret,
+        k.settings.tier,
+        k.settings.weight,
+        l.tokens_per_day.map(columns::int),
+        l.requests_per_day,
+        l.requests_per_minute,
+        l.tokens_per_minute,
+        l.max_in_flight,
+        k.removed,
         state,
         until_ms,
         cause,
-        s.saved.day,
-        s.saved.requests_today,
-        columns::int(s.saved.tokens_today),
+        k.saved.as_ref().map(|s| s.day),
+        k.saved.as_ref().map(|s| s.requests_today),
+        k.saved.as_ref().map(|s| columns::int(s.tokens_today)),
     ])
     .map(drop)
 }
