@@ -10,7 +10,9 @@ use crate::auth::Auth;
 use crate::keys::{KeyDirectory, KeyEntry, settings_of};
 use crate::metrics::Metrics;
 use crate::secrets::Sealer;
-use crate::store::{KeyOrigin, RolloutRecord, Store, StoreError, UpstreamKeyRecord, config_key_id};
+use crate::store::{
+    KeyOrigin, KeySettings, RolloutRecord, Store, StoreError, UpstreamKeyRecord, config_key_id,
+};
 
 /// The state every handler and background service shares.
 pub(crate) struct AppState {
@@ -49,7 +51,7 @@ pub(crate) struct Options {
     /// Seals runtime keys' secrets.
     pub(crate) sealer: Option<Sealer>,
     /// The configured keys: (provider, name, fingerprint of the secret).
-    pub(crate) configured_keys: Vec<(String, String, String)>,
+    pub(crate) configured_keys: Vec<(String, String, crate::keys::Fingerprint)>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -76,14 +78,13 @@ impl AppState {
         for (provider, name, fingerprint) in options.configured_keys {
             let found = client.read_pool(&provider, |pool| {
                 let id = pool.find(&name)?;
-                Some((id, pool.key_snapshot(id)?))
+                Some((id, pool.name(id)?.clone()))
             });
-            if let Some(Some((key, snapshot))) = found {
+            if let Some(Some((key, pooled_name))) = found {
                 keys.insert(KeyEntry {
                     id: config_key_id(&provider, &name),
-                    settings: settings_of(&snapshot),
-                    provider,
-                    name,
+                    provider: provider.into(),
+                    name: pooled_name,
                     key,
                     origin: KeyOrigin::Config,
                     fingerprint,
@@ -131,14 +132,20 @@ impl AppState {
     /// state if it is still in its pool.
     pub(crate) fn key_record(&self, id: &str) -> Option<UpstreamKeyRecord> {
         let entry = self.keys.get(id)?;
-        let saved = if entry.removed {
+        let pooled = if entry.removed {
             None
         } else {
             self.client
-                .read_pool(&entry.provider, |pool| pool.saved(entry.key))
+                .read_pool(&entry.provider, |pool| {
+                    Some((pool.saved(entry.key)?, pool.key_snapshot(entry.key)?))
+                })
                 .flatten()
         };
-        Some(entry.record(saved))
+        let (saved, settings) = match pooled {
+            Some((saved, snapshot)) => (Some(saved), settings_of(&snapshot)),
+            None => (None, KeySettings::default()),
+        };
+        Some(entry.record(saved, settings))
     }
 
     /// The state to store for the rollout of `model`.

@@ -70,7 +70,7 @@ pub struct Understood {
     /// Each configured upstream key: its provider, name, and its secret's
     /// fingerprint (SHA-256), by which a restart tells whether the file
     /// changed the key.
-    pub configured_keys: Vec<(String, String, String)>,
+    pub configured_keys: Vec<(String, String, [u8; 32])>,
 }
 
 /// The whole file.

@@ -75,7 +75,9 @@ fn configured(s: &AppState, record: &UpstreamKeyRecord) -> bool {
         tracing::warn!("{provider}/{name} has a saved state but is no longer configured");
         return false;
     };
-    if !record.fingerprint.is_empty() && record.fingerprint != entry.fingerprint {
+    if !record.fingerprint.is_empty()
+        && record.fingerprint != crate::keys::fingerprint_hex(&entry.fingerprint)
+    {
         tracing::info!(
             "{provider}/{name}: the file gives a new secret; its saved state is set aside"
         );
@@ -148,13 +150,12 @@ fn added_at_runtime(s: &AppState, record: &UpstreamKeyRecord) -> Result<bool, St
     };
     s.keys.insert(KeyEntry {
         id: record.id.clone(),
-        provider: provider.clone(),
-        name: name.clone(),
+        provider: provider.as_str().into(),
+        name: name.as_str().into(),
         key,
         origin: KeyOrigin::Runtime,
-        fingerprint: record.fingerprint.clone(),
+        fingerprint: crate::keys::parse_fingerprint(&record.fingerprint),
         sealed_secret: record.sealed_secret.clone(),
-        settings: record.settings,
         removed: false,
     });
     Ok(true)

@@ -136,13 +136,12 @@ async fn register(
         .ok_or_else(|| ApiError::internal("the new key left its pool at once"))?;
     let entry = KeyEntry {
         id: id.to_owned(),
-        provider: provider.to_owned(),
-        name: snapshot.name.to_string(),
+        provider: provider.into(),
+        name: snapshot.name.clone(),
         key,
         origin: KeyOrigin::Runtime,
         fingerprint: keys::fingerprint(secret),
         sealed_secret,
-        settings: keys::settings_of(&snapshot),
         removed: false,
     };
     s.keys.insert(entry.clone());
