@@ -318,8 +318,15 @@ const REPORT_RECORDS: u64 = 1_000_000;
 /// Builds the release gateway and starts the simulated upstream (accepting
 /// the keys' secrets) and the bare forwarder.
 fn start_rig() -> Result<Rig> {
-    crate::cargo(&["build", "--release", "-p", "gateway"], &[])?;
-    let bin = root().join("target/release/gateway");
+    // KEYPOOL_BENCH_BIN measures another build of the gateway (an older
+    // commit's, for an A/B comparison on the same machine in one session).
+    let bin = match std::env::var_os("KEYPOOL_BENCH_BIN") {
+        Some(bin) => PathBuf::from(bin),
+        None => {
+            crate::cargo(&["build", "--release", "-p", "gateway"], &[])?;
+            root().join("target/release/gateway")
+        }
+    };
     let dir = root().join("target/bench-gateway");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let (sim, upstream) = spawn_listening(

@@ -9,7 +9,8 @@
 //! - `bench-gateway`: a load run of the release gateway against the simulated
 //!   upstream, written to its own section of `docs/benchmarks.md`
 //!   (`bench-gateway --quick`: the 16-connection rows only, printed;
-//!   `--store`: the store's cost and reports beside traffic, printed);
+//!   `--store`: the store's cost and reports beside traffic, printed;
+//!   `KEYPOOL_BENCH_BIN=path` measures another build, for an A/B run);
 //! - `forward UPSTREAM KEY`: the bare forwarder `bench-gateway` measures
 //!   for scale, as a process of its own.
 //!
