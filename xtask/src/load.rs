@@ -519,6 +519,12 @@ fn cpu_row(target: &str, cpu: &[(&'static str, Option<f64>)]) -> String {
     )
 }
 
+/// A latency difference rounded to hundredths, with no "-0.00" from noise.
+fn delta_ms(ms: f64) -> f64 {
+    let rounded = (ms * 100.0).round() / 100.0;
+    if rounded == 0.0 { 0.0 } else { rounded }
+}
+
 fn share_verdicts(direct: &Figures, bare: &Figures, through: &Figures) -> [String; 2] {
     let share = |f: &Figures| f.requests_per_sec / direct.requests_per_sec.max(1.0);
     let added = through.p99_ms - direct.p99_ms;
@@ -531,13 +537,13 @@ fn share_verdicts(direct: &Figures, bare: &Figures, through: &Figures) -> [Strin
             } else {
                 "MISSED"
             },
-            added,
+            delta_ms(added),
             if added <= 1.0 { "met" } else { "MISSED" }
         ),
         format!(
             "- For scale, the bare forwarder (no parsing, no pool, no accounting) keeps {:.0}% of direct throughput and adds {:.2} ms at p99; the gateway reaches {:.0}% of the forwarder's throughput.",
             share(bare) * 100.0,
-            bare.p99_ms - direct.p99_ms,
+            delta_ms(bare.p99_ms - direct.p99_ms),
             through.requests_per_sec / bare.requests_per_sec.max(1.0) * 100.0
         ),
     ]

@@ -308,11 +308,12 @@ fn bench() -> Result<()> {
         rows = rows.join("\n"),
         memory_rows = memory_rows.join("\n"),
     );
-    // Keep the gateway's load section, which `bench-gateway` writes.
+    // Keep the gateway's load section, which `bench-gateway` writes, and
+    // the hand-written comparisons that follow it.
     let out = root().join("docs/benchmarks.md");
     let old = fs::read_to_string(&out).unwrap_or_default();
-    let doc = match section(&old, GATEWAY_SECTION) {
-        Some(gateway) => format!("{doc}\n{gateway}"),
+    let doc = match old.find(&format!("<!-- begin {GATEWAY_SECTION} -->")) {
+        Some(start) => format!("{doc}\n{}", &old[start..]),
         None => doc,
     };
     fs::write(&out, doc).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
