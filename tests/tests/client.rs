@@ -379,16 +379,7 @@ async fn a_budget_refusal_and_the_degradation_path() {
         serde_json::from_slice(&server.received_requests().await.unwrap()[2].body).unwrap();
     assert_eq!(sent["max_tokens"], cap);
     // When not even the minimum output fits, it is refused before it is sent.
-    let ledger = Ledger::new(
-        LedgerConfig::default(),
-        PriceTable::defaults(),
-        vec![Limit::new(
-            Scope::Global,
-            Period::Daily,
-            Money::from_cents(1),
-        )],
-    )
-    .unwrap();
+    let ledger = daily_limit(Money::from_cents(1));
     let strict = builder(&server, &[key("k")], &clock)
         .ledger(ledger)
         .min_output_tokens(100_000)
@@ -631,16 +622,7 @@ async fn a_stream_whose_usage_settles_the_budget() {
     )
     .await;
     let clock = ManualClock::new(t0());
-    let ledger = Ledger::new(
-        LedgerConfig::default(),
-        PriceTable::defaults(),
-        vec![Limit::new(
-            Scope::Global,
-            Period::Daily,
-            Money::from_dollars(1),
-        )],
-    )
-    .unwrap();
+    let ledger = daily_limit(Money::from_dollars(1));
     let c = builder(&server, &[key("s")], &clock)
         .ledger(ledger)
         .build()
@@ -660,4 +642,14 @@ async fn a_stream_whose_usage_settles_the_budget() {
     let spent = c.snapshot().budget[0].spent;
     assert_eq!(spent, Money::from_micros(12_000));
     assert_eq!(c.with_pool("relay", |p, _| p.outstanding_leases()), Some(0));
+}
+
+/// A ledger with one hard daily limit over everything, at the default prices.
+fn daily_limit(limit: Money) -> Ledger {
+    Ledger::new(
+        LedgerConfig::default(),
+        PriceTable::defaults(),
+        vec![Limit::new(Scope::Global, Period::Daily, limit)],
+    )
+    .unwrap()
 }

@@ -11,6 +11,14 @@ fn drain(l: &mut Ledger) -> Vec<Event> {
     std::iter::from_fn(|| l.poll_event()).collect()
 }
 
+/// The anomaly alerts among the pending events (the others are dropped).
+fn anomalies(l: &mut Ledger) -> Vec<Event> {
+    drain(l)
+        .into_iter()
+        .filter(|e| matches!(e, Event::Anomaly { .. }))
+        .collect()
+}
+
 #[test]
 fn thresholds_are_announced_once_per_period_at_50_75_90_and_100_percent() {
     let mut l = Ledger::new(
@@ -51,27 +59,17 @@ fn an_anomaly_is_today_above_150_percent_of_the_trailing_average_at_the_same_hou
         spend(&mut l, day0 + d * 86_400 + 9 * 3600, 1_000_000);
         spend(&mut l, day0 + d * 86_400 + 20 * 3600, 1_000_000);
     }
-    assert!(
-        !drain(&mut l)
-            .iter()
-            .any(|e| matches!(e, Event::Anomaly { .. }))
-    );
+    assert!(anomalies(&mut l).is_empty());
     // Day 8: $16 by 10:00, twice the usual for the time of day.
     let day7 = day0 + 7 * 86_400;
     spend(&mut l, day7 + 8 * 3600, 1_000_000);
     assert!(
-        !drain(&mut l)
-            .iter()
-            .any(|e| matches!(e, Event::Anomaly { .. })),
+        anomalies(&mut l).is_empty(),
         "$8 by 08:00 is not above 150% of $8"
     );
     spend(&mut l, day7 + 9 * 3600, 1_000_000);
-    let anomalies: Vec<Event> = drain(&mut l)
-        .into_iter()
-        .filter(|e| matches!(e, Event::Anomaly { .. }))
-        .collect();
     assert_eq!(
-        anomalies,
+        anomalies(&mut l),
         vec![Event::Anomaly {
             today: Money::from_dollars(16),
             trailing_average: Money::from_dollars(8),
@@ -80,11 +78,7 @@ fn an_anomaly_is_today_above_150_percent_of_the_trailing_average_at_the_same_hou
     );
     // Once a day.
     spend(&mut l, day7 + 10 * 3600, 1_000_000);
-    assert!(
-        !drain(&mut l)
-            .iter()
-            .any(|e| matches!(e, Event::Anomaly { .. }))
-    );
+    assert!(anomalies(&mut l).is_empty());
 }
 
 /// A ledger with a day of spend by two teams, and a little the next day.
@@ -223,12 +217,8 @@ fn the_anomaly_baseline_is_rebuilt_from_restored_usage() {
         .reserve(&none, "gpt-4.1", 1_000_000, 0, at(day7 + 9 * 3600))
         .unwrap();
     l.settle(r, Tokens::new(1_000_000, 0), at(day7 + 9 * 3600));
-    let anomalies: Vec<Event> = drain(&mut l)
-        .into_iter()
-        .filter(|e| matches!(e, Event::Anomaly { .. }))
-        .collect();
     assert_eq!(
-        anomalies,
+        anomalies(&mut l),
         vec![Event::Anomaly {
             today: Money::from_dollars(16),
             trailing_average: Money::from_dollars(8),
