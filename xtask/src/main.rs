@@ -2,7 +2,8 @@
 //!
 //! - `lint`: rustfmt check, clippy with warnings denied, rustdoc with warnings denied;
 //! - `test`: every unit, property, integration and doc test, with all features
-//!   and with none;
+//!   and with none, with Chromium installed and a Postgres server found or
+//!   started (`postgres.rs`), so that no test skips;
 //! - `ci`: `lint` then `test` (what `.ci/run` runs);
 //! - `bench`: the criterion benchmarks and the memory measurement, written as
 //!   a table to `docs/benchmarks.md`;
@@ -11,6 +12,8 @@
 //!   (`bench-gateway --quick`: the 16-connection rows only, printed;
 //!   `--store`: the store's cost and reports beside traffic, printed;
 //!   `KEYPOOL_BENCH_BIN=path` measures another build, for an A/B run);
+//! - `postgres`: prints the URL of the Postgres server the tests use,
+//!   starting a throwaway cluster when none answers (kept until Enter);
 //! - `forward UPSTREAM KEY`: the bare forwarder `bench-gateway` measures
 //!   for scale, as a process of its own.
 //!
@@ -23,6 +26,7 @@ use std::process::{Command, ExitCode};
 use std::{env, fs};
 
 mod load;
+mod postgres;
 
 type Result<T> = std::result::Result<T, String>;
 
@@ -33,6 +37,11 @@ fn main() -> ExitCode {
         "test" => test(),
         "ci" => lint().and_then(|()| test()),
         "bench" => bench(),
+        "postgres" => postgres::server().map(|pg| {
+            println!("{}", pg.url);
+            // Kept running until the user presses Enter.
+            let _ = std::io::stdin().read_line(&mut String::new());
+        }),
         "forward" => match (env::args().nth(2), env::args().nth(3)) {
             (Some(upstream), Some(key)) => load::run_forwarder(&upstream, &key),
             _ => Err("usage: cargo xtask forward UPSTREAM_ADDR KEY".into()),
@@ -43,7 +52,7 @@ fn main() -> ExitCode {
             _ => bench_gateway(load::Only::Everything),
         },
         _ => Err(format!(
-            "unknown job {job:?}\nusage: cargo xtask <lint|test|ci|bench|bench-gateway [--quick|--store]|forward UPSTREAM KEY>"
+            "unknown job {job:?}\nusage: cargo xtask <lint|test|ci|bench|bench-gateway [--quick|--store]|postgres|forward UPSTREAM KEY>"
         )),
     };
     match result {
@@ -149,6 +158,15 @@ fn browser_tools() -> Result<()> {
 
 fn test() -> Result<()> {
     browser_tools()?;
+    // Kept until the tests end: a throwaway cluster stops when dropped.
+    let pg = postgres::server()?;
+    let envs = [
+        // The browser and Postgres tests skip where their tools are
+        // missing, except here, where they were installed or started.
+        ("KEYPOOL_REQUIRE_BROWSER", "1"),
+        ("KEYPOOL_REQUIRE_POSTGRES", "1"),
+        ("KEYPOOL_TEST_POSTGRES_URL", pg.url.as_str()),
+    ];
     // Unit, integration, property and bench-smoke tests, then doc tests
     // (`--all-targets` leaves those out), with all features and with none.
     let mut total = Tally::default();
@@ -163,7 +181,7 @@ fn test() -> Result<()> {
             "--no-default-features",
         ],
     ] {
-        let (tally, outcome) = cargo_tests(args);
+        let (tally, outcome) = cargo_tests(args, &envs);
         total.add(tally);
         if let Err(e) = outcome {
             println!("{}", total.line());
@@ -219,15 +237,13 @@ impl Tally {
 }
 
 /// Runs `cargo test ...`, passing its output through and counting results.
-fn cargo_tests(args: &[&str]) -> (Tally, Result<()>) {
+fn cargo_tests(args: &[&str], envs: &[(&str, &str)]) -> (Tally, Result<()>) {
     use std::io::{BufRead, BufReader};
     eprintln!("$ cargo {}", args.join(" "));
     let mut tally = Tally::default();
     let spawned = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(args)
-        // The browser test skips where Chromium is missing, except here,
-        // where browser_tools() installed it.
-        .env("KEYPOOL_REQUIRE_BROWSER", "1")
+        .envs(envs.iter().copied())
         .current_dir(root())
         .stdout(std::process::Stdio::piped())
         .spawn();

@@ -53,7 +53,7 @@ impl KeyEntry {
             provider: self.provider.to_string(),
             name: self.name.to_string(),
             origin: self.origin,
-            fingerprint: hex(&self.fingerprint),
+            fingerprint: crate::ids::hex(&self.fingerprint),
             sealed_secret: self.sealed_secret.clone(),
             settings,
             saved,
@@ -71,10 +71,6 @@ pub(crate) fn settings_of(k: &KeySnapshot) -> KeySettings {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// SHA-256 of a secret: how the store tells whether a configured key's
 /// secret changed, without keeping it.
 pub(crate) fn fingerprint(secret: &str) -> Fingerprint {
@@ -84,7 +80,7 @@ pub(crate) fn fingerprint(secret: &str) -> Fingerprint {
 
 /// A fingerprint as the store writes it (hex).
 pub(crate) fn fingerprint_hex(f: &Fingerprint) -> String {
-    hex(f)
+    crate::ids::hex(f)
 }
 
 /// A fingerprint the store wrote; zeroes (matching no secret) if it is not
@@ -102,9 +98,7 @@ pub(crate) fn parse_fingerprint(hex: &str) -> Fingerprint {
 
 /// A new random id for a key added or rotated in at runtime.
 pub(crate) fn new_id() -> Result<String, getrandom::Error> {
-    let mut bytes = [0u8; 8];
-    getrandom::fill(&mut bytes)?;
-    Ok(format!("uk_{}", hex(&bytes)))
+    Ok(format!("uk_{}", crate::ids::random_hex::<8>()?))
 }
 
 /// The 8 bytes of an id (`uk_` and 16 hex digits).
@@ -153,7 +147,7 @@ impl Index {
 
     fn entry(&self, id: IdBytes, slot: &Slot) -> KeyEntry {
         KeyEntry {
-            id: format!("uk_{}", hex(&id)),
+            id: format!("uk_{}", crate::ids::hex(&id)),
             provider: self
                 .providers
                 .get(usize::from(slot.provider))
@@ -213,7 +207,7 @@ impl KeyDirectory {
         let p = index.providers.iter().position(|p| &**p == provider)?;
         let p = u16::try_from(p).ok()?;
         let id = index.by_key.get(&(p, key))?;
-        Some(format!("uk_{}", hex(id)))
+        Some(format!("uk_{}", crate::ids::hex(id)))
     }
 
     /// Marks `id` as gone from the pool; returns its entry.

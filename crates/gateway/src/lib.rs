@@ -42,6 +42,7 @@ pub mod cli;
 pub mod config;
 mod demo;
 mod http;
+mod ids;
 mod keys;
 mod lifecycle;
 mod local_transport;
@@ -51,6 +52,7 @@ pub mod secrets;
 pub mod sim;
 mod state;
 pub mod store;
+pub mod testing;
 mod views;
 
 pub use demo::{demo_config, demo_env};

@@ -13,9 +13,9 @@ use gateway_client::Client;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Backend, Config, ConfigError};
 use crate::state::AppState;
-use crate::store::{MemoryStore, SqliteStore, Store, StoreError};
+use crate::store::{MemoryStore, PostgresStore, SqliteStore, Store, StoreError};
 use crate::{http, lifecycle};
 
 /// Errors starting the gateway.
@@ -66,11 +66,30 @@ pub async fn start(config: &Config, env: &HashMap<String, String>) -> Result<Run
     start_with(config, env, StartOptions::default()).await
 }
 
-/// Opens the store `config` names: SQLite at `[storage] path`, or memory.
-fn open_store(config: &Config) -> Result<Arc<dyn Store>, StoreError> {
-    let store: Arc<dyn Store> = match &config.storage.path {
-        Some(path) => Arc::new(SqliteStore::open(path)?),
-        None => Arc::new(MemoryStore::new()),
+/// Opens the store `config` names: SQLite at `[storage] path`, Postgres at
+/// `[storage] url` (its outbox in `[cluster] data_dir`, created if
+/// missing), or memory.
+async fn open_store(
+    config: &Config,
+    env: &HashMap<String, String>,
+) -> Result<Arc<dyn Store>, StartError> {
+    let cluster = config.cluster.clone().unwrap_or_default();
+    let store: Arc<dyn Store> = match config.storage.backend(&cluster, env)? {
+        Backend::Sqlite(path) => Arc::new(SqliteStore::open(&path)?),
+        Backend::Memory => Arc::new(MemoryStore::new()),
+        Backend::Postgres(options) => {
+            if let Some(dir) = options
+                .outbox
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+            {
+                std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+                    what: dir.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+            }
+            Arc::new(PostgresStore::open(options).await?)
+        }
     };
     if store.is_durable() {
         tracing::info!("{}", store.describe());
@@ -99,7 +118,7 @@ pub async fn start_with(
     for w in &built.understood.warnings {
         tracing::warn!("{w}");
     }
-    let store = open_store(config)?;
+    let store = open_store(config, env).await?;
     let loaded = store.load().await?;
     let listener = tokio::net::TcpListener::bind(config.server.listen()?).await?;
     let client = built.client.clone();
@@ -160,7 +179,9 @@ impl Running {
 
     /// Stops accepting, lets in-flight requests finish for up to `grace`,
     /// lets the state saver save the changes they made, stops the other
-    /// background services, and returns whether every request finished.
+    /// background services, closes the store (a shared store ships the
+    /// records waiting in its outbox), and returns whether every request
+    /// finished.
     pub async fn shutdown(self, grace: Duration) -> bool {
         self.stop.send_replace(true);
         let drained = tokio::time::timeout(grace, self.task).await.is_ok();
@@ -175,6 +196,12 @@ impl Running {
         }
         for t in self.background {
             let _ = t.await;
+        }
+        if tokio::time::timeout(grace, self.state.store.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the store did not close within the grace period");
         }
         drained
     }

@@ -48,44 +48,53 @@ fn config_error(message: String) -> TransportError {
     TransportError::new(ErrorKind::Config, message)
 }
 
+/// The TLS settings every connection the gateway makes uses: the webpki
+/// roots, plus the PEM certificates of `extra_ca_file` when given, with
+/// certificate verification always on. Fails if the bundle cannot be read
+/// or holds no usable certificate.
+pub fn tls_client_config(
+    extra_ca_file: Option<&std::path::Path>,
+) -> Result<rustls::ClientConfig, TransportError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().cloned());
+    if let Some(path) = extra_ca_file {
+        let pem = read_ca_bundle(path)?;
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<_, _>>()
+            .map_err(|_| {
+                config_error(format!(
+                    "CA bundle {} is not PEM certificates",
+                    path.display()
+                ))
+            })?;
+        if certs.is_empty() {
+            return Err(config_error(format!(
+                "CA bundle {} holds no certificate",
+                path.display()
+            )));
+        }
+        let (_, ignored) = roots.add_parsable_certificates(certs);
+        if ignored > 0 {
+            return Err(config_error(format!(
+                "CA bundle {} holds {ignored} certificate(s) that cannot be parsed",
+                path.display()
+            )));
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls: rustls::ClientConfig = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TransportError::new(ErrorKind::Config, "cannot set up TLS").with_source(e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tls)
+}
+
 impl HyperTransport {
     /// Builds the client. Fails if the extra CA bundle cannot be read or
     /// parsed, or the user agent is not a valid header value.
     pub fn new(config: &HttpConfig) -> Result<Self, TransportError> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add_parsable_certificates(webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().cloned());
-        if let Some(path) = &config.extra_ca_file {
-            let pem = read_ca_bundle(path)?;
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
-                .collect::<Result<_, _>>()
-                .map_err(|_| {
-                    config_error(format!(
-                        "CA bundle {} is not PEM certificates",
-                        path.display()
-                    ))
-                })?;
-            if certs.is_empty() {
-                return Err(config_error(format!(
-                    "CA bundle {} holds no certificate",
-                    path.display()
-                )));
-            }
-            let (_, ignored) = roots.add_parsable_certificates(certs);
-            if ignored > 0 {
-                return Err(config_error(format!(
-                    "CA bundle {} holds {ignored} certificate(s) that cannot be parsed",
-                    path.display()
-                )));
-            }
-        }
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let tls = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| {
-                TransportError::new(ErrorKind::Config, "cannot set up TLS").with_source(e)
-            })?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let tls = tls_client_config(config.extra_ca_file.as_deref())?;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);

@@ -60,7 +60,7 @@ pub use error::{ErrorKind, TransportError};
 #[cfg(any(feature = "reqwest", feature = "hyper"))]
 pub use http_config::HttpConfig;
 #[cfg(feature = "hyper")]
-pub use hyper_backend::HyperTransport;
+pub use hyper_backend::{HyperTransport, tls_client_config};
 #[cfg(feature = "mock")]
 pub use mock::{MockReply, MockTransport, Recorded};
 #[cfg(feature = "reqwest")]

@@ -233,16 +233,10 @@ impl ClientKey {
 
 /// A new random secret for a client key (`gw-` and 48 hex digits: 192 bits).
 pub fn new_secret() -> Result<String, getrandom::Error> {
-    Ok(format!("gw-{}", random_hex::<24>()?))
+    Ok(format!("gw-{}", crate::ids::random_hex::<24>()?))
 }
 
 /// A new random id (`key_` and 16 hex digits).
 pub fn new_id() -> Result<String, getrandom::Error> {
-    Ok(format!("key_{}", random_hex::<8>()?))
-}
-
-fn random_hex<const N: usize>() -> Result<String, getrandom::Error> {
-    let mut bytes = [0u8; N];
-    getrandom::fill(&mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(format!("key_{}", crate::ids::random_hex::<8>()?))
 }

@@ -83,6 +83,9 @@ pub fn build(
     }
     let auth = super::auth::build(config.auth.as_ref(), listen, env, &mut u)?;
     u.lines.extend(config.storage.check()?);
+    let cluster = config.cluster.clone().unwrap_or_default();
+    u.lines
+        .extend(cluster.check(config.cluster.is_some(), &config.storage)?);
     let sealer = config.storage.sealer(env, &mut u)?;
     builder = builder.retry(config.retry.build());
     u.models.sort();

@@ -13,6 +13,7 @@ mod auth;
 mod budget;
 mod build;
 mod canary;
+mod cluster;
 mod pool;
 mod providers;
 mod retry;
@@ -29,12 +30,13 @@ pub use self::auth::{AuthConfig, AuthMode, ClientKeyConfig};
 pub use self::budget::{BudgetConfig, LimitConfig, LimitScope, UnknownModelPolicy};
 pub use self::build::{Built, build};
 pub use self::canary::CanaryConfig;
+pub use self::cluster::ClusterConfig;
 pub use self::pool::PoolSection;
 pub use self::providers::{KeyConfig, ProviderConfig};
 pub use self::retry::RetryConfig;
 pub use self::secret::{SecretSource, resolve_secret};
 pub use self::server::ServerConfig;
-pub use self::storage::StorageConfig;
+pub use self::storage::{Backend, StorageConfig};
 pub use self::transport::{TransportConfig, upstream_transport};
 pub use ::budget::Dollars;
 
@@ -101,6 +103,9 @@ pub struct Config {
     /// `[storage]`.
     #[serde(default)]
     pub storage: StorageConfig,
+    /// `[cluster]`: this instance among several on one Postgres.
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
     /// `[transport]`.
     #[serde(default)]
     pub transport: TransportConfig,

@@ -55,7 +55,7 @@ pub fn resolve_secret(
 }
 
 /// The fields whose values are secrets.
-const SECRET_FIELDS: [&str; 3] = ["secret", "master_key", "secrets_key"];
+const SECRET_FIELDS: [&str; 4] = ["secret", "master_key", "secrets_key", "url"];
 
 /// `message` with every literal secret written in `file` (the quoted value
 /// of a `secret` or `master_key`, `${ENV}` references aside) replaced by

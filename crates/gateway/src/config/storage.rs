@@ -1,6 +1,7 @@
 //! `[storage]`: where state that survives restarts is kept.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -10,10 +11,29 @@ use super::ConfigError;
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
-    /// The SQLite database file (created if missing). Without it, state is
-    /// kept in memory only and lost when the gateway stops.
+    /// The SQLite database file (created if missing). Without it (or
+    /// `url`), state is kept in memory only and lost when the gateway
+    /// stops.
     #[serde(default)]
     pub path: Option<PathBuf>,
+    /// A Postgres database shared by several gateway instances:
+    /// `"${DATABASE_URL}"` holding `postgres://user:password@host:5432/db`
+    /// (`?sslmode=verify-full` for TLS, `&sslrootcert=ca.pem` for a private
+    /// CA). A secret: never logged or echoed.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// How long any call to Postgres may take, connecting included, in
+    /// milliseconds (default 2000): a database that stops answering never
+    /// holds a request or a start longer.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Connections to Postgres (default 8).
+    #[serde(default)]
+    pub pool_size: Option<usize>,
+    /// How often usage records waiting in the outbox are shipped to
+    /// Postgres, in milliseconds (default 250).
+    #[serde(default)]
+    pub ship_every_ms: Option<u64>,
     /// Usage records older than this many days are deleted (hourly). At
     /// least 32, so that a month's budget can always be rebuilt. Default:
     /// kept forever.
@@ -33,6 +53,17 @@ pub struct StorageConfig {
 
 /// The shortest retention: a month's budget is rebuilt from 32 days of usage.
 const MIN_RETENTION_DAYS: u32 = 32;
+
+/// Where state is kept, as configured.
+#[derive(Debug)]
+pub enum Backend {
+    /// In memory, lost when the gateway stops.
+    Memory,
+    /// One SQLite file.
+    Sqlite(PathBuf),
+    /// Postgres, shared with other instances.
+    Postgres(crate::store::PostgresOptions),
+}
 
 impl StorageConfig {
     /// The sealer for runtime keys' secrets, if a key is given.
@@ -63,6 +94,33 @@ impl StorageConfig {
         Ok(Some(sealer))
     }
 
+    /// Where state is kept: SQLite at `path`, Postgres at `url` (its URL
+    /// read through `env`; the outbox in `[cluster] data_dir`), or memory.
+    pub fn backend(
+        &self,
+        cluster: &super::ClusterConfig,
+        env: &std::collections::HashMap<String, String>,
+    ) -> Result<Backend, ConfigError> {
+        match (&self.path, &self.url) {
+            (Some(_), Some(_)) => Err(ConfigError::new(
+                "storage",
+                "give either path (SQLite) or url (Postgres), not both",
+            )),
+            (Some(path), None) => Ok(Backend::Sqlite(path.clone())),
+            (None, None) => Ok(Backend::Memory),
+            (None, Some(url)) => {
+                let (url, _) = super::resolve_secret("storage.url", Some(url), None, env)?;
+                Ok(Backend::Postgres(crate::store::PostgresOptions {
+                    url,
+                    outbox: cluster.data_dir().join("outbox.db"),
+                    pool_size: self.pool_size.unwrap_or(8).max(1),
+                    timeout: Duration::from_millis(self.timeout_ms.unwrap_or(2_000).max(1)),
+                    ship_every: Duration::from_millis(self.ship_every_ms.unwrap_or(250).max(1)),
+                }))
+            }
+        }
+    }
+
     /// Checks the section; returns the lines `gateway check` prints.
     pub(super) fn check(&self) -> Result<Vec<String>, ConfigError> {
         let mut lines = Vec::new();
@@ -77,9 +135,16 @@ impl StorageConfig {
             }
             lines.push(format!("storage: usage kept {days} days"));
         }
-        lines.push(match &self.path {
-            Some(p) => format!("storage: {} (SQLite)", p.display()),
-            None => "storage: in memory only (lost when the gateway stops)".into(),
+        lines.push(match (&self.path, &self.url) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    "storage",
+                    "give either path (SQLite) or url (Postgres), not both",
+                ));
+            }
+            (Some(p), None) => format!("storage: {} (SQLite)", p.display()),
+            (None, Some(_)) => "storage: Postgres (shared by every instance)".into(),
+            (None, None) => "storage: in memory only (lost when the gateway stops)".into(),
         });
         Ok(lines)
     }

@@ -53,6 +53,15 @@ pub enum StoreError {
     /// The database engine refused an operation.
     #[error("store: {0}")]
     Engine(String),
+    /// The database did not answer in time, or its connection broke; the
+    /// call may be tried again.
+    #[error("{what} is unavailable: {reason}")]
+    Unavailable {
+        /// The database's host.
+        what: String,
+        /// Why.
+        reason: String,
+    },
     /// The store has been shut down.
     #[error("the store has stopped")]
     Stopped,
@@ -60,6 +69,12 @@ pub enum StoreError {
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
+        StoreError::Engine(e.to_string())
+    }
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
         StoreError::Engine(e.to_string())
     }
 }

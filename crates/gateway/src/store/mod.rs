@@ -11,20 +11,25 @@
 //!   migrations. Writes are committed in groups before their call returns;
 //!   reads use a connection of their own, so a report never waits behind
 //!   the commits that answered requests wait for.
+//! - [`PostgresStore`]: state shared by several gateway instances, usage
+//!   and audit records through a local outbox (see its module).
 //! - [`MemoryStore`]: everything in memory, for a gateway started without
 //!   `[storage] path`; lost when the process ends.
 //!
 //! Every backend runs the same conformance suite (`conformance.rs`).
 
+mod columns;
 #[cfg(test)]
 mod conformance;
 mod error;
 mod memory;
+mod postgres;
 pub mod records;
 mod sqlite;
 
 pub use error::StoreError;
 pub use memory::MemoryStore;
+pub use postgres::{PostgresOptions, PostgresStore};
 pub use records::{
     AuditEntry, KeyOrigin, KeySettings, Loaded, RolloutRecord, SpendLine, StoredClientKey, Totals,
     UpstreamKeyRecord, UsageLine, UsageQuery, UsageRecord, config_key_id,
@@ -76,6 +81,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// One line for the start-up log: where state lives.
     fn describe(&self) -> String;
+
+    /// Finishes background work before the process ends (a store that
+    /// ships records elsewhere ships what waits).
+    async fn close(&self) {}
 
     /// Whether state outlives the process (false for a store in memory).
     fn is_durable(&self) -> bool {

@@ -18,39 +18,52 @@ use std::sync::{Mutex, MutexGuard, PoisonError, TryLockError};
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use super::write::{Write, add_hours, apply};
 use crate::store::StoreError;
 
 type Waiter = oneshot::Sender<Result<(), String>>;
 
 /// Writes waiting for the next commit.
-#[derive(Default)]
-struct Pending {
-    writes: Vec<Write>,
+struct Pending<W> {
+    writes: Vec<W>,
     /// (index in `writes`, who waits for it).
     waiters: Vec<(usize, Waiter)>,
 }
 
-/// The write connection and its queue.
-pub(super) struct Writer {
+impl<W> Default for Pending<W> {
+    fn default() -> Self {
+        Pending {
+            writes: Vec::new(),
+            waiters: Vec::new(),
+        }
+    }
+}
+
+/// Commits a batch of writes in one transaction.
+pub(super) type CommitAll<W> = fn(&mut Connection, &[W]) -> rusqlite::Result<()>;
+
+/// The write connection and its queue of writes of type `W`.
+pub(super) struct Writer<W> {
     conn: Mutex<Connection>,
-    pending: Mutex<Pending>,
+    pending: Mutex<Pending<W>>,
+    commit_all: CommitAll<W>,
 }
 
 fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl Writer {
-    pub(super) fn new(conn: Connection) -> Self {
+impl<W> Writer<W> {
+    /// A writer on `conn` whose batches `commit_all` commits.
+    pub(super) fn new(conn: Connection, commit_all: CommitAll<W>) -> Self {
         Writer {
             conn: Mutex::new(conn),
             pending: Mutex::new(Pending::default()),
+            commit_all,
         }
     }
 
     /// Queues `w` and returns once it is committed.
-    pub(super) async fn write(&self, w: Write) -> Result<(), StoreError> {
+    pub(super) async fn write(&self, w: W) -> Result<(), StoreError> {
         let (done, wait) = oneshot::channel();
         {
             let mut p = lock(&self.pending);
@@ -104,7 +117,7 @@ impl Writer {
             if batch.writes.is_empty() {
                 return;
             }
-            commit(conn, batch);
+            commit(conn, batch, self.commit_all);
         }
     }
 
@@ -114,23 +127,7 @@ impl Writer {
     }
 }
 
-/// Applies a whole batch in one transaction.
-fn commit_all(conn: &mut Connection, writes: &[Write]) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
-    for w in writes {
-        apply(&tx, w)?;
-    }
-    add_hours(
-        &tx,
-        writes.iter().filter_map(|w| match w {
-            Write::Usage(u) => Some(u),
-            _ => None,
-        }),
-    )?;
-    tx.commit()
-}
-
-fn commit(conn: &mut Connection, batch: Pending) {
+fn commit<W>(conn: &mut Connection, batch: Pending<W>, commit_all: CommitAll<W>) {
     if commit_all(conn, &batch.writes).is_ok() {
         for (_, done) in batch.waiters {
             let _ = done.send(Ok(()));
@@ -155,9 +152,9 @@ fn commit(conn: &mut Connection, batch: Pending) {
 }
 
 /// Leads a group commit when dropped, however the task holding it ends.
-struct Lead<'a>(&'a Writer);
+struct Lead<'a, W>(&'a Writer<W>);
 
-impl Drop for Lead<'_> {
+impl<W> Drop for Lead<'_, W> {
     fn drop(&mut self) {
         self.0.lead();
     }

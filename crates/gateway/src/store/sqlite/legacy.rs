@@ -9,7 +9,8 @@ use serde_json::Value;
 
 use rusqlite::params;
 
-use super::{columns, write};
+use super::write;
+use crate::store::columns;
 use crate::store::records::{KeyOrigin, KeySettings, RolloutRecord, UpstreamKeyRecord};
 use crate::store::{StoreError, config_key_id};
 

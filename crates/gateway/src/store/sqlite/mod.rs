@@ -1,8 +1,8 @@
 //! [`SqliteStore`]: everything in one SQLite file, in WAL mode.
 
-mod columns;
 mod group;
 mod legacy;
+mod outbox;
 mod read;
 mod schema;
 mod write;
@@ -21,6 +21,8 @@ use super::records::{
 };
 use super::{Store, StoreError};
 
+pub(crate) use self::outbox::{Entry, Outbox, Waiting};
+
 /// Usage records deleted per transaction when pruning: small enough that
 /// the commits of answered requests waiting behind one are not held up for
 /// long.
@@ -37,7 +39,7 @@ pub struct SqliteStore {
 
 struct Inner {
     path: PathBuf,
-    writer: Writer,
+    writer: Writer<Write>,
     reader: Mutex<Connection>,
     /// Held (locked) while the store is open.
     _lock: File,
@@ -51,7 +53,7 @@ impl std::fmt::Debug for SqliteStore {
     }
 }
 
-fn open_error(path: &Path, e: impl std::fmt::Display) -> StoreError {
+pub(super) fn open_error(path: &Path, e: impl std::fmt::Display) -> StoreError {
     StoreError::Open {
         what: path.display().to_string(),
         reason: e.to_string(),
@@ -59,7 +61,7 @@ fn open_error(path: &Path, e: impl std::fmt::Display) -> StoreError {
 }
 
 /// Takes the lock file beside the database, or says who holds it.
-fn take_lock(path: &Path) -> Result<File, StoreError> {
+pub(super) fn take_lock(path: &Path) -> Result<File, StoreError> {
     let mut lock_path = path.as_os_str().to_owned();
     lock_path.push(".lock");
     let file = std::fs::OpenOptions::new()
@@ -114,7 +116,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
-                writer: Writer::new(writer),
+                writer: Writer::new(writer, write::commit_all),
                 reader: Mutex::new(reader),
                 _lock: lock,
             }),
@@ -204,7 +206,7 @@ impl Store for SqliteStore {
 /// time is kept up on every commit for this hourly job), letting queued
 /// commits through between batches; then the hourly totals of the hours
 /// that ended before `before`.
-fn prune(writer: &Writer, before: i64) -> Result<u64, StoreError> {
+fn prune(writer: &Writer<Write>, before: i64) -> Result<u64, StoreError> {
     let mut total = 0u64;
     loop {
         let n = writer.with_connection(|c| {

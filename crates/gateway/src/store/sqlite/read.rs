@@ -2,7 +2,7 @@
 
 use rusqlite::{Connection, Row, params};
 
-use super::columns;
+use crate::store::columns;
 use crate::store::records::{
     AuditEntry, KeyOrigin, KeySettings, Loaded, RolloutRecord, SpendLine, StoredClientKey, Totals,
     UpstreamKeyRecord, UsageLine, UsageQuery,
@@ -292,15 +292,14 @@ pub(super) fn audit(conn: &Connection, limit: usize) -> Result<Vec<AuditEntry>, 
     let mut stmt = conn.prepare_cached(
         "SELECT at, actor, action, target, before, after FROM audit ORDER BY id DESC LIMIT ?1",
     )?;
-    let json = |s: Option<String>| s.and_then(|s| serde_json::from_str(&s).ok());
     let rows = stmt.query_map([columns::int(limit as u64)], |r| {
         Ok(AuditEntry {
             at: r.get(0)?,
             actor: r.get(1)?,
             action: r.get(2)?,
             target: r.get(3)?,
-            before: json(r.get(4)?),
-            after: json(r.get(5)?),
+            before: columns::json_from(r.get(4)?),
+            after: columns::json_from(r.get(5)?),
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)

@@ -4,8 +4,8 @@ use rusqlite::{Transaction, params};
 
 use std::collections::HashMap;
 
-use super::columns;
 use crate::store::HOUR_MS;
+use crate::store::columns;
 use crate::store::records::{
     AuditEntry, KeyOrigin, RolloutRecord, StoredClientKey, Totals, UpstreamKeyRecord, UsageRecord,
 };
@@ -18,6 +18,25 @@ pub(super) enum Write {
     ClientKey(StoredClientKey),
     UpstreamKey(Box<UpstreamKeyRecord>),
     Rollout(RolloutRecord),
+}
+
+/// Applies a whole batch in one transaction.
+pub(super) fn commit_all(
+    conn: &mut rusqlite::Connection,
+    writes: &[Write],
+) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    for w in writes {
+        apply(&tx, w)?;
+    }
+    add_hours(
+        &tx,
+        writes.iter().filter_map(|w| match w {
+            Write::Usage(u) => Some(u),
+            _ => None,
+        }),
+    )?;
+    tx.commit()
 }
 
 /// Applies `w` inside `tx` (a usage record's hourly totals are added by
@@ -102,7 +121,6 @@ pub(super) fn add_hours<'a>(
 }
 
 fn audit(tx: &Transaction<'_>, a: &AuditEntry) -> rusqlite::Result<()> {
-    let json = |v: &Option<serde_json::Value>| v.as_ref().map(serde_json::Value::to_string);
     tx.prepare_cached(
         "INSERT INTO audit (at, actor, action, target, before, after)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -112,8 +130,8 @@ fn audit(tx: &Transaction<'_>, a: &AuditEntry) -> rusqlite::Result<()> {
         a.actor,
         a.action,
         a.target,
-        json(&a.before),
-        json(&a.after)
+        columns::json(a.before.as_ref()),
+        columns::json(a.after.as_ref())
     ])
     .map(drop)
 }

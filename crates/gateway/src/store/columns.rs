@@ -1,4 +1,5 @@
-//! Typed states as columns and back: key states, rollout phases, bucket runs.
+//! Typed states as columns and back, the same in every database: key states,
+//! rollout phases, bucket runs, times and counts.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -7,7 +8,7 @@ use canary::Phase;
 use keypool_core::{CooldownCause, DisableCause, KeyState, Timestamp};
 
 /// A key state as `(state, until_ms, cause)` columns.
-pub(super) fn key_state(s: &KeyState) -> (&'static str, Option<i64>, Option<&'static str>) {
+pub(crate) fn key_state(s: &KeyState) -> (&'static str, Option<i64>, Option<&'static str>) {
     let ms = |t: &Timestamp| Some(i64::try_from(t.as_unix_millis()).unwrap_or(i64::MAX));
     match s {
         KeyState::Active => ("active", None, None),
@@ -22,7 +23,7 @@ pub(super) fn key_state(s: &KeyState) -> (&'static str, Option<i64>, Option<&'st
 }
 
 /// The inverse of [`key_state`]; the error says which column is off.
-pub(super) fn key_state_from(
+pub(crate) fn key_state_from(
     state: &str,
     until_ms: Option<i64>,
     cause: Option<&str>,
@@ -79,7 +80,7 @@ fn disable_cause(c: DisableCause) -> &'static str {
 }
 
 /// A phase as `(phase, model, reason)` columns.
-pub(super) fn phase(p: &Phase) -> (&'static str, Option<&str>, Option<&str>) {
+pub(crate) fn phase(p: &Phase) -> (&'static str, Option<&str>, Option<&str>) {
     match p {
         Phase::Running => ("running", None, None),
         Phase::FullRollout { model } => ("full_rollout", Some(model), None),
@@ -88,7 +89,7 @@ pub(super) fn phase(p: &Phase) -> (&'static str, Option<&str>, Option<&str>) {
 }
 
 /// The inverse of [`phase`].
-pub(super) fn phase_from(
+pub(crate) fn phase_from(
     phase: &str,
     model: Option<String>,
     reason: Option<String>,
@@ -106,7 +107,7 @@ pub(super) fn phase_from(
 }
 
 /// Bucket runs as text: `0-1000,2500-3000` (half-open ranges).
-pub(super) fn buckets(runs: &[(u16, u16)]) -> String {
+pub(crate) fn buckets(runs: &[(u16, u16)]) -> String {
     runs.iter()
         .map(|(a, b)| format!("{a}-{b}"))
         .collect::<Vec<_>>()
@@ -114,7 +115,7 @@ pub(super) fn buckets(runs: &[(u16, u16)]) -> String {
 }
 
 /// The inverse of [`buckets`].
-pub(super) fn buckets_from(text: &str) -> Result<Vec<(u16, u16)>, String> {
+pub(crate) fn buckets_from(text: &str) -> Result<Vec<(u16, u16)>, String> {
     text.split(',')
         .filter(|run| !run.is_empty())
         .map(|run| {
@@ -131,34 +132,44 @@ pub(super) fn buckets_from(text: &str) -> Result<Vec<(u16, u16)>, String> {
 }
 
 /// Unix milliseconds of a time (0 before the epoch).
-pub(super) fn millis(t: SystemTime) -> i64 {
+pub(crate) fn millis(t: SystemTime) -> i64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 /// The time of Unix milliseconds (the epoch for negative ones).
-pub(super) fn time(ms: i64) -> SystemTime {
+pub(crate) fn time(ms: i64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
 /// A stored count (never negative) as an unsigned number.
-pub(super) fn count(v: i64) -> u64 {
+pub(crate) fn count(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
 /// An unsigned count as SQLite's integer (saturating).
-pub(super) fn int(v: u64) -> i64 {
+pub(crate) fn int(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
 /// A list of strings as a JSON array (client keys' scopes and models).
-pub(super) fn list(v: &[String]) -> String {
+pub(crate) fn list(v: &[String]) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "[]".into())
 }
 
 /// The inverse of [`list`].
-pub(super) fn list_from(text: &str) -> Result<Vec<String>, String> {
+pub(crate) fn list_from(text: &str) -> Result<Vec<String>, String> {
     serde_json::from_str(text).map_err(|e| format!("list {text:?}: {e}"))
+}
+
+/// An audit view as JSON text.
+pub(crate) fn json(v: Option<&serde_json::Value>) -> Option<String> {
+    v.map(serde_json::Value::to_string)
+}
+
+/// The inverse of [`json`] (text that is not JSON reads as none).
+pub(crate) fn json_from(text: Option<String>) -> Option<serde_json::Value> {
+    text.and_then(|t| serde_json::from_str(&t).ok())
 }
 
 #[cfg(test)]

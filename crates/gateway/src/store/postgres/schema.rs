@@ -1,0 +1,165 @@
+//! The Postgres schema and its migrations, versioned in `keypool_schema`.
+//!
+//! Migrations run under a transaction-scoped advisory lock, so gateways
+//! starting at once on an empty database take turns: the first creates the
+//! tables, the others find them at the newest version. A database whose
+//! version is newer than [`LATEST`] was migrated by a newer gateway and is
+//! refused rather than misread.
+
+use deadpool_postgres::Client;
+
+use crate::store::StoreError;
+
+/// The advisory lock key every gateway takes to migrate ("keypool" in
+/// ASCII, as a number).
+const MIGRATION_LOCK: i64 = 0x006b_6579_706f_6f6c;
+
+/// The newest schema version this gateway knows.
+pub(crate) const LATEST: i32 = 1;
+
+/// Each version's statements, in order.
+const MIGRATIONS: [(i32, &str); 1] = [(1, V1)];
+
+const V1: &str = "
+CREATE SEQUENCE keypool_changes;
+CREATE TABLE client_keys (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    team TEXT,
+    hash TEXT NOT NULL UNIQUE,
+    scopes TEXT NOT NULL,
+    models TEXT NOT NULL,
+    rate_limit BIGINT,
+    created_at BIGINT NOT NULL,
+    revoke_at BIGINT,
+    rotated_to TEXT,
+    version BIGINT NOT NULL DEFAULT nextval('keypool_changes')
+);
+CREATE TABLE upstream_keys (
+    id TEXT PRIMARY KEY,
+    added BIGSERIAL,
+    provider TEXT NOT NULL,
+    name TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    secret BYTEA,
+    tier SMALLINT NOT NULL,
+    weight BIGINT NOT NULL,
+    tokens_per_day BIGINT,
+    requests_per_day BIGINT,
+    requests_per_minute BIGINT,
+    tokens_per_minute BIGINT,
+    max_in_flight BIGINT,
+    removed BOOLEAN NOT NULL,
+    state TEXT,
+    until_ms BIGINT,
+    cause TEXT,
+    day BIGINT,
+    requests_today BIGINT,
+    tokens_today BIGINT,
+    version BIGINT NOT NULL DEFAULT nextval('keypool_changes')
+);
+CREATE TABLE rollouts (
+    model TEXT PRIMARY KEY,
+    phase TEXT NOT NULL,
+    phase_model TEXT,
+    phase_reason TEXT,
+    enabled BOOLEAN NOT NULL,
+    step BIGINT NOT NULL,
+    step_started_ms BIGINT,
+    promoted BOOLEAN NOT NULL,
+    version BIGINT NOT NULL DEFAULT nextval('keypool_changes')
+);
+CREATE TABLE rollout_arms (
+    model TEXT NOT NULL,
+    position BIGINT NOT NULL,
+    candidate TEXT NOT NULL,
+    buckets TEXT NOT NULL,
+    PRIMARY KEY (model, position)
+);
+CREATE TABLE usage (
+    origin TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    at BIGINT NOT NULL,
+    key_id TEXT,
+    key_name TEXT,
+    team TEXT,
+    provider TEXT NOT NULL,
+    upstream_key TEXT NOT NULL,
+    model TEXT NOT NULL,
+    prompt_tokens BIGINT NOT NULL,
+    completion_tokens BIGINT NOT NULL,
+    cost_micros BIGINT NOT NULL,
+    PRIMARY KEY (origin, seq)
+);
+CREATE INDEX usage_at ON usage (at);
+CREATE TABLE usage_hours (
+    hour BIGINT NOT NULL,
+    key_id TEXT NOT NULL,
+    key_name TEXT NOT NULL,
+    team TEXT NOT NULL,
+    model TEXT NOT NULL,
+    provider TEXT NOT NULL,
+    upstream_key TEXT NOT NULL,
+    requests BIGINT NOT NULL,
+    prompt_tokens BIGINT NOT NULL,
+    completion_tokens BIGINT NOT NULL,
+    cost_micros BIGINT NOT NULL,
+    PRIMARY KEY (hour, key_id, key_name, team, model, provider, upstream_key)
+);
+CREATE TABLE audit (
+    origin TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    at BIGINT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT NOT NULL,
+    before TEXT,
+    after TEXT,
+    PRIMARY KEY (origin, seq)
+);
+CREATE INDEX audit_at ON audit (at);
+";
+
+/// Brings the database to [`LATEST`]: each migration with its version bump
+/// in one transaction, under the migration lock.
+pub(crate) async fn migrate(client: &mut Client, what: &str) -> Result<(), StoreError> {
+    let engine = |e: tokio_postgres::Error| StoreError::Engine(e.to_string());
+    let tx = client.transaction().await.map_err(engine)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(engine)?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS keypool_schema (version INTEGER NOT NULL)")
+        .await
+        .map_err(engine)?;
+    let found: i32 = tx
+        .query_opt("SELECT version FROM keypool_schema", &[])
+        .await
+        .map_err(engine)?
+        .map_or(0, |r| r.get(0));
+    if found > LATEST {
+        return Err(StoreError::SchemaTooNew {
+            what: what.to_owned(),
+            found: u32::try_from(found).unwrap_or(0),
+            known: u32::try_from(LATEST).unwrap_or(0),
+        });
+    }
+    for (version, statements) in MIGRATIONS.iter().filter(|(v, _)| *v > found) {
+        let failed = |e: tokio_postgres::Error| StoreError::Migration {
+            what: what.to_owned(),
+            version: u32::try_from(*version).unwrap_or(0),
+            reason: e.to_string(),
+        };
+        tx.batch_execute(statements).await.map_err(failed)?;
+        tx.execute("DELETE FROM keypool_schema", &[])
+            .await
+            .map_err(failed)?;
+        tx.execute(
+            "INSERT INTO keypool_schema (version) VALUES ($1)",
+            &[version],
+        )
+        .await
+        .map_err(failed)?;
+    }
+    tx.commit().await.map_err(engine)
+}
