@@ -206,6 +206,17 @@ impl Client {
     /// [`ManualClock`](crate::ManualClock), call [`tick`](Self::tick) and
     /// [`analyze`](Self::analyze) yourself.
     pub fn spawn_monitor(&self, analysis_interval: Duration) -> tokio::task::JoinHandle<()> {
+        self.spawn_monitor_gated(analysis_interval, None)
+    }
+
+    /// [`spawn_monitor`](Self::spawn_monitor), judging the canaries only
+    /// while `analyze` (when given) is true: where several processes share
+    /// rollouts, one of them judges and the others follow its verdicts.
+    pub fn spawn_monitor_gated(
+        &self,
+        analysis_interval: Duration,
+        analyze: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    ) -> tokio::task::JoinHandle<()> {
         let client = self.clone();
         tokio::spawn(async move {
             let clock = client.inner.clock.clone();
@@ -229,7 +240,9 @@ impl Client {
                 signal.sleeps_until_ms.store(0, Ordering::SeqCst);
                 client.tick();
                 if clock.now() >= next_analysis {
-                    client.analyze();
+                    if analyze.as_ref().is_none_or(|a| a.load(Ordering::SeqCst)) {
+                        client.analyze();
+                    }
                     next_analysis = clock.now() + analysis_interval;
                 }
             }

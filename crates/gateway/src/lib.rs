@@ -39,6 +39,7 @@
 mod activity;
 pub mod auth;
 pub mod cli;
+mod cluster;
 pub mod config;
 mod demo;
 mod http;

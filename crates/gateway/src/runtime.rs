@@ -13,6 +13,7 @@ use gateway_client::Client;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::cluster::Cluster;
 use crate::config::{Backend, Config, ConfigError};
 use crate::state::AppState;
 use crate::store::{MemoryStore, PostgresStore, SqliteStore, Store, StoreError};
@@ -66,17 +67,27 @@ pub async fn start(config: &Config, env: &HashMap<String, String>) -> Result<Run
     start_with(config, env, StartOptions::default()).await
 }
 
+/// The store `config` names, and the Postgres store again when it is one
+/// (the cluster's handle).
+struct Opened {
+    store: Arc<dyn Store>,
+    shared: Option<Arc<PostgresStore>>,
+}
+
 /// Opens the store `config` names: SQLite at `[storage] path`, Postgres at
 /// `[storage] url` (its outbox in `[cluster] data_dir`, created if
 /// missing), or memory.
-async fn open_store(
-    config: &Config,
-    env: &HashMap<String, String>,
-) -> Result<Arc<dyn Store>, StartError> {
+async fn open_store(config: &Config, env: &HashMap<String, String>) -> Result<Opened, StartError> {
     let cluster = config.cluster.clone().unwrap_or_default();
-    let store: Arc<dyn Store> = match config.storage.backend(&cluster, env)? {
-        Backend::Sqlite(path) => Arc::new(SqliteStore::open(&path)?),
-        Backend::Memory => Arc::new(MemoryStore::new()),
+    let opened = match config.storage.backend(&cluster, env)? {
+        Backend::Sqlite(path) => Opened {
+            store: Arc::new(SqliteStore::open(&path)?),
+            shared: None,
+        },
+        Backend::Memory => Opened {
+            store: Arc::new(MemoryStore::new()),
+            shared: None,
+        },
         Backend::Postgres(options) => {
             if let Some(dir) = options
                 .outbox
@@ -88,15 +99,19 @@ async fn open_store(
                     reason: e.to_string(),
                 })?;
             }
-            Arc::new(PostgresStore::open(options).await?)
+            let shared = Arc::new(PostgresStore::open(options).await?);
+            Opened {
+                store: shared.clone(),
+                shared: Some(shared),
+            }
         }
     };
-    if store.is_durable() {
-        tracing::info!("{}", store.describe());
+    if opened.store.is_durable() {
+        tracing::info!("{}", opened.store.describe());
     } else {
-        tracing::warn!("{}", store.describe());
+        tracing::warn!("{}", opened.store.describe());
     }
-    Ok(store)
+    Ok(opened)
 }
 
 /// [`start`], with a clock or a transport of the caller's.
@@ -118,10 +133,9 @@ pub async fn start_with(
     for w in &built.understood.warnings {
         tracing::warn!("{w}");
     }
-    let store = open_store(config, env).await?;
-    let loaded = store.load().await?;
+    let opened = open_store(config, env).await?;
+    let loaded = opened.store.load().await?;
     let listener = tokio::net::TcpListener::bind(config.server.listen()?).await?;
-    let client = built.client.clone();
     let state_options = crate::state::Options {
         public_status: config.server.status_is_public()?,
         body_limit: config.server.body_limit_bytes,
@@ -132,11 +146,10 @@ pub async fn start_with(
         built.client,
         built.auth,
         built.understood.models,
-        store,
+        opened.store,
         state_options,
     ));
-    let retention = config.storage.usage_retention_days;
-    if let Some(days) = retention {
+    if let Some(days) = config.storage.usage_retention_days {
         lifecycle::prune(&state, days).await;
     }
     lifecycle::restore(&state, loaded).await?;
@@ -146,13 +159,39 @@ pub async fn start_with(
     let (stop_saver, saver_stopped) = watch::channel(false);
     let saver = lifecycle::spawn_saver(state.clone(), saver_stopped);
     running.saver = Some((saver, stop_saver));
-    if !manual_clock {
-        running.keep(client.spawn_monitor(Duration::from_secs(60)));
-        if let Some(days) = retention {
-            running.keep(lifecycle::spawn_pruner(state, days));
+    let cluster = opened.shared.map(|shared| {
+        let c = config.cluster.clone().unwrap_or_default();
+        Arc::new(Cluster::new(shared, c.instance(), c.poll_every()))
+    });
+    if let Some(cluster) = &cluster {
+        for task in crate::cluster::spawn(cluster, &state) {
+            running.keep(task);
         }
     }
+    if !manual_clock {
+        spawn_services(&mut running, &state, config, cluster.as_deref());
+    }
     Ok(running)
+}
+
+/// The services a gateway on the system clock runs: the client's monitor
+/// (timers, and canary analysis) and the usage pruner; where instances
+/// share a store, analysis and pruning only on the leader.
+fn spawn_services(
+    running: &mut Running,
+    state: &Arc<AppState>,
+    config: &Config,
+    cluster: Option<&Cluster>,
+) {
+    let leads = cluster.map(Cluster::leader);
+    running.keep(
+        state
+            .client
+            .spawn_monitor_gated(Duration::from_secs(60), leads.clone()),
+    );
+    if let Some(days) = config.storage.usage_retention_days {
+        running.keep(lifecycle::spawn_pruner(state.clone(), days, leads));
+    }
 }
 
 /// A gateway running in this process.

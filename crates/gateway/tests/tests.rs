@@ -16,6 +16,8 @@ mod harness;
 mod browser;
 /// The command line as README shows it.
 mod cli;
+/// Several instances on one Postgres database.
+mod cluster;
 /// The configuration file.
 mod config;
 /// A real process killed with SIGKILL under load.

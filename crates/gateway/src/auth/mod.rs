@@ -86,6 +86,32 @@ impl Auth {
         key
     }
 
+    /// Applies a key another instance created or changed: added if it is
+    /// new here; its revocation (a time only ever moves earlier) and its
+    /// rotation are taken over. Returns whether anything changed; an error
+    /// if the stored key is unusable.
+    pub fn follow(&self, stored: &crate::store::StoredClientKey) -> Result<bool, String> {
+        let Some(existing) = self.by_id(&stored.id) else {
+            self.add(ClientKey::from_stored(stored)?);
+            return Ok(true);
+        };
+        let mut changed = false;
+        if let Some(at) = stored.revoke_at
+            && existing.revoke_at().is_none_or(|t| at < t)
+        {
+            existing.revoke_from(at);
+            changed = true;
+        }
+        let rotated_to = existing.record().and_then(|r| r.rotated_to);
+        if let Some(to) = &stored.rotated_to
+            && rotated_to.as_ref() != Some(to)
+        {
+            existing.set_rotated_to(to);
+            changed = true;
+        }
+        Ok(changed)
+    }
+
     /// The key with API id `id`.
     pub fn by_id(&self, id: &str) -> Option<Arc<ClientKey>> {
         self.read()

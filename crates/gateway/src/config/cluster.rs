@@ -20,6 +20,11 @@ pub struct ClusterConfig {
     /// before a crash is lost; two instances never share one.
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
+    /// How often this instance looks for the others' changes when no
+    /// notification comes (the backstop for notifications lost while a
+    /// connection was down), in milliseconds (default 1000).
+    #[serde(default)]
+    pub poll_ms: Option<u64>,
 }
 
 /// The data directory when none is configured.
@@ -36,6 +41,11 @@ impl ClusterConfig {
                 .unwrap_or_else(|| "gateway".into());
             format!("{host}-{}", std::process::id())
         })
+    }
+
+    /// How often to poll for changes.
+    pub fn poll_every(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.poll_ms.unwrap_or(1_000).max(10))
     }
 
     /// The data directory.

@@ -21,9 +21,15 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/status.json", get(status_json))
 }
 
-async fn readyz(State(s): State<Arc<AppState>>) -> Result<&'static str, ApiError> {
+/// Ready while a key can serve; a store working in a degraded way (its
+/// shared database out of reach) is said, but does not make the instance
+/// unready: it serves from what it holds.
+async fn readyz(State(s): State<Arc<AppState>>) -> Result<String, ApiError> {
     if s.client.ready() {
-        Ok("ready")
+        Ok(match s.store.degraded() {
+            None => "ready".into(),
+            Some(why) => format!("ready (degraded: {why})"),
+        })
     } else {
         Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -7,5 +7,5 @@ mod restore;
 mod saver;
 
 pub(crate) use pruner::{prune, spawn_pruner};
-pub(crate) use restore::restore;
+pub(crate) use restore::{added_at_runtime, restore};
 pub(crate) use saver::spawn_saver;

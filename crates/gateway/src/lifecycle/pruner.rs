@@ -2,6 +2,7 @@
 //! start-up and hourly.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::state::AppState;
@@ -18,12 +19,19 @@ pub(crate) async fn prune(s: &AppState, days: u32) {
     }
 }
 
-/// Prunes usage every hour, on the client's clock.
-pub(crate) fn spawn_pruner(s: Arc<AppState>, days: u32) -> tokio::task::JoinHandle<()> {
+/// Prunes usage every hour, on the client's clock; where several
+/// instances share the store, only while `leads` (when given) is true.
+pub(crate) fn spawn_pruner(
+    s: Arc<AppState>,
+    days: u32,
+    leads: Option<Arc<AtomicBool>>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
             s.client.clock().sleep(Duration::from_secs(3600)).await;
-            prune(&s, days).await;
+            if leads.as_ref().is_none_or(|l| l.load(Ordering::SeqCst)) {
+                prune(&s, days).await;
+            }
         }
     })
 }

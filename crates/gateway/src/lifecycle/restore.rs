@@ -107,7 +107,10 @@ fn configured(s: &AppState, record: &UpstreamKeyRecord) -> bool {
 }
 
 /// A key added or rotated in at runtime, added back; whether it was.
-fn added_at_runtime(s: &AppState, record: &UpstreamKeyRecord) -> Result<bool, StoreError> {
+pub(crate) fn added_at_runtime(
+    s: &AppState,
+    record: &UpstreamKeyRecord,
+) -> Result<bool, StoreError> {
     if record.removed {
         return Ok(false);
     }

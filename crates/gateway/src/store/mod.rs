@@ -18,7 +18,7 @@
 //!
 //! Every backend runs the same conformance suite (`conformance.rs`).
 
-mod columns;
+pub(crate) mod columns;
 #[cfg(test)]
 mod conformance;
 mod error;
@@ -29,10 +29,11 @@ mod sqlite;
 
 pub use error::StoreError;
 pub use memory::MemoryStore;
+pub(crate) use postgres::Listener;
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use records::{
-    AuditEntry, KeyOrigin, KeySettings, Loaded, RolloutRecord, SpendLine, StoredClientKey, Totals,
-    UpstreamKeyRecord, UsageLine, UsageQuery, UsageRecord, config_key_id,
+    AuditEntry, FactKind, KeyFact, KeyOrigin, KeySettings, Loaded, RolloutRecord, SpendLine,
+    StoredClientKey, Totals, UpstreamKeyRecord, UsageLine, UsageQuery, UsageRecord, config_key_id,
 };
 pub use sqlite::SqliteStore;
 
@@ -85,6 +86,13 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Finishes background work before the process ends (a store that
     /// ships records elsewhere ships what waits).
     async fn close(&self) {}
+
+    /// Why the store works in a degraded way right now (a shared database
+    /// out of reach, records waiting locally), for `/readyz`; `None` when
+    /// all is well.
+    fn degraded(&self) -> Option<String> {
+        None
+    }
 
     /// Whether state outlives the process (false for a store in memory).
     fn is_durable(&self) -> bool {

@@ -230,3 +230,56 @@ pub struct Loaded {
     /// Rollout states.
     pub rollouts: Vec<RolloutRecord>,
 }
+
+/// What one instance learned about an upstream key that the others must
+/// honour (see [`KeyFact`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FactKind {
+    /// The upstream said to wait (429, `Retry-After`): resting until
+    /// `until_ms`. A later time extends a rest, an earlier one never
+    /// shortens it.
+    CoolingDown,
+    /// Its quota is spent until `until_ms`.
+    Exhausted,
+    /// Disabled (the upstream refused it, or an operator), until an operator
+    /// enables it.
+    Disabled,
+    /// An operator enabled it.
+    Enabled,
+}
+
+impl FactKind {
+    /// Its name in the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FactKind::CoolingDown => "cooling_down",
+            FactKind::Exhausted => "exhausted",
+            FactKind::Disabled => "disabled",
+            FactKind::Enabled => "enabled",
+        }
+    }
+
+    /// The inverse of [`as_str`](Self::as_str).
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "cooling_down" => FactKind::CoolingDown,
+            "exhausted" => FactKind::Exhausted,
+            "disabled" => FactKind::Disabled,
+            "enabled" => FactKind::Enabled,
+            _ => return None,
+        })
+    }
+}
+
+/// A fact about an upstream key, shared by the instances of a cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct KeyFact {
+    /// The key's stable id.
+    pub key_id: String,
+    /// What was learned.
+    pub kind: FactKind,
+    /// Until when (cooling down, exhausted; Unix milliseconds).
+    pub until_ms: Option<i64>,
+    /// Why (a cooldown's or a disablement's cause, as the store spells it).
+    pub cause: Option<String>,
+}

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use gateway::config::{AuthConfig, AuthMode, Config, KeyConfig};
+use gateway::config::{AuthConfig, AuthMode, ClusterConfig, Config, KeyConfig};
 use gateway::sim::{self, Behavior};
 use gateway_client::ManualClock;
 use reqwest::Method;
@@ -80,6 +80,7 @@ pub struct Setup {
     clock: Option<ManualClock>,
     master: bool,
     db: Option<PathBuf>,
+    shared: Option<(String, PathBuf)>,
     threads: Option<usize>,
     tweaks: Vec<Tweak>,
 }
@@ -94,6 +95,7 @@ impl Setup {
             clock: None,
             master: false,
             db: None,
+            shared: None,
             threads: None,
             tweaks: Vec::new(),
         }
@@ -116,6 +118,14 @@ impl Setup {
     /// State kept in the SQLite database at `path`.
     pub fn db(mut self, path: &Path) -> Self {
         self.db = Some(path.to_owned());
+        self
+    }
+
+    /// State shared in the Postgres database at `url`, this instance's own
+    /// files in `data_dir`; other instances are noticed at once
+    /// (notifications) and polled every 200 ms.
+    pub fn postgres(mut self, url: &str, data_dir: &Path) -> Self {
+        self.shared = Some((url.to_owned(), data_dir.to_owned()));
         self
     }
 
@@ -160,6 +170,15 @@ impl Setup {
             env.insert("MASTER".into(), MASTER.into());
         }
         config.storage.path.clone_from(&self.db);
+        if let Some((url, dir)) = &self.shared {
+            config.storage.url = Some(url.clone());
+            config.storage.ship_every_ms = Some(20);
+            config.cluster = Some(ClusterConfig {
+                instance: None,
+                data_dir: Some(dir.clone()),
+                poll_ms: Some(200),
+            });
+        }
         for tweak in self.tweaks.drain(..) {
             tweak(&mut config);
         }
@@ -334,6 +353,25 @@ impl Gateway {
             Some(r) => r.shutdown(Duration::from_secs(5)).await,
             None => true,
         }
+    }
+}
+
+/// Waits until `check` holds, trying again every 10 ms, for at most
+/// `within`; panics saying `what` when it never does. For what another
+/// instance does in its own time (a change reaching it), which no signal of
+/// this process can announce.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 

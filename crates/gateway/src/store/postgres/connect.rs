@@ -128,6 +128,100 @@ impl Target {
     }
 }
 
+/// A connection of its own: it listens for change notifications (which a
+/// pooled connection cannot, being shared) and holds session locks such as
+/// the leader's. When it breaks, [`notified`](Self::notified) ends.
+pub(crate) struct Listener {
+    client: tokio_postgres::Client,
+    notices: tokio::sync::mpsc::Receiver<()>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("closed", &self.client.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Listener {
+    /// The connection, for statements of its session.
+    pub(crate) fn client(&self) -> &tokio_postgres::Client {
+        &self.client
+    }
+
+    /// Waits for a notification (several close together count as one);
+    /// `false` once the connection has broken.
+    pub(crate) async fn notified(&mut self) -> bool {
+        self.notices.recv().await.is_some()
+    }
+}
+
+/// Drives a listening connection, passing notifications on (coalesced:
+/// the follower reads everything new whatever the payload).
+async fn drive<S, T>(
+    mut connection: tokio_postgres::Connection<S, T>,
+    notices: tokio::sync::mpsc::Sender<()>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => {
+                let _ = notices.try_send(());
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return,
+        }
+    }
+}
+
+impl Target {
+    /// Opens a [`Listener`] subscribed to `channel`, within `timeout`.
+    pub(crate) async fn listen(
+        &self,
+        channel: &str,
+        timeout: Duration,
+    ) -> Result<Listener, StoreError> {
+        let mut config = self.config.clone();
+        config.connect_timeout(timeout);
+        config.application_name("keypool-gateway-listener");
+        let (notify, notices) = tokio::sync::mpsc::channel(1);
+        let connect = async {
+            match &self.tls {
+                Tls::Off => {
+                    let (client, connection) = config
+                        .connect(tokio_postgres::NoTls)
+                        .await
+                        .map_err(|e| unreachable(self, &e))?;
+                    tokio::spawn(drive(connection, notify));
+                    Ok::<_, StoreError>(client)
+                }
+                Tls::Verified { root_cert } => {
+                    let tls = transport::tls_client_config(root_cert.as_deref())
+                        .map_err(|e| unreachable(self, &e))?;
+                    let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
+                    let (client, connection) = config
+                        .connect(tls)
+                        .await
+                        .map_err(|e| unreachable(self, &e))?;
+                    tokio::spawn(drive(connection, notify));
+                    Ok(client)
+                }
+            }
+        };
+        let client: tokio_postgres::Client = tokio::time::timeout(timeout, connect)
+            .await
+            .map_err(|_| unreachable(self, &"no answer in time"))??;
+        tokio::time::timeout(timeout, client.batch_execute(&format!("LISTEN {channel}")))
+            .await
+            .map_err(|_| unreachable(self, &"no answer in time"))?
+            .map_err(|e| unreachable(self, &e))?;
+        Ok(Listener { client, notices })
+    }
+}
+
 /// `user@host:port/db` of `config`.
 fn label(config: &tokio_postgres::Config) -> String {
     let hosts: Vec<String> = config

@@ -11,6 +11,7 @@
 //! requests it holds. Every call has a deadline, so a database that stops
 //! answering never hangs a caller.
 
+mod cluster;
 mod connect;
 mod read;
 mod schema;
@@ -23,7 +24,8 @@ use std::time::Duration;
 
 use deadpool_postgres::{Object, Pool};
 
-pub(crate) use self::connect::Target;
+pub(crate) use self::connect::Listener;
+use self::connect::Target;
 use super::records::{
     AuditEntry, Loaded, RolloutRecord, SpendLine, StoredClientKey, UpstreamKeyRecord, UsageLine,
     UsageQuery, UsageRecord,
@@ -353,6 +355,17 @@ impl Store for PostgresStore {
             schema::LATEST,
             self.inner.outbox.path().display()
         )
+    }
+
+    fn degraded(&self) -> Option<String> {
+        if self.inner.reachable.load(Ordering::Relaxed) {
+            return None;
+        }
+        Some(format!(
+            "Postgres at {} is unreachable; {} records wait in the outbox",
+            self.inner.target.label(),
+            self.inner.waiting.load(Ordering::Relaxed)
+        ))
     }
 
     async fn close(&self) {

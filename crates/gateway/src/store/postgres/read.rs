@@ -62,7 +62,7 @@ pub(super) fn decoded<T>(
     .collect()
 }
 
-/// A client key from its row.
+/// A client key from its row (its first ten columns).
 pub(super) fn client_key(r: &Row) -> std::result::Result<StoredClientKey, String> {
     let rate_limit: Option<i64> = r.try_get(6).map_err(column)?;
     Ok(StoredClientKey {

@@ -1,5 +1,10 @@
 //! The Postgres schema and its migrations, versioned in `keypool_schema`.
 //!
+//! Every saved state (client keys, upstream keys, rollouts) and every key
+//! fact gets a change number from one sequence, `keypool_changes`, and a
+//! statement trigger notifies `keypool_changes` listeners: an instance
+//! follows the others by reading what changed after the last number it saw.
+//!
 //! Migrations run under a transaction-scoped advisory lock, so gateways
 //! starting at once on an empty database take turns: the first creates the
 //! tables, the others find them at the newest version. A database whose
@@ -119,6 +124,30 @@ CREATE TABLE audit (
     PRIMARY KEY (origin, seq)
 );
 CREATE INDEX audit_at ON audit (at);
+CREATE TABLE key_facts (
+    version BIGINT PRIMARY KEY DEFAULT nextval('keypool_changes'),
+    origin TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    key_id TEXT NOT NULL,
+    fact TEXT NOT NULL,
+    until_ms BIGINT,
+    cause TEXT
+);
+CREATE INDEX key_facts_at ON key_facts (at);
+CREATE FUNCTION keypool_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('keypool_changes', TG_TABLE_NAME);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER client_keys_changed AFTER INSERT OR UPDATE ON client_keys
+    FOR EACH STATEMENT EXECUTE FUNCTION keypool_notify();
+CREATE TRIGGER upstream_keys_changed AFTER INSERT OR UPDATE ON upstream_keys
+    FOR EACH STATEMENT EXECUTE FUNCTION keypool_notify();
+CREATE TRIGGER rollouts_changed AFTER INSERT OR UPDATE ON rollouts
+    FOR EACH STATEMENT EXECUTE FUNCTION keypool_notify();
+CREATE TRIGGER key_facts_added AFTER INSERT ON key_facts
+    FOR EACH STATEMENT EXECUTE FUNCTION keypool_notify();
 ";
 
 /// Brings the database to [`LATEST`]: each migration with its version bump

@@ -1,0 +1,206 @@
+//! Several gateway instances on one Postgres database: what one learns or
+//! is told reaches the others.
+
+use std::time::Duration;
+
+use gateway::sim::{self, Behavior};
+use gateway::testing::TestDatabase;
+use keypool_core::KeyState;
+use reqwest::Method;
+use serde_json::json;
+
+use crate::harness::{Gateway, HEALTHY, REVOKED, Setup, SimKey, TempDir, eventually};
+
+/// How long a change may take to reach another instance in these tests
+/// (notifications bring it in milliseconds; the deadline allows for a
+/// loaded machine).
+const PROPAGATION: Duration = Duration::from_secs(5);
+
+const SECRETS_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+const LIMITED: SimKey = (
+    "limited",
+    "sk-sim-limited-0000000000000002",
+    Behavior::RateLimited,
+);
+
+/// Two instances on `db` in front of one simulated upstream with `keys`.
+async fn pair(
+    db: &TestDatabase,
+    dir: &TempDir,
+    keys: &[SimKey],
+) -> (Gateway, Gateway, sim::SimUpstream) {
+    let upstream = sim::start(keys).await.unwrap();
+    let start = |name: &str| {
+        Setup::new(keys)
+            .master()
+            .upstream(upstream.base_url())
+            .postgres(db.url(), &dir.join(name))
+            .configure(|c| c.storage.secrets_key = Some(SECRETS_KEY.into()))
+            .start()
+    };
+    let a = start("a").await;
+    let b = start("b").await;
+    (a, b, upstream)
+}
+
+/// The state of the key named `name` in `gw`'s pool.
+fn state(gw: &Gateway, name: &str) -> KeyState {
+    gw.running()
+        .client()
+        .read_pool("simulated", |p| p.state(p.find(name)?))
+        .flatten()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_client_key_made_on_one_instance_works_on_the_other_and_its_revocation_too() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let dir = TempDir::new("cluster-client-keys");
+    let (a, b, _upstream) = pair(&db, &dir, &[HEALTHY]).await;
+    let (status, created) = a
+        .admin(
+            Method::POST,
+            "/v1/keys",
+            Some(json!({"name": "web", "team": "search"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let (id, secret) = (
+        created["id"].as_str().unwrap().to_owned(),
+        created["key"].as_str().unwrap().to_owned(),
+    );
+    eventually(PROPAGATION, "the new key works on b", || async {
+        b.chat_as(&secret).await.status() == 200
+    })
+    .await;
+    let (status, _) = a
+        .admin(Method::DELETE, &format!("/v1/keys/{id}"), None)
+        .await;
+    assert_eq!(status, 200);
+    eventually(PROPAGATION, "the revoked key is refused by b", || async {
+        b.chat_as(&secret).await.status() == 401
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_key_disabled_through_one_instance_stops_serving_on_the_other() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let dir = TempDir::new("cluster-disable");
+    let alpha: SimKey = (
+        "alpha",
+        "sk-sim-healthy-000000000000000a",
+        Behavior::Healthy,
+    );
+    let beta: SimKey = ("beta", "sk-sim-healthy-000000000000000b", Behavior::Healthy);
+    let (a, b, _upstream) = pair(&db, &dir, &[alpha, beta]).await;
+    let id = a.key_id("alpha").await;
+    let path = format!("/admin/upstream-keys/{id}/disable");
+    assert_eq!(a.admin(Method::POST, &path, None).await.0, 200);
+    eventually(PROPAGATION, "alpha is disabled on b", || async {
+        matches!(state(&b, "alpha"), KeyState::Disabled { .. })
+    })
+    .await;
+    let (_, created) = b
+        .admin(Method::POST, "/v1/keys", Some(json!({"name": "app"})))
+        .await;
+    let secret = created["key"].as_str().unwrap().to_owned();
+    for _ in 0..6 {
+        let r = b.chat_as(&secret).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            r.headers()["x-gateway-key"],
+            "beta",
+            "alpha no longer serves"
+        );
+    }
+    // An operator's enable reaches the other instance too.
+    let path = format!("/admin/upstream-keys/{id}/enable");
+    assert_eq!(a.admin(Method::POST, &path, None).await.0, 200);
+    eventually(PROPAGATION, "alpha is enabled again on b", || async {
+        state(&b, "alpha") == KeyState::Active
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn what_an_upstream_taught_one_instance_benches_the_key_on_the_other() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let dir = TempDir::new("cluster-facts");
+    let (a, b, _upstream) = pair(&db, &dir, &[HEALTHY, REVOKED, LIMITED]).await;
+    let (_, created) = a
+        .admin(Method::POST, "/v1/keys", Some(json!({"name": "app"})))
+        .await;
+    let secret = created["key"].as_str().unwrap().to_owned();
+    // Traffic through a alone until it has met the 401 and a 429.
+    for _ in 0..40 {
+        assert_eq!(a.chat_as(&secret).await.status(), 200);
+        let revoked = matches!(state(&a, "revoked"), KeyState::Disabled { .. });
+        let limited = matches!(state(&a, "limited"), KeyState::CoolingDown { .. });
+        if revoked && limited {
+            break;
+        }
+    }
+    assert!(matches!(state(&a, "revoked"), KeyState::Disabled { .. }));
+    let KeyState::CoolingDown { until, .. } = state(&a, "limited") else {
+        panic!("the limited key met no 429 on a");
+    };
+    eventually(PROPAGATION, "b benches both keys", || async {
+        matches!(state(&b, "revoked"), KeyState::Disabled { .. })
+            && state(&b, "limited")
+                == KeyState::CoolingDown {
+                    until,
+                    cause: keypool_core::CooldownCause::RateLimited,
+                }
+    })
+    .await;
+    // b never sent them a request: every one of its answers is healthy's.
+    for _ in 0..4 {
+        let r = b.chat_as(&secret).await;
+        assert_eq!(r.headers()["x-gateway-key"], "healthy");
+    }
+}
+
+#[tokio::test]
+async fn usage_answered_by_either_instance_is_in_both_reports() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let dir = TempDir::new("cluster-usage");
+    let (a, b, _upstream) = pair(&db, &dir, &[HEALTHY]).await;
+    let (_, created) = a
+        .admin(Method::POST, "/v1/keys", Some(json!({"name": "app"})))
+        .await;
+    let secret = created["key"].as_str().unwrap().to_owned();
+    eventually(PROPAGATION, "the key works on b", || async {
+        b.chat_as(&secret).await.status() == 200
+    })
+    .await;
+    for gw in [&a, &a, &b] {
+        assert_eq!(gw.chat_as(&secret).await.status(), 200);
+    }
+    // b's first answer (while waiting for the key) counts too: 4 in all,
+    // in either instance's report once b has shipped its records.
+    for gw in [&a, &b] {
+        eventually(PROPAGATION, "every answer is in the report", || async {
+            let (status, usage) = gw.admin(Method::GET, "/v1/usage", None).await;
+            assert_eq!(status, 200, "{usage}");
+            let requests: u64 = usage["usage"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l["requests"].as_u64().unwrap())
+                .sum();
+            assert!(requests <= 4, "{usage}");
+            requests == 4
+        })
+        .await;
+    }
+}
