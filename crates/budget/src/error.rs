@@ -25,6 +25,22 @@ pub enum BudgetError {
         /// This request's worst-case cost.
         needed: Money,
     },
+    /// The limit is shared by several processes and this process's share
+    /// of it cannot hold this request: more must be granted first (see
+    /// [`Allowances`](crate::Allowances)), or the limit has no room left.
+    #[error(
+        "budget exceeded: this process's share of the {scope} {period} limit is short by {short}"
+    )]
+    ShareSpent {
+        /// The scope whose limit refused.
+        scope: Scope,
+        /// Its period.
+        period: Period,
+        /// The limit's position in the ledger's limits.
+        limit: usize,
+        /// How much more of a share the request needs.
+        short: Money,
+    },
     /// The model has no price and the policy is to reject.
     #[error("model {model:?} has no price; add it to the price table or set a default price")]
     UnknownModel {

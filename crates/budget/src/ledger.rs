@@ -1,5 +1,9 @@
 //! The ledger: limits, reservations, settlements, events and reports.
 
+mod share;
+
+pub use self::share::ShareView;
+
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
@@ -276,6 +280,17 @@ struct LimitState {
     reserved: Money,
     /// Bits 0-3: thresholds crossed this period; bit 4: soft limit passed.
     crossed: u8,
+    /// This process's share of a limit several processes share; `None`
+    /// when the limit is this process's alone.
+    share: Option<Share>,
+}
+
+/// What this process may spend of a shared limit this period, and what of
+/// its own it has spent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Share {
+    held: Money,
+    own_spent: Money,
 }
 
 /// A fast hasher for maps keyed by the ledger's own integer ids (never by
@@ -524,6 +539,7 @@ impl Ledger {
                 spent: Money::ZERO,
                 reserved: Money::ZERO,
                 crossed: 0,
+                share: None,
             });
         }
         Ok(ledger)
@@ -625,6 +641,9 @@ impl Ledger {
                 l.period_id = id;
                 l.spent = Money::ZERO;
                 l.crossed = 0;
+                if let Some(share) = &mut l.share {
+                    *share = Share::default();
+                }
             }
         }
         for e in resets {
@@ -902,9 +921,16 @@ impl Ledger {
             .iter()
             .filter_map(|&i| self.limits.get(usize::from(i)))
             .map(|l| {
-                l.limit
+                let hard = l
+                    .limit
                     .hard
-                    .saturating_sub(l.spent.saturating_add(l.reserved))
+                    .saturating_sub(l.spent.saturating_add(l.reserved));
+                l.share.map_or(hard, |s| {
+                    hard.min(
+                        s.held
+                            .saturating_sub(s.own_spent.saturating_add(l.reserved)),
+                    )
+                })
             })
             .min()
             .unwrap_or(Money::MAX);
@@ -934,6 +960,20 @@ impl Ledger {
                     needed,
                 });
             }
+            if let Some(s) = l.share {
+                let holding = s
+                    .own_spent
+                    .saturating_add(l.reserved)
+                    .saturating_add(needed);
+                if holding > s.held {
+                    return Err(BudgetError::ShareSpent {
+                        scope: l.limit.scope.clone(),
+                        period: l.limit.period,
+                        limit: usize::from(i),
+                        short: holding.saturating_sub(s.held),
+                    });
+                }
+            }
         }
         Ok(())
     }
@@ -960,11 +1000,20 @@ impl Ledger {
     /// For limit `i`: releases `release` from reserved, adds `add` to spent and
     /// takes `refund` off it, then emits any threshold newly crossed.
     fn book(&mut self, i: u16, release: Money, add: Money, refund: Money) {
+        self.book_as(i, (release, add, refund), true);
+    }
+
+    /// [`book`](Self::book); `own` is false for spend restored from a log
+    /// (which may be other processes'): it does not use this process's share.
+    fn book_as(&mut self, i: u16, (release, add, refund): (Money, Money, Money), own: bool) {
         let Some(l) = self.limits.get_mut(usize::from(i)) else {
             return;
         };
         l.reserved = l.reserved.saturating_sub(release);
         l.spent = l.spent.saturating_add(add).saturating_sub(refund);
+        if let Some(share) = l.share.as_mut().filter(|_| own) {
+            share.own_spent = share.own_spent.saturating_add(add).saturating_sub(refund);
+        }
         if l.crossed & 0x0f == 0x0f {
             return;
         }
@@ -1089,7 +1138,7 @@ impl Ledger {
                 .get(usize::from(i))
                 .is_some_and(|l| cal.period_id(l.limit.period, at) == l.period_id);
             if current {
-                self.book(i, Money::ZERO, cost, Money::ZERO);
+                self.book_as(i, (Money::ZERO, cost, Money::ZERO), false);
             }
         }
         let at_ms = unix_ms(at);

@@ -43,6 +43,7 @@
 //! # }
 //! ```
 
+mod allowance;
 mod calendar;
 mod error;
 mod estimate;
@@ -51,12 +52,13 @@ mod limits;
 mod money;
 mod price;
 
+pub use allowance::{AllowanceConfig, Allowances, Move, MoveKind};
 pub use calendar::{Calendar, Weekday};
 pub use error::BudgetError;
 pub use estimate::{CharEstimator, TokenEstimator};
 pub use ledger::{
     Degradation, Event, Ledger, LedgerConfig, Report, ReportFilter, Reservation, Scopes,
-    Settlement, THRESHOLDS, UsageLine,
+    Settlement, ShareView, THRESHOLDS, UsageLine,
 };
 pub use limits::{Limit, Period, Scope};
 #[cfg(feature = "serde")]

@@ -8,6 +8,8 @@
     clippy::indexing_slicing
 )]
 
+/// Limits shared by several processes: the allowance protocol, simulated.
+mod allowance;
 /// Reservations clamped to what the budget can pay.
 mod clamp;
 /// Threshold, soft-limit, anomaly and other events; reports.
