@@ -154,8 +154,10 @@ impl Allowances {
         m
     }
 
-    /// What a refill of `share` asks for: a few seconds of own spend, and
-    /// never less than the minimum or a few of the largest needs seen.
+    /// What a refill of `share` asks for: a few seconds of own spend (but
+    /// never more than a sixteenth of the limit, so that no process takes
+    /// a large part of a small budget at once), and never less than the
+    /// minimum or a few of the largest needs seen.
     fn refill_size(&self, share: &ShareView) -> Money {
         let rate = self.rates.get(&share.limit).map_or(0, |r| r.per_sec);
         let by_rate = u64::try_from(u128::from(rate) * self.cfg.refill.as_millis() / 1000)

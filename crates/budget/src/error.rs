@@ -40,6 +40,8 @@ pub enum BudgetError {
         limit: usize,
         /// How much more of a share the request needs.
         short: Money,
+        /// What the request needs free in the share.
+        needed: Money,
     },
     /// The model has no price and the policy is to reject.
     #[error("model {model:?} has no price; add it to the price table or set a default price")]

@@ -971,6 +971,7 @@ impl Ledger {
                         period: l.limit.period,
                         limit: usize::from(i),
                         short: holding.saturating_sub(s.held),
+                        needed,
                     });
                 }
             }

@@ -80,7 +80,11 @@ fn new_ledger(limit: u64) -> Ledger {
     let mut l = Ledger::new(
         LedgerConfig::default(),
         prices,
-        vec![Limit::new(Scope::Global, Period::Daily, Money::from_micros(limit))],
+        vec![Limit::new(
+            Scope::Global,
+            Period::Daily,
+            Money::from_micros(limit),
+        )],
     )
     .unwrap();
     l.share_limits();
@@ -108,12 +112,20 @@ impl Member {
 #[derive(Clone, Copy, Debug)]
 enum Step {
     /// Member asks to reserve `worst` tokens and will spend `actual` of them.
-    Request { member: usize, worst: u64, actual: u64 },
+    Request {
+        member: usize,
+        worst: u64,
+        actual: u64,
+    },
     /// Member settles its oldest request.
     Settle { member: usize },
     /// Member decides its moves; each is delivered or lost, and its answer
     /// delivered or lost.
-    Poll { member: usize, deliver: bool, answer: bool },
+    Poll {
+        member: usize,
+        deliver: bool,
+        answer: bool,
+    },
     /// Member resends what is in flight.
     Resend { member: usize, answer: bool },
     /// Member is asked to hand back (another is short).
@@ -196,7 +208,11 @@ impl World {
         self.now += Duration::from_millis(37);
         let now = self.now;
         match s {
-            Step::Request { member, worst, actual } => self.request(member, worst, actual),
+            Step::Request {
+                member,
+                worst,
+                actual,
+            } => self.request(member, worst, actual),
             Step::Settle { member } => {
                 let m = &mut self.members[member];
                 if !m.requests.is_empty() {
@@ -205,7 +221,11 @@ impl World {
                     m.recorded += cost.micros();
                 }
             }
-            Step::Poll { member, deliver, answer } => {
+            Step::Poll {
+                member,
+                deliver,
+                answer,
+            } => {
                 let m = &mut self.members[member];
                 let shares = m.ledger.shares(now);
                 for mv in m.protocol.poll(&shares, now) {
@@ -321,5 +341,8 @@ fn a_short_process_is_served_from_what_the_others_hand_back() {
     assert!(spent <= 10_000);
     // Members 1 and 2 never reserved: member 0 spent all, to within one
     // request.
-    assert!(spent >= 9_900, "only {spent} of 10000 spent ({served} served)");
+    assert!(
+        spent >= 9_900,
+        "only {spent} of 10000 spent ({served} served)"
+    );
 }

@@ -98,6 +98,8 @@ pub(crate) struct Inner {
     pub(crate) events: broadcast::Sender<ClientEvent>,
     pub(crate) wake: crate::monitor::MonitorWake,
     pub(crate) verdicts: Mutex<std::collections::BTreeMap<String, (SystemTime, canary::Verdict)>>,
+    /// Grows shares of limits shared with other processes.
+    pub(crate) backer: std::sync::OnceLock<Arc<dyn crate::ShareBacker>>,
 }
 
 /// The client. Cheap to clone (one `Arc`) and safe to share across tasks.
@@ -118,6 +120,11 @@ impl fmt::Debug for Client {
             .finish_non_exhaustive()
     }
 }
+
+/// How many times a request asks for its share to grow before it is
+/// refused. Each time its share grew (or the backer says no and it is
+/// refused), but requests running beside it may take what came first.
+const SHARE_TRIES: u32 = 50;
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
@@ -277,7 +284,7 @@ impl Client {
             attempts: 0,
             started,
         };
-        self.reserve(&mut work, ctx)?;
+        self.reserve_covered(&mut work, ctx).await?;
         if self.inner.context.truncate {
             self.truncate(&mut work, None);
         }
@@ -389,6 +396,40 @@ impl Client {
         work.degraded = r.degraded().cloned();
         work.reservation = Some(r);
         Ok(())
+    }
+
+    /// [`reserve`](Self::reserve); when this process's share of a shared
+    /// limit is short, asks the share backer for more and tries again (a
+    /// few times: other requests may take what it brought).
+    async fn reserve_covered(
+        &self,
+        work: &mut Work,
+        ctx: &RequestContext,
+    ) -> Result<(), ClientError> {
+        let mut tries = 0;
+        loop {
+            let (limit, needed) = match self.reserve(work, ctx) {
+                Err(ClientError::Budget(budget::BudgetError::ShareSpent {
+                    limit, needed, ..
+                })) => (limit, needed),
+                other => return other,
+            };
+            let backer = self.inner.backer.get().filter(|_| tries < SHARE_TRIES);
+            let covered = match backer {
+                Some(b) => b.cover(limit, needed).await,
+                None => false,
+            };
+            if !covered {
+                return self.reserve(work, ctx);
+            }
+            tries += 1;
+        }
+    }
+
+    /// Sets what grows this process's shares of limits shared with other
+    /// processes (once; later calls are ignored).
+    pub fn set_share_backer(&self, backer: Arc<dyn crate::ShareBacker>) {
+        let _ = self.inner.backer.set(backer);
     }
 
     pub(crate) fn cancel(&self, reservation: Option<Reservation>) {

@@ -54,6 +54,7 @@ mod monitor;
 mod policy;
 mod report;
 mod request;
+mod share;
 mod stats;
 mod stream;
 
@@ -66,6 +67,7 @@ pub use error::ClientError;
 pub use policy::{ContextPolicy, RetryPolicy};
 pub use report::{LimitSnapshot, ProviderSnapshot, RolloutSnapshot, Snapshot};
 pub use request::{ApiRequest, ApiResponse, ArmInfo, RequestContext, ResponseMeta};
+pub use share::ShareBacker;
 pub use stats::{CounterSnapshot, StatsSnapshot};
 pub use stream::ClientStream;
 
@@ -234,6 +236,7 @@ impl ClientBuilder {
             events: tokio::sync::broadcast::channel(1024).0,
             wake: monitor::MonitorWake::new(),
             verdicts: Mutex::new(std::collections::BTreeMap::new()),
+            backer: std::sync::OnceLock::new(),
         };
         Ok(Client {
             inner: Arc::new(inner),

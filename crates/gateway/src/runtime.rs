@@ -13,7 +13,7 @@ use gateway_client::Client;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, ShareDriver};
 use crate::config::{Backend, Config, ConfigError};
 use crate::state::AppState;
 use crate::store::{MemoryStore, PostgresStore, SqliteStore, Store, StoreError};
@@ -153,25 +153,51 @@ pub async fn start_with(
         lifecycle::prune(&state, days).await;
     }
     lifecycle::restore(&state, loaded).await?;
+    let cluster = match opened.shared {
+        Some(shared) => Some(join_cluster(config, shared, &state).await?),
+        None => None,
+    };
     let threads = options.serving_threads.unwrap_or(NonZeroUsize::MIN);
     let app = http::router(state.clone(), config.server.body_limit_bytes);
     let mut running = Running::spawn(listener, state.clone(), app, threads)?;
     let (stop_saver, saver_stopped) = watch::channel(false);
     let saver = lifecycle::spawn_saver(state.clone(), saver_stopped);
     running.saver = Some((saver, stop_saver));
-    let cluster = opened.shared.map(|shared| {
-        let c = config.cluster.clone().unwrap_or_default();
-        Arc::new(Cluster::new(shared, c.instance(), c.poll_every()))
-    });
     if let Some(cluster) = &cluster {
         for task in crate::cluster::spawn(cluster, &state) {
             running.keep(task);
+        }
+        if let Some(shares) = cluster.shares() {
+            let (stop, stopped) = watch::channel(false);
+            running.shares = Some((crate::cluster::spawn_shares(shares, stopped), stop));
         }
     }
     if !manual_clock {
         spawn_services(&mut running, &state, config, cluster.as_deref());
     }
     Ok(running)
+}
+
+/// This instance in the cluster of `shared`: with a budget, its limits
+/// shared and its shares read back (what it held and spent before a
+/// restart), before it serves.
+async fn join_cluster(
+    config: &Config,
+    shared: Arc<PostgresStore>,
+    state: &Arc<AppState>,
+) -> Result<Arc<Cluster>, StartError> {
+    let c = config.cluster.clone().unwrap_or_default();
+    let shares = ShareDriver::new(shared.clone(), state.client.clone());
+    if let Some(shares) = &shares {
+        shares.reconcile().await?;
+        state.client.set_share_backer(shares.clone());
+    }
+    Ok(Arc::new(Cluster::new(
+        shared,
+        c.instance(),
+        c.poll_every(),
+        shares,
+    )))
 }
 
 /// The services a gateway on the system clock runs: the client's monitor
@@ -208,6 +234,9 @@ pub struct Running {
     /// The state saver, told to stop once the requests have drained; it
     /// ends when it has saved the changes they made.
     saver: Option<(JoinHandle<()>, watch::Sender<bool>)>,
+    /// The budget's shares in a cluster, told to stop after the saver; it
+    /// ends when it has handed back what they hold free.
+    shares: Option<(JoinHandle<()>, watch::Sender<bool>)>,
 }
 
 impl Running {
@@ -224,10 +253,12 @@ impl Running {
     pub async fn shutdown(self, grace: Duration) -> bool {
         self.stop.send_replace(true);
         let drained = tokio::time::timeout(grace, self.task).await.is_ok();
-        if let Some((saver, stop)) = self.saver {
-            stop.send_replace(true);
-            if tokio::time::timeout(grace, saver).await.is_err() {
-                tracing::warn!("the state saver did not finish within the grace period");
+        for (name, service) in [("state saver", self.saver), ("budget shares", self.shares)] {
+            if let Some((task, stop)) = service {
+                stop.send_replace(true);
+                if tokio::time::timeout(grace, task).await.is_err() {
+                    tracing::warn!("the {name} did not finish within the grace period");
+                }
             }
         }
         for t in &self.background {
@@ -295,6 +326,7 @@ impl Running {
             task,
             background: Vec::new(),
             saver: None,
+            shares: None,
         })
     }
 }

@@ -204,3 +204,89 @@ async fn usage_answered_by_either_instance_is_in_both_reports() {
         .await;
     }
 }
+
+/// Three instances, one hard daily budget, 32 clients at once (each
+/// request with `max_tokens`, answered in full), until the budget refuses:
+/// together they never spend past the limit, and they spend nearly all of
+/// it (no instance refuses while another sits on room it does not need).
+#[tokio::test]
+async fn three_instances_never_overspend_a_shared_budget_and_use_nearly_all_of_it() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let dir = TempDir::new("cluster-budget");
+    let verbose: SimKey = (
+        "verbose",
+        "sk-sim-verbose-00000000000000v1",
+        Behavior::Verbose,
+    );
+    let upstream = sim::start(&[verbose]).await.unwrap();
+    let limit = budget::Money::from_cents(50);
+    let mut instances = Vec::new();
+    for name in ["a", "b", "c"] {
+        let gw = Setup::new(&[verbose])
+            .upstream(upstream.base_url())
+            .postgres(db.url(), &dir.join(name))
+            .configure(move |c| {
+                c.budget = Some(gateway::config::BudgetConfig {
+                    limits: vec![gateway::config::LimitConfig::global_daily(limit)],
+                    ..gateway::config::BudgetConfig::default()
+                });
+            })
+            .start()
+            .await;
+        instances.push(gw);
+    }
+    let instances = std::sync::Arc::new(instances);
+    let workers = (0..32).map(|w| {
+        let instances = instances.clone();
+        tokio::spawn(async move {
+            let gw = &instances[w % 3];
+            let mut body = crate::harness::chat("gpt-4.1");
+            body["max_tokens"] = json!(200);
+            let mut served = 0u32;
+            loop {
+                let r = gw.post("/v1/chat/completions", None, &body).await;
+                match r.status().as_u16() {
+                    200 => served += 1,
+                    402 => return served,
+                    other => panic!("{other}: {}", r.text().await.unwrap()),
+                }
+            }
+        })
+    });
+    let served: u32 = futures_util::future::join_all(workers)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .sum();
+    let spent = |usage: &serde_json::Value| usage["total_estimated_cost_micros"].as_u64().unwrap();
+    let a = &instances[0];
+    eventually(PROPAGATION, "every answer is in the report", || async {
+        let (_, usage) = a.call(Method::GET, "/v1/usage", None, None).await;
+        let requests: u64 = usage["usage"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["requests"].as_u64().unwrap())
+            .sum();
+        requests == u64::from(served)
+    })
+    .await;
+    let (_, usage) = a.call(Method::GET, "/v1/usage", None, None).await;
+    let spent = spent(&usage);
+    eprintln!(
+        "three instances spent {spent} µ$ of {} in {served} answers",
+        limit.micros()
+    );
+    assert!(
+        spent <= limit.micros(),
+        "spent {spent} µ$ of {}",
+        limit.micros()
+    );
+    assert!(
+        spent * 100 >= limit.micros() * 95,
+        "only {spent} µ$ of {} spent ({served} answers)",
+        limit.micros()
+    );
+}

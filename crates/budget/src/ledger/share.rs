@@ -25,6 +25,8 @@ pub struct ShareView {
     pub period: Period,
     /// The current period's number (changes at each period's start).
     pub period_id: i64,
+    /// When the current period started.
+    pub period_start: std::time::SystemTime,
     /// The limit itself.
     pub hard: Money,
     /// What this process may spend of it this period.
@@ -57,10 +59,11 @@ impl Ledger {
     /// at `now`.
     pub fn shares(&mut self, now: std::time::SystemTime) -> Vec<ShareView> {
         self.advance(now);
+        let cal = self.cfg.calendar;
         self.limits
             .iter()
             .enumerate()
-            .filter_map(|(i, l)| view(i, l))
+            .filter_map(|(i, l)| view(i, l, cal.period_start(l.limit.period, now)))
             .collect()
     }
 
@@ -109,13 +112,14 @@ impl Ledger {
     }
 }
 
-fn view(i: usize, l: &LimitState) -> Option<ShareView> {
+fn view(i: usize, l: &LimitState, period_start: std::time::SystemTime) -> Option<ShareView> {
     let s = l.share?;
     Some(ShareView {
         limit: i,
         scope: l.limit.scope.clone(),
         period: l.limit.period,
         period_id: l.period_id,
+        period_start,
         hard: l.limit.hard,
         held: s.held,
         own_spent: s.own_spent,

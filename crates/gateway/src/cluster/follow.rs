@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::{Cluster, apply};
 use crate::state::AppState;
-use crate::store::Listener;
+use crate::store::{Listener, Notice};
 
 /// How far back a full reload reads key facts: an exhaustion lasts at most
 /// a day (cooldowns are capped far below that).
@@ -56,7 +56,11 @@ pub(super) async fn run(c: Arc<Cluster>, s: Arc<AppState>) {
             Ok(()) => full = false,
             Err(e) => tracing::debug!("following the other instances: {e}"),
         }
-        wait(&c, &mut listener).await;
+        for pool in wait(&c, &mut listener).await {
+            if let Some(shares) = &c.shares {
+                shares.hand_back(&pool).await;
+            }
+        }
     }
 }
 
@@ -71,22 +75,37 @@ async fn connect(c: &Cluster) -> Option<Listener> {
     }
 }
 
-/// Waits for a notification or the next poll; drops a broken listener.
-async fn wait(c: &Cluster, listener: &mut Option<Listener>) {
+/// Waits for a notification or the next poll; returns the budget pools
+/// other instances are short on; drops a broken listener.
+async fn wait(c: &Cluster, listener: &mut Option<Listener>) -> Vec<String> {
     let Some(l) = listener else {
         tokio::time::sleep(c.poll_every).await;
-        return;
+        return Vec::new();
     };
-    let broken = tokio::select! {
-        notified = l.notified() => !notified,
-        () = tokio::time::sleep(c.poll_every) => false,
+    let first = tokio::select! {
+        notice = l.notified() => match notice {
+            Some(n) => Some(n),
+            None => {
+                tracing::warn!("the connection listening for changes broke; reconnecting");
+                *listener = None;
+                // Give a restarting database a moment before reconnecting.
+                tokio::time::sleep(Duration::from_millis(100).min(c.poll_every)).await;
+                return Vec::new();
+            }
+        },
+        () = tokio::time::sleep(c.poll_every) => None,
     };
-    if broken {
-        tracing::warn!("the connection listening for changes broke; reconnecting");
-        *listener = None;
-        // Give a restarting database a moment before reconnecting.
-        tokio::time::sleep(Duration::from_millis(100).min(c.poll_every)).await;
+    let mut short = Vec::new();
+    let mut next = first;
+    while let Some(notice) = next {
+        if let Notice::Short(pool) = notice
+            && !short.contains(&pool)
+        {
+            short.push(pool);
+        }
+        next = l.pending();
     }
+    short
 }
 
 /// Reads what changed since the position and applies it.

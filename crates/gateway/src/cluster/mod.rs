@@ -19,6 +19,9 @@
 mod apply;
 mod follow;
 mod publish;
+mod shares;
+
+pub(crate) use self::shares::ShareDriver;
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -41,23 +44,37 @@ pub(crate) struct Cluster {
     learned: Mutex<HashSet<Learned>>,
     /// How often the follower polls when no notification comes.
     poll_every: Duration,
+    /// This instance's shares of the budget's limits, with a budget.
+    shares: Option<Arc<ShareDriver>>,
 }
 
 impl Cluster {
-    /// This instance in the cluster `store` is shared by.
-    pub(crate) fn new(store: Arc<PostgresStore>, instance: String, poll_every: Duration) -> Self {
+    /// This instance in the cluster `store` is shared by; with `shares`,
+    /// its shares of the budget's limits.
+    pub(crate) fn new(
+        store: Arc<PostgresStore>,
+        instance: String,
+        poll_every: Duration,
+        shares: Option<Arc<ShareDriver>>,
+    ) -> Self {
         Cluster {
             store,
             instance,
             leader: Arc::new(AtomicBool::new(false)),
             learned: Mutex::new(HashSet::new()),
             poll_every,
+            shares,
         }
     }
 
     /// Whether this instance leads now.
     pub(crate) fn leader(&self) -> Arc<AtomicBool> {
         self.leader.clone()
+    }
+
+    /// This instance's shares of the budget's limits, with a budget.
+    pub(crate) fn shares(&self) -> Option<Arc<ShareDriver>> {
+        self.shares.clone()
     }
 
     fn learned(&self) -> std::sync::MutexGuard<'_, HashSet<Learned>> {
@@ -98,4 +115,25 @@ pub(crate) fn spawn(
         tokio::spawn(follow::run(cluster.clone(), state.clone())),
         tokio::spawn(publish::run(cluster.clone(), state.clone())),
     ]
+}
+
+/// Keeps the budget's shares filled until `stopped` turns true, then hands
+/// back what they hold free.
+pub(crate) fn spawn_shares(
+    shares: Arc<ShareDriver>,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(shares::TICK) => shares.tick().await,
+                changed = stopped.changed() => {
+                    if changed.is_err() || *stopped.borrow() {
+                        shares.release().await;
+                        return;
+                    }
+                }
+            }
+        }
+    })
 }

@@ -29,7 +29,7 @@ mod sqlite;
 
 pub use error::StoreError;
 pub use memory::MemoryStore;
-pub(crate) use postgres::Listener;
+pub(crate) use postgres::{Listener, Notice, SpendScope};
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use records::{
     AuditEntry, FactKind, KeyFact, KeyOrigin, KeySettings, Loaded, RolloutRecord, SpendLine,

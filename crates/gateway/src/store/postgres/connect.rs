@@ -133,7 +133,20 @@ impl Target {
 /// the leader's. When it breaks, [`notified`](Self::notified) ends.
 pub(crate) struct Listener {
     client: tokio_postgres::Client,
-    notices: tokio::sync::mpsc::Receiver<()>,
+    notices: tokio::sync::mpsc::UnboundedReceiver<Notice>,
+}
+
+/// The channel on which an instance short on a shared budget asks the
+/// others to hand back what they hold free.
+pub(crate) const SHORT_CHANNEL: &str = "keypool_short";
+
+/// What a notification says.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Notice {
+    /// A shared table changed.
+    Changed,
+    /// An instance is short on a shared budget (the pool's key).
+    Short(String),
 }
 
 impl std::fmt::Debug for Listener {
@@ -150,26 +163,36 @@ impl Listener {
         &self.client
     }
 
-    /// Waits for a notification (several close together count as one);
-    /// `false` once the connection has broken.
-    pub(crate) async fn notified(&mut self) -> bool {
-        self.notices.recv().await.is_some()
+    /// Waits for the next notification; `None` once the connection has
+    /// broken.
+    pub(crate) async fn notified(&mut self) -> Option<Notice> {
+        self.notices.recv().await
+    }
+
+    /// A notification already received, if any (without waiting).
+    pub(crate) fn pending(&mut self) -> Option<Notice> {
+        self.notices.try_recv().ok()
     }
 }
 
-/// Drives a listening connection, passing notifications on (coalesced:
-/// the follower reads everything new whatever the payload).
+/// Drives a listening connection, passing notifications on.
 async fn drive<S, T>(
     mut connection: tokio_postgres::Connection<S, T>,
-    notices: tokio::sync::mpsc::Sender<()>,
+    notices: tokio::sync::mpsc::UnboundedSender<Notice>,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     loop {
         match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
-            Some(Ok(tokio_postgres::AsyncMessage::Notification(_))) => {
-                let _ = notices.try_send(());
+            Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                let notice = match n.channel() {
+                    SHORT_CHANNEL => Notice::Short(n.payload().to_owned()),
+                    _ => Notice::Changed,
+                };
+                if notices.send(notice).is_err() {
+                    return;
+                }
             }
             Some(Ok(_)) => {}
             Some(Err(_)) | None => return,
@@ -178,7 +201,8 @@ async fn drive<S, T>(
 }
 
 impl Target {
-    /// Opens a [`Listener`] subscribed to `channel`, within `timeout`.
+    /// Opens a [`Listener`] subscribed to `channel` and to the budget's
+    /// shortage channel, within `timeout`.
     pub(crate) async fn listen(
         &self,
         channel: &str,
@@ -187,7 +211,7 @@ impl Target {
         let mut config = self.config.clone();
         config.connect_timeout(timeout);
         config.application_name("keypool-gateway-listener");
-        let (notify, notices) = tokio::sync::mpsc::channel(1);
+        let (notify, notices) = tokio::sync::mpsc::unbounded_channel();
         let connect = async {
             match &self.tls {
                 Tls::Off => {
@@ -214,7 +238,8 @@ impl Target {
         let client: tokio_postgres::Client = tokio::time::timeout(timeout, connect)
             .await
             .map_err(|_| unreachable(self, &"no answer in time"))??;
-        tokio::time::timeout(timeout, client.batch_execute(&format!("LISTEN {channel}")))
+        let listen = format!("LISTEN {channel}; LISTEN {SHORT_CHANNEL}");
+        tokio::time::timeout(timeout, client.batch_execute(&listen))
             .await
             .map_err(|_| unreachable(self, &"no answer in time"))?
             .map_err(|e| unreachable(self, &e))?;

@@ -11,6 +11,7 @@
 //! requests it holds. Every call has a deadline, so a database that stops
 //! answering never hangs a caller.
 
+mod budget;
 mod cluster;
 mod connect;
 mod read;
@@ -24,8 +25,9 @@ use std::time::Duration;
 
 use deadpool_postgres::{Object, Pool};
 
-pub(crate) use self::connect::Listener;
+pub(crate) use self::budget::SpendScope;
 use self::connect::Target;
+pub(crate) use self::connect::{Listener, Notice};
 use super::records::{
     AuditEntry, Loaded, RolloutRecord, SpendLine, StoredClientKey, UpstreamKeyRecord, UsageLine,
     UsageQuery, UsageRecord,
@@ -185,7 +187,6 @@ impl Inner {
         loop {
             let batch = self.outbox.waiting(SHIP_BATCH).await?;
             if batch.is_empty() {
-                self.waiting.store(0, Ordering::Relaxed);
                 return Ok(stored);
             }
             let origin = self.outbox.origin().to_owned();
@@ -203,11 +204,13 @@ impl Inner {
                     last(&mut batch.audit.iter().map(|(s, _)| *s)),
                 )
                 .await?;
-            let full = batch.usage.len() == SHIP_BATCH || batch.audit.len() == SHIP_BATCH;
-            if !full {
-                self.waiting.store(0, Ordering::Relaxed);
-                return Ok(stored);
-            }
+            // Records appended meanwhile stay counted.
+            let shipped = (batch.usage.len() + batch.audit.len()) as u64;
+            let _ = self
+                .waiting
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
+                    Some(w.saturating_sub(shipped))
+                });
         }
     }
 }

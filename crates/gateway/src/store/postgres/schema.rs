@@ -20,10 +20,10 @@ use crate::store::StoreError;
 const MIGRATION_LOCK: i64 = 0x006b_6579_706f_6f6c;
 
 /// The newest schema version this gateway knows.
-pub(crate) const LATEST: i32 = 1;
+pub(crate) const LATEST: i32 = 2;
 
 /// Each version's statements, in order.
-const MIGRATIONS: [(i32, &str); 1] = [(1, V1)];
+const MIGRATIONS: [(i32, &str); 2] = [(1, V1), (2, V2_BUDGET_SHARES)];
 
 const V1: &str = "
 CREATE SEQUENCE keypool_changes;
@@ -148,6 +148,51 @@ CREATE TRIGGER rollouts_changed AFTER INSERT OR UPDATE ON rollouts
     FOR EACH STATEMENT EXECUTE FUNCTION keypool_notify();
 CREATE TRIGGER key_facts_added AFTER INSERT ON key_facts
     FOR EACH STATEMENT EXECUTE FUNCTION keypool_notify();
+";
+
+/// Budgets shared by the instances: a pool per limit and period (`granted`
+/// never passes `limit_micros`), and every move of money between a pool
+/// and an instance's share, by id, so that a move sent twice counts once
+/// and an instance reads back what it holds after a restart.
+/// `keypool_move` applies one move atomically: a grant adds what the pool
+/// has room for (up to what was asked), a return takes back up to what
+/// was granted.
+const V2_BUDGET_SHARES: &str = "
+CREATE TABLE budget_pools (
+    key TEXT PRIMARY KEY,
+    limit_micros BIGINT NOT NULL,
+    granted BIGINT NOT NULL
+);
+CREATE TABLE budget_moves (
+    id TEXT PRIMARY KEY,
+    key TEXT NOT NULL,
+    member TEXT NOT NULL,
+    amount BIGINT NOT NULL,
+    at BIGINT NOT NULL
+);
+CREATE INDEX budget_moves_member ON budget_moves (member, key);
+CREATE FUNCTION keypool_move(p_key TEXT, p_limit BIGINT, p_member TEXT, p_id TEXT,
+                             p_amount BIGINT, p_at BIGINT)
+RETURNS BIGINT LANGUAGE plpgsql AS $$
+DECLARE
+    moved BIGINT;
+BEGIN
+    SELECT amount INTO moved FROM budget_moves WHERE id = p_id;
+    IF FOUND THEN
+        RETURN abs(moved);
+    END IF;
+    INSERT INTO budget_pools (key, limit_micros, granted) VALUES (p_key, p_limit, 0)
+        ON CONFLICT (key) DO UPDATE SET limit_micros = p_limit;
+    SELECT CASE WHEN p_amount >= 0
+                THEN GREATEST(LEAST(p_amount, limit_micros - granted), 0)
+                ELSE -LEAST(-p_amount, granted) END
+        INTO moved FROM budget_pools WHERE key = p_key FOR UPDATE;
+    UPDATE budget_pools SET granted = granted + moved WHERE key = p_key;
+    INSERT INTO budget_moves (id, key, member, amount, at)
+        VALUES (p_id, p_key, p_member, moved, p_at);
+    RETURN abs(moved);
+END
+$$;
 ";
 
 /// Brings the database to [`LATEST`]: each migration with its version bump
