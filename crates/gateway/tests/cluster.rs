@@ -290,3 +290,77 @@ async fn three_instances_never_overspend_a_shared_budget_and_use_nearly_all_of_i
         limit.micros()
     );
 }
+
+/// A client key's rate holds across three instances: over its minute
+/// (a manual clock keeps them in one), the requests they admit together
+/// stay within 10% of the limit, whether the traffic is spread evenly or
+/// all goes to one of them.
+#[tokio::test]
+async fn a_client_keys_rate_holds_across_instances() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let dir = TempDir::new("cluster-rates");
+    let upstream = sim::start(&[HEALTHY]).await.unwrap();
+    let mut gws = Vec::new();
+    for name in ["a", "b", "c"] {
+        let gw = Setup::new(&[HEALTHY])
+            .master()
+            .manual_clock()
+            .upstream(upstream.base_url())
+            .postgres(db.url(), &dir.join(name))
+            .start()
+            .await;
+        gws.push(gw);
+    }
+    let key = |name: &'static str, rate: u32| {
+        let a = &gws[0];
+        async move {
+            let body = json!({"name": name, "rate_limit": rate});
+            let (status, created) = a.admin(Method::POST, "/v1/keys", Some(body)).await;
+            assert_eq!(status, 201, "{created}");
+            created["key"].as_str().unwrap().to_owned()
+        }
+    };
+    let even = key("even", 60).await;
+    let lone = key("lone", 60).await;
+    for gw in &gws[1..] {
+        eventually(PROPAGATION, "the keys work everywhere", || async {
+            let (_, keys) = gw.admin(Method::GET, "/v1/keys", None).await;
+            keys["data"].as_array().is_some_and(|k| k.len() == 2)
+        })
+        .await;
+    }
+    // Spread evenly, as fast as the instances answer: 240 tries.
+    let mut admitted = 0;
+    for i in 0..240 {
+        match gws[i % 3].chat_as(&even).await.status().as_u16() {
+            200 => admitted += 1,
+            429 => {}
+            other => panic!("{other}"),
+        }
+    }
+    eprintln!("spread over three instances: {admitted} of 60 admitted");
+    assert!((54..=66).contains(&admitted), "{admitted} of 60 admitted");
+    // All to one instance: it learns the others' room and reaches it.
+    let lone_admitted = std::sync::atomic::AtomicU32::new(0);
+    eventually(
+        PROPAGATION,
+        "one instance reaches 90% of the rate",
+        || async {
+            if gws[0].chat_as(&lone).await.status() == 200 {
+                lone_admitted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+            lone_admitted.load(std::sync::atomic::Ordering::SeqCst) >= 54
+        },
+    )
+    .await;
+    for _ in 0..40 {
+        if gws[0].chat_as(&lone).await.status() == 200 {
+            lone_admitted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    let n = lone_admitted.load(std::sync::atomic::Ordering::SeqCst);
+    eprintln!("all to one instance: {n} of 60 admitted");
+    assert!(n <= 66, "{n} of 60 admitted");
+}

@@ -21,6 +21,18 @@ pub struct Auth {
     pub required: bool,
     keys: RwLock<Vec<Arc<ClientKey>>>,
     master: Option<[u8; 32]>,
+    shared_rates: std::sync::OnceLock<Arc<dyn SharedRates>>,
+}
+
+/// Client keys' rates counted across several instances: a key's requests
+/// per minute, admitted by all of them together, stay within its limit.
+#[async_trait::async_trait]
+pub trait SharedRates: Send + Sync + std::fmt::Debug + 'static {
+    /// Counts one request of the key `id` (limit: `limit` a minute) at
+    /// `now_ms` if it fits the key's minute across the instances;
+    /// `Err(wait)` otherwise. It waits at most briefly (a round trip to the
+    /// shared store when this instance holds no admission of the key).
+    async fn admit(&self, id: &str, limit: u32, now_ms: i64) -> Result<(), std::time::Duration>;
 }
 
 /// Why a request was refused.
@@ -46,6 +58,7 @@ impl Auth {
             required: false,
             keys: RwLock::new(Vec::new()),
             master: None,
+            shared_rates: std::sync::OnceLock::new(),
         }
     }
 
@@ -55,6 +68,7 @@ impl Auth {
             required: true,
             keys: RwLock::new(keys.into_iter().map(Arc::new).collect()),
             master: None,
+            shared_rates: std::sync::OnceLock::new(),
         }
     }
 
@@ -110,6 +124,30 @@ impl Auth {
             changed = true;
         }
         Ok(changed)
+    }
+
+    /// Where instances share their client keys, takes one request from
+    /// `key`'s rate across them (see [`SharedRates`]); its own limiter
+    /// ([`ClientKey::check_rate`]) is checked first, at admission.
+    /// `Err(wait)` if over the shared rate.
+    pub async fn check_shared_rate(
+        &self,
+        key: &ClientKey,
+        now_ms: i64,
+    ) -> Result<(), std::time::Duration> {
+        match (self.shared_rates.get(), key.rate_limit) {
+            (Some(shared), Some(limit)) => {
+                let id = key.id.as_deref().unwrap_or(&key.name);
+                shared.admit(id, limit, now_ms).await
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts client keys' rates across instances from now on (once; later
+    /// calls are ignored).
+    pub fn share_rates(&self, rates: Arc<dyn SharedRates>) {
+        let _ = self.shared_rates.set(rates);
     }
 
     /// The key with API id `id`.

@@ -115,7 +115,13 @@ async fn catch_up(
     p: &mut Position,
     full: bool,
 ) -> Result<(), crate::store::StoreError> {
-    if !full && c.store.latest_change().await? <= p.seen {
+    let alive_ms = i64::try_from(c.poll_every.as_millis().saturating_mul(5))
+        .unwrap_or(i64::MAX)
+        .max(3_000);
+    let (latest, members) = c.store.heartbeat(&c.instance, alive_ms).await?;
+    c.members
+        .store(members, std::sync::atomic::Ordering::Relaxed);
+    if !full && latest <= p.seen {
         return Ok(());
     }
     let facts_from = s.now_ms().saturating_sub(FACTS_WINDOW_MS);

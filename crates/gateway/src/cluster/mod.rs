@@ -12,6 +12,9 @@
 //! ever extends, a disabled key stays disabled until an operator enables
 //! it; circuit breakers stay each instance's own.
 //!
+//! Client keys' rates hold across the instances (`rates.rs`): each takes
+//! a key's admissions a few at a time from the key's pool for the minute.
+//!
 //! One instance leads, the one whose listening session holds a Postgres
 //! advisory lock: it prunes usage and judges the canaries; when it dies its
 //! session ends and another takes the lock.
@@ -19,12 +22,13 @@
 mod apply;
 mod follow;
 mod publish;
+mod rates;
 mod shares;
 
 pub(crate) use self::shares::ShareDriver;
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -46,6 +50,10 @@ pub(crate) struct Cluster {
     poll_every: Duration,
     /// This instance's shares of the budget's limits, with a budget.
     shares: Option<Arc<ShareDriver>>,
+    /// The instances alive, this one included (from the heartbeats).
+    members: Arc<AtomicU32>,
+    /// Client keys' rates across the instances.
+    rates: Arc<rates::Rates>,
 }
 
 impl Cluster {
@@ -57,13 +65,16 @@ impl Cluster {
         poll_every: Duration,
         shares: Option<Arc<ShareDriver>>,
     ) -> Self {
+        let members = Arc::new(AtomicU32::new(1));
         Cluster {
+            rates: Arc::new(rates::Rates::new(store.clone(), members.clone())),
             store,
             instance,
             leader: Arc::new(AtomicBool::new(false)),
             learned: Mutex::new(HashSet::new()),
             poll_every,
             shares,
+            members,
         }
     }
 
@@ -111,6 +122,7 @@ pub(crate) fn spawn(
     cluster: &Arc<Cluster>,
     state: &Arc<AppState>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
+    state.auth.share_rates(cluster.rates.clone());
     vec![
         tokio::spawn(follow::run(cluster.clone(), state.clone())),
         tokio::spawn(publish::run(cluster.clone(), state.clone())),

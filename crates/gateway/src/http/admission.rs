@@ -8,7 +8,7 @@ use gateway_client::{ApiRequest, Endpoint, RequestContext};
 
 use super::error::ApiError;
 use super::extract::{Body, Caller};
-use crate::auth::{CHAT_WRITE, ClientKey, EMBEDDINGS_READ};
+use crate::auth::{Auth, CHAT_WRITE, ClientKey, EMBEDDINGS_READ};
 
 /// A request that passed authentication and checks.
 pub(super) struct Admitted {
@@ -48,6 +48,7 @@ pub(super) fn admit(
         .map_err(|e| ApiError::bad_request("missing_model", e.to_string()))?;
     if let Some(k) = &key {
         check_key(k, scope, request.model())?;
+        k.check_rate().map_err(|wait| over_rate(k, wait))?;
     }
     let ctx = RequestContext {
         user: user.or_else(|| {
@@ -73,7 +74,30 @@ pub(super) fn admit(
     })
 }
 
-/// What a client key must allow: the scope, the model, and its rate.
+/// Where instances share their client keys, takes one request from the
+/// key's rate across them (a round trip at most, when this instance holds
+/// no admission of it).
+pub(super) async fn admit_shared(auth: &Auth, a: &Admitted, now_ms: i64) -> Result<(), ApiError> {
+    match &a.key {
+        Some(k) => auth
+            .check_shared_rate(k, now_ms)
+            .await
+            .map_err(|wait| over_rate(k, wait)),
+        None => Ok(()),
+    }
+}
+
+fn over_rate(k: &ClientKey, wait: std::time::Duration) -> ApiError {
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limit_error",
+        "client_rate_limited",
+        format!("key {:?} is over its rate limit", k.name),
+    )
+    .retry_after(wait)
+}
+
+/// What a client key must allow: the scope and the model.
 fn check_key(k: &ClientKey, scope: &str, model: &str) -> Result<(), ApiError> {
     if !k.has_scope(scope) {
         return Err(ApiError::new(
@@ -91,13 +115,5 @@ fn check_key(k: &ClientKey, scope: &str, model: &str) -> Result<(), ApiError> {
             format!("key {:?} may not use model {model:?}", k.name),
         ));
     }
-    k.check_rate().map_err(|wait| {
-        ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limit_error",
-            "client_rate_limited",
-            format!("key {:?} is over its rate limit", k.name),
-        )
-        .retry_after(wait)
-    })
+    Ok(())
 }

@@ -12,7 +12,7 @@ use axum::routing::post;
 use gateway_client::{Endpoint, ResponseMeta};
 use serde::Serialize;
 
-use super::admission::{Admitted, admit, surface};
+use super::admission::{Admitted, admit, admit_shared, surface};
 use super::error::ApiError;
 use super::extract::{Body, Caller, REQUEST_ID, request_id};
 use super::meta::meta_headers;
@@ -86,6 +86,13 @@ async fn serve(
     let started = Instant::now();
     let (name, scope) = surface(endpoint);
     let admitted = match admit(headers, caller, body, scope) {
+        Ok(a) => match admit_shared(&s.auth, &a, s.now_ms()).await {
+            Ok(()) => Ok(a),
+            Err(e) => Err(e),
+        },
+        Err(e) => Err(e),
+    };
+    let admitted = match admitted {
         Ok(a) => a,
         Err(e) => {
             s.count_request(name, "", e.status.as_u16(), started.elapsed(), None);

@@ -62,20 +62,63 @@ impl PostgresStore {
             .await
     }
 
-    /// The newest change number (one cheap statement: most polls stop here).
-    pub(crate) async fn latest_change(&self) -> Result<i64, StoreError> {
+    /// Says this instance (named `instance`) is alive, and returns the
+    /// newest change number and how many instances were alive in the last
+    /// `alive_ms` (this one included): one statement, at every poll.
+    pub(crate) async fn heartbeat(
+        &self,
+        instance: &str,
+        alive_ms: i64,
+    ) -> Result<(i64, u32), StoreError> {
+        let member = self.origin().to_owned();
+        let alive = f64::from(u32::try_from(alive_ms).unwrap_or(u32::MAX)) / 1000.0;
         self.inner
             .with(async |c| {
                 let row = c
                     .query_one(
-                        "SELECT CASE WHEN is_called THEN last_value ELSE 0 END
-                         FROM keypool_changes",
-                        &[],
+                        "WITH beat AS (
+                             INSERT INTO cluster_members (member, instance, seen_at)
+                             VALUES ($1, $2, now())
+                             ON CONFLICT (member) DO UPDATE SET instance = $2, seen_at = now()
+                         )
+                         SELECT (SELECT CASE WHEN is_called THEN last_value ELSE 0 END
+                                 FROM keypool_changes),
+                                (SELECT count(*) FROM cluster_members
+                                 WHERE member <> $1
+                                   AND seen_at > now() - make_interval(secs => $3))",
+                        &[&member, &instance, &alive],
                     )
                     .await?;
-                Ok(row.try_get(0)?)
+                let others: i64 = row.try_get(1)?;
+                Ok((row.try_get(0)?, u32::try_from(others).unwrap_or(0) + 1))
             })
             .await
+    }
+
+    /// Takes up to `want` admissions of the key `id` (limit: `limit` a
+    /// window) from its pool for the window starting at `window`; returns
+    /// how many were taken and how many are left, within `deadline`.
+    pub(crate) async fn take_rate(
+        &self,
+        id: &str,
+        window: i64,
+        (limit, want): (u32, u32),
+        deadline: std::time::Duration,
+    ) -> Result<(u32, u32), StoreError> {
+        let take = self.inner.with(async |c| {
+            let row = c
+                .query_one(
+                    "SELECT took, left_over FROM keypool_take($1, $2, $3, $4)",
+                    &[&id, &window, &i64::from(limit), &i64::from(want)],
+                )
+                .await?;
+            let (took, left): (i64, i64) = (row.try_get(0)?, row.try_get(1)?);
+            let count = |n: i64| u32::try_from(n.max(0)).unwrap_or(u32::MAX);
+            Ok((count(took), count(left)))
+        });
+        tokio::time::timeout(deadline, take)
+            .await
+            .map_err(|_| self.inner.timed_out())?
     }
 
     /// What changed after change number `after`: states, and the facts other

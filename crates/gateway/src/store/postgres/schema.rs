@@ -20,10 +20,10 @@ use crate::store::StoreError;
 const MIGRATION_LOCK: i64 = 0x006b_6579_706f_6f6c;
 
 /// The newest schema version this gateway knows.
-pub(crate) const LATEST: i32 = 2;
+pub(crate) const LATEST: i32 = 3;
 
 /// Each version's statements, in order.
-const MIGRATIONS: [(i32, &str); 2] = [(1, V1), (2, V2_BUDGET_SHARES)];
+const MIGRATIONS: [(i32, &str); 3] = [(1, V1), (2, V2_BUDGET_SHARES), (3, V3_MEMBERS_AND_RATES)];
 
 const V1: &str = "
 CREATE SEQUENCE keypool_changes;
@@ -191,6 +191,46 @@ BEGIN
     INSERT INTO budget_moves (id, key, member, amount, at)
         VALUES (p_id, p_key, p_member, moved, p_at);
     RETURN abs(moved);
+END
+$$;
+";
+
+/// The instances alive (each says so at every poll), and client keys'
+/// requests per minute window: a pool per key and window that instances
+/// take admissions from (`keypool_take`: never past the limit).
+const V3_MEMBERS_AND_RATES: &str = "
+CREATE TABLE cluster_members (
+    member TEXT PRIMARY KEY,
+    instance TEXT NOT NULL,
+    seen_at TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE rate_pools (
+    key_id TEXT NOT NULL,
+    window_start BIGINT NOT NULL,
+    limit_count BIGINT NOT NULL,
+    taken BIGINT NOT NULL,
+    PRIMARY KEY (key_id, window_start)
+);
+CREATE FUNCTION keypool_take(p_key TEXT, p_window BIGINT, p_limit BIGINT, p_want BIGINT)
+RETURNS TABLE (took BIGINT, left_over BIGINT) LANGUAGE plpgsql AS $$
+DECLARE
+    lim BIGINT;
+    tk BIGINT;
+    t BIGINT;
+BEGIN
+    INSERT INTO rate_pools (key_id, window_start, limit_count, taken)
+        VALUES (p_key, p_window, p_limit, 0)
+        ON CONFLICT (key_id, window_start) DO NOTHING;
+    IF FOUND THEN
+        DELETE FROM rate_pools WHERE key_id = p_key AND window_start < p_window;
+    END IF;
+    SELECT limit_count, taken INTO lim, tk FROM rate_pools
+        WHERE key_id = p_key AND window_start = p_window FOR UPDATE;
+    t := GREATEST(LEAST(p_want, lim - tk), 0);
+    UPDATE rate_pools SET taken = taken + t WHERE key_id = p_key AND window_start = p_window;
+    took := t;
+    left_over := lim - tk - t;
+    RETURN NEXT;
 END
 $$;
 ";
