@@ -364,3 +364,92 @@ async fn a_client_keys_rate_holds_across_instances() {
     eprintln!("all to one instance: {n} of 60 admitted");
     assert!(n <= 66, "{n} of 60 admitted");
 }
+
+/// `url` with its host and port replaced by `addr`, and where it pointed.
+fn through(url: &str, addr: std::net::SocketAddr) -> (String, std::net::SocketAddr) {
+    let (head, rest) = url.split_once('@').unwrap();
+    let (host, tail) = rest.split_once('/').unwrap();
+    let target = std::net::ToSocketAddrs::to_socket_addrs(host)
+        .unwrap()
+        .next()
+        .unwrap();
+    (format!("{head}@{addr}/{tail}"), target)
+}
+
+/// Postgres goes away under traffic and comes back: every request is
+/// answered meanwhile (no request waits for the database: usage goes to the
+/// outbox, the budget is decided on the share held, a rate on the
+/// instance's own limiter), `/readyz` says the store is degraded, and once
+/// it is back every answer is in the usage records exactly once.
+#[tokio::test]
+async fn postgres_going_away_under_traffic_loses_nothing() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let dir = TempDir::new("cluster-outage");
+    // Where the database is, and a proxy in front of it that can be cut.
+    let (_, target) = through(db.url(), "127.0.0.1:1".parse().unwrap());
+    let proxy = crate::harness::Proxy::start(target).await;
+    let (url, _) = through(db.url(), proxy.addr);
+    let gw = Setup::new(&[HEALTHY])
+        .master()
+        .postgres(&url, &dir.join("a"))
+        .configure(|c| {
+            c.storage.timeout_ms = Some(300);
+            c.budget = Some(gateway::config::BudgetConfig {
+                limits: vec![gateway::config::LimitConfig::global_daily(
+                    budget::Money::from_dollars(100),
+                )],
+                ..gateway::config::BudgetConfig::default()
+            });
+        })
+        .start()
+        .await;
+    let (_, created) = gw
+        .admin(
+            Method::POST,
+            "/v1/keys",
+            Some(json!({"name": "app", "rate_limit": 10_000})),
+        )
+        .await;
+    let secret = created["key"].as_str().unwrap().to_owned();
+    let mut answered = 0u64;
+    for _ in 0..20 {
+        assert_eq!(gw.chat_as(&secret).await.status(), 200);
+        answered += 1;
+    }
+    proxy.cut();
+    for _ in 0..50 {
+        assert_eq!(gw.chat_as(&secret).await.status(), 200);
+        answered += 1;
+    }
+    eventually(
+        PROPAGATION,
+        "/readyz says the store is degraded",
+        || async { gw.text("/readyz").await.contains("degraded") },
+    )
+    .await;
+    proxy.restore().await;
+    eventually(PROPAGATION, "every answer is recorded once", || async {
+        let (status, usage) = gw.admin(Method::GET, "/v1/usage", None).await;
+        if status != 200 {
+            return false;
+        }
+        let requests: u64 = usage["usage"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["requests"].as_u64().unwrap())
+            .sum();
+        assert!(
+            requests <= answered,
+            "{requests} recorded for {answered} answered"
+        );
+        requests == answered
+    })
+    .await;
+    eventually(PROPAGATION, "/readyz is plain ready again", || async {
+        gw.text("/readyz").await == "ready"
+    })
+    .await;
+}

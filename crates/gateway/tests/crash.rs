@@ -1,7 +1,7 @@
 //! A real `gateway serve` process, killed with SIGKILL while answering:
-//! after a restart on the same database every answered request is in the
-//! usage records, the budget continues from what was spent, and a disabled
-//! key stays disabled.
+//! after a restart on the same database (SQLite, or Postgres with the same
+//! data directory) every answered request is in the usage records, the
+//! budget continues from what was spent, and a disabled key stays disabled.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,7 +18,24 @@ const KEYS: [(&str, &str, Behavior); 2] = [
     ("beta", "sk-sim-beta-000000000000000002", Behavior::Healthy),
 ];
 
-fn write_config(dir: &Path, upstream: &str) -> PathBuf {
+/// The `[storage]` section of a SQLite gateway in `dir`.
+fn sqlite(dir: &Path) -> String {
+    format!(
+        "[storage]\npath = \"{}\"\n",
+        dir.join("gateway.db").display()
+    )
+}
+
+/// The `[storage]` and `[cluster]` sections of a gateway on the Postgres
+/// database `${DATABASE_URL}`, its outbox in `dir`, as the docs write them.
+fn postgres(dir: &Path) -> String {
+    format!(
+        "[storage]\nurl = \"${{DATABASE_URL}}\"\n\n[cluster]\ninstance = \"gw-1\"\ndata_dir = \"{}\"\n",
+        dir.join("data").display()
+    )
+}
+
+fn write_config(dir: &Path, upstream: &str, storage: &str) -> PathBuf {
     let text = format!(
         r#"[server]
 listen = "127.0.0.1:0"
@@ -38,23 +55,21 @@ limits = [{{ scope = "global", daily_usd = 1000.0 }}]
 mode = "keys"
 master_key = "${{GATEWAY_MASTER_KEY}}"
 
-[storage]
-path = "{}"
-"#,
-        dir.join("gateway.db").display()
+{storage}"#
     );
     let path = dir.join("gateway.toml");
     std::fs::write(&path, text).unwrap();
     path
 }
 
-async fn serve(config: &Path) -> Process {
+async fn serve(config: &Path, database: &str) -> Process {
     Process::serve(
         config,
         &[
             ("GATEWAY_MASTER_KEY", MASTER),
             ("K0", KEYS[0].1),
             ("K1", KEYS[1].1),
+            ("DATABASE_URL", database),
         ],
     )
     .await
@@ -129,12 +144,26 @@ async fn load_until_killed(http: &reqwest::Client, gw: &mut Process, key: &str) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answered_requests_survive_kill_9() {
-    let sim = sim::start(&KEYS).await.unwrap();
     let dir = TempDir::new("crash");
-    let config = write_config(&dir.0, &sim.base_url());
-    let http = reqwest::Client::new();
+    survives_kill_9(&dir, &sqlite(&dir.0), "").await;
+}
 
-    let mut gw = serve(&config).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answered_requests_survive_kill_9_on_postgres() {
+    let Some(db) = gateway::testing::TestDatabase::create().await else {
+        return;
+    };
+    let dir = TempDir::new("crash-postgres");
+    survives_kill_9(&dir, &postgres(&dir.0), db.url()).await;
+}
+
+async fn survives_kill_9(dir: &TempDir, storage: &str, database: &str) {
+    let sim = sim::start(&KEYS).await.unwrap();
+    let config = write_config(&dir.0, &sim.base_url(), storage);
+    let http = reqwest::Client::new();
+    let serve = |config: PathBuf| async move { serve(&config, database).await };
+
+    let mut gw = serve(config.clone()).await;
     let post = reqwest::Method::POST;
     let created = admin(
         &http,
@@ -151,7 +180,7 @@ async fn answered_requests_survive_kill_9() {
     admin(&http, &gw, post, &disable, None).await;
     let (answered, cost) = load_until_killed(&http, &mut gw, &client_key).await;
 
-    let gw = serve(&config).await;
+    let gw = serve(config).await;
     let get = reqwest::Method::GET;
     let usage = admin(&http, &gw, get.clone(), "/v1/usage", None).await;
     let recorded = usage["usage"][0]["requests"].as_u64().unwrap();

@@ -101,6 +101,10 @@ impl SharedRates for Rates {
         let Err(_) = self.take_held(id, window, limit) else {
             return Ok(());
         };
+        if !self.store.reachable() {
+            // This instance's own limiter alone, until Postgres is back.
+            return Ok(());
+        }
         let _one = self.taking.lock().await;
         let want = match self.take_held(id, window, limit) {
             Ok(()) => return Ok(()),

@@ -261,6 +261,10 @@ impl ShareDriver {
 #[async_trait::async_trait]
 impl ShareBacker for ShareDriver {
     async fn cover(&self, limit: usize, needed: Money) -> bool {
+        if !self.store.reachable() {
+            // Serving on what the share holds until Postgres is back.
+            return false;
+        }
         let _one = self.covering.lock().await;
         for _ in 0..COVER_ATTEMPTS {
             let m = match self.cover_step(limit, needed) {

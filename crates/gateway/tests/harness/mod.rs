@@ -4,6 +4,7 @@
 //! it is ready, never polled on wall time.
 
 pub mod process;
+pub mod proxy;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 pub use self::process::Process;
+pub use self::proxy::Proxy;
 
 /// The master key of gateways started with [`Setup::master`].
 pub const MASTER: &str = "master-key-for-tests-0001";

@@ -138,6 +138,13 @@ impl PostgresStore {
         self.inner.ship_all().await
     }
 
+    /// Whether the last call to the database succeeded: callers that could
+    /// do without it (a rate, a share) do not wait for it while it is out
+    /// of reach.
+    pub(crate) fn reachable(&self) -> bool {
+        self.inner.reachable.load(Ordering::Relaxed)
+    }
+
     /// Where the database is, for messages (`user@host:port/db`).
     pub fn label(&self) -> &str {
         self.inner.target.label()
