@@ -3,6 +3,8 @@
 //! generator is plain keep-alive HTTP/1.1 over `std::net` threads, so the
 //! xtask needs no HTTP crate.
 
+mod cluster;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -172,19 +174,33 @@ pub(crate) fn load(
     connections: usize,
     duration: Duration,
 ) -> Figures {
+    load_many(&[addr], path, authorization, connections, duration)
+}
+
+/// [`load`], the connections spread round-robin over `addrs` (a simple
+/// load balancer in front of several instances).
+pub(crate) fn load_many(
+    addrs: &[SocketAddr],
+    path: &str,
+    authorization: Option<&str>,
+    connections: usize,
+    duration: Duration,
+) -> Figures {
+    let host = addrs.first().map(ToString::to_string).unwrap_or_default();
     let body = r#"{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello from the load generator"}]}"#;
     let auth = authorization
         .map(|a| format!("authorization: Bearer {a}\r\n"))
         .unwrap_or_default();
     let request = format!(
-        "POST {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n{auth}content-length: {}\r\n\r\n{body}",
+        "POST {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n{auth}content-length: {}\r\n\r\n{body}",
         body.len()
     )
     .into_bytes();
     let deadline = Instant::now() + duration;
     let started = Instant::now();
     let threads: Vec<_> = (0..connections)
-        .map(|_| {
+        .filter_map(|i| addrs.get(i % addrs.len().max(1)).copied())
+        .map(|addr| {
             let request = request.clone();
             std::thread::spawn(move || {
                 let mut latencies = Vec::new();
@@ -351,11 +367,38 @@ fn start_rig() -> Result<Rig> {
     })
 }
 
+/// Where a measured gateway keeps its state.
+#[derive(Clone, Copy, Debug)]
+enum Storage<'a> {
+    Memory,
+    Sqlite(&'a Path),
+    /// A Postgres database shared with other instances, this one's outbox
+    /// in its own directory.
+    Postgres {
+        url: &'a str,
+        data_dir: &'a Path,
+    },
+}
+
+impl Storage<'_> {
+    /// The configuration's `[storage]` (and `[cluster]`) sections.
+    fn sections(&self) -> String {
+        match self {
+            Storage::Memory => String::new(),
+            Storage::Sqlite(db) => format!("\n[storage]\npath = \"{}\"\n", db.display()),
+            Storage::Postgres { url, data_dir } => format!(
+                "\n[storage]\nurl = \"{url}\"\n\n[cluster]\ndata_dir = \"{}\"\n",
+                data_dir.display()
+            ),
+        }
+    }
+}
+
 impl Rig {
-    /// A gateway serving the keys, with its store at `db` if given.
-    fn gateway(&self, db: Option<&Path>) -> Result<(Process, SocketAddr)> {
+    /// A gateway serving the keys, its state kept as `storage` says.
+    fn gateway(&self, storage: Storage<'_>) -> Result<(Process, SocketAddr)> {
         let addr = local(free_port()?)?;
-        let config = config_with_keys(&self.dir, self.upstream, addr, KEYS, db)?;
+        let config = config_with_keys(&self.dir, self.upstream, addr, KEYS, storage)?;
         let gw = spawn_gateway(&self.bin, &config)?;
         wait_until_up(addr)?;
         Ok((gw, addr))
@@ -403,7 +446,7 @@ pub(crate) fn bench_gateway(only: Only) -> Result<String> {
         ));
     }
     let quick = only == Only::Comparison;
-    let (gw, gateway) = rig.gateway(None)?;
+    let (gw, gateway) = rig.gateway(Storage::Memory)?;
     // Warm up, then measure memory with the keys loaded and traffic seen.
     load(
         gateway,
@@ -549,47 +592,69 @@ fn share_verdicts(direct: &Figures, bare: &Figures, through: &Figures) -> [Strin
     ]
 }
 
-/// The same gateway keeping every request in SQLite, against the in-memory
-/// store: rounds alternate, so both see the same machine.
+/// The same gateway keeping every request in SQLite, and (where a Postgres
+/// server answers) in Postgres, against the in-memory store: rounds
+/// alternate, so all see the same machine.
 fn store_cost(rig: &Rig, out: &mut Section) -> Result<()> {
     let db = rig.dir.join("bench.db");
     remove_db(&db);
-    let (memory, memory_addr) = rig.gateway(None)?;
-    let (sqlite, sqlite_addr) = rig.gateway(Some(&db))?;
-    let (mut memory_runs, mut sqlite_runs) = (Vec::new(), Vec::new());
+    let pg = cluster::database(rig)?;
+    let (memory, memory_addr) = rig.gateway(Storage::Memory)?;
+    let (sqlite, sqlite_addr) = rig.gateway(Storage::Sqlite(&db))?;
+    let postgres = match &pg {
+        Some((url, _server)) => Some(rig.gateway(Storage::Postgres {
+            url,
+            data_dir: &rig.dir.join("pg-one"),
+        })?),
+        None => None,
+    };
+    let mut addrs = vec![
+        ("gateway, in-memory store", memory_addr),
+        ("gateway, SQLite store", sqlite_addr),
+    ];
+    addrs.extend(
+        postgres
+            .as_ref()
+            .map(|(_, a)| ("gateway, Postgres store", *a)),
+    );
+    let mut runs: Vec<Vec<Measured>> = addrs.iter().map(|_| Vec::new()).collect();
     for _ in 0..5 {
-        for (addr, runs) in [
-            (memory_addr, &mut memory_runs),
-            (sqlite_addr, &mut sqlite_runs),
-        ] {
-            runs.push((
-                load(
-                    addr,
-                    "/v1/chat/completions",
-                    None,
-                    16,
-                    Duration::from_secs(3),
-                ),
-                Vec::new(),
-            ));
+        for ((_, addr), runs) in addrs.iter().zip(&mut runs) {
+            let f = load(
+                *addr,
+                "/v1/chat/completions",
+                None,
+                16,
+                Duration::from_secs(3),
+            );
+            runs.push((f, Vec::new()));
         }
     }
-    let ((m, _), (q, _)) = (median(memory_runs), median(sqlite_runs));
-    for (target, f) in [
-        ("gateway, in-memory store", &m),
-        ("gateway, SQLite store", &q),
-    ] {
+    let medians: Vec<Figures> = runs.into_iter().map(|r| median(r).0).collect();
+    for ((target, _), f) in addrs.iter().zip(&medians) {
         out.store_rows.push(row(16, target, f));
     }
-    let kept = q.requests_per_sec / m.requests_per_sec.max(1.0);
+    let rps = |i: usize| medians.get(i).map_or(0.0, |f| f.requests_per_sec);
+    let kept = rps(1) / rps(0).max(1.0);
     let stored = recorded_requests(sqlite_addr);
-    drop((memory, sqlite));
     out.verdicts.push(format!(
         "- With every request committed to SQLite before its answer, the gateway keeps {:.0}% of its in-memory-store throughput (median of 5 alternating 3 s runs; target ≥ 80%: {}){}.",
         kept * 100.0,
         if kept >= 0.8 { "met" } else { "MISSED" },
         stored.map_or_else(String::new, |n| format!("; its database holds {n} usage records"))
     ));
+    if postgres.is_some() {
+        let kept = rps(2) / rps(1).max(1.0);
+        out.verdicts.push(format!(
+            "- One instance on Postgres (answers committed to its local outbox, shipped in batches) keeps {:.0}% of its SQLite throughput (target ≥ 90%: {}).",
+            kept * 100.0,
+            if kept >= 0.9 { "met" } else { "MISSED" }
+        ));
+    }
+    drop((memory, sqlite, postgres));
+    if let Some((url, _server)) = &pg {
+        cluster::three_instances(rig, url, out)?;
+    }
     Ok(())
 }
 
@@ -627,7 +692,7 @@ fn report_under_load(rig: &Rig, out: &mut Section) -> Result<()> {
     if !filled.success() {
         return Err(format!("gateway fill-usage failed ({filled})"));
     }
-    let (gw, addr) = rig.gateway(Some(&db))?;
+    let (gw, addr) = rig.gateway(Storage::Sqlite(&db))?;
     let chat = || {
         load(
             addr,
@@ -687,7 +752,9 @@ fn markdown(out: &Section) -> String {
          CPU time each process spent per answered request at 16 connections (user + system, \
          from /proc), which is what bounds throughput when all three share 2 cores:\n\n\
          | target | load generator | upstream | proxy | all |\n|---|---|---|---|---|\n{}\n\n\
-         The store's cost, at 16 connections:\n\n\
+         The store's cost at 16 connections (every answer committed to SQLite, or to the \
+         local outbox of an instance on Postgres and shipped in batches), and three instances \
+         on one Postgres database with 48 connections spread over them:\n\n\
          | connections | target | requests/s | p50 | p99 | errors |\n|---|---|---|---|---|---|\n{}\n\n\
          Usage reports beside traffic: a gateway on a SQLite store of {REPORT_RECORDS} usage \
          records (`gateway fill-usage`: 30 days, 50 client keys, 5 teams, 4 models), chat at 4 \
@@ -744,7 +811,7 @@ fn config_with_keys(
     upstream: SocketAddr,
     listen: SocketAddr,
     keys: usize,
-    db: Option<&Path>,
+    storage: Storage<'_>,
 ) -> Result<PathBuf> {
     let mut text = format!(
         "[server]\nlisten = \"{listen}\"\n\n[retry]\nattempt_timeout_secs = 10\n\n[[providers]]\nname = \"bench\"\nbase_url = \"http://{upstream}/v1\"\nkeys = [\n"
@@ -755,9 +822,7 @@ fn config_with_keys(
         ));
     }
     text.push_str("]\n");
-    if let Some(db) = db {
-        text.push_str(&format!("\n[storage]\npath = \"{}\"\n", db.display()));
-    }
+    text.push_str(&storage.sections());
     let path = dir.join(format!("gateway-{}.toml", listen.port()));
     std::fs::write(&path, text).map_err(|e| e.to_string())?;
     Ok(path)

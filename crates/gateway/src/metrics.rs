@@ -162,7 +162,10 @@ impl Metrics {
     /// The text exposition: what the recorder holds, then each key's gauges
     /// and the budget's, written from `snap` (so a key has one `state`
     /// series, its current one, and a removed key none).
-    pub(crate) fn render(&self, snap: &Snapshot) -> String {
+    pub(crate) fn render(&self, snap: &Snapshot, store_statements: Option<u64>) -> String {
+        if let Some(n) = store_statements {
+            metrics::counter!("gateway_store_statements_total").absolute(n);
+        }
         for (key, outcomes) in &snap.stats.attempts {
             let (provider, name) = key.split_once('/').unwrap_or(("", key));
             for (outcome, n) in outcomes {

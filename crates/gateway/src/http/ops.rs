@@ -41,7 +41,7 @@ async fn readyz(State(s): State<Arc<AppState>>) -> Result<String, ApiError> {
 }
 
 async fn metrics(State(s): State<Arc<AppState>>, _: Viewer) -> Response {
-    let text = s.metrics.render(&s.client.snapshot());
+    let text = s.metrics.render(&s.client.snapshot(), s.store.statements());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

@@ -94,6 +94,12 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         None
     }
 
+    /// Statements sent to a database over the network so far (`None` for
+    /// a store that sends none), for the metrics.
+    fn statements(&self) -> Option<u64> {
+        None
+    }
+
     /// Whether state outlives the process (false for a store in memory).
     fn is_durable(&self) -> bool {
         true

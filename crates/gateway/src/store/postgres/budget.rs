@@ -129,6 +129,7 @@ impl PostgresStore {
         );
         let limit = i64::try_from(limit.micros()).unwrap_or(i64::MAX);
         let mut client = self.inner.client().await?;
+        self.inner.sent(5);
         let open = async {
             let tx = client.transaction().await?;
             tx.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&key])

@@ -129,6 +129,9 @@ impl PostgresStore {
         facts_from: i64,
     ) -> Result<Changes, StoreError> {
         let origin = self.origin().to_owned();
+        // Client keys, upstream keys, facts, whether rollouts changed (and
+        // then the rollouts and their arms).
+        self.inner.sent(3);
         self.inner
             .with(async |c| {
                 let keys = c

@@ -84,6 +84,8 @@ struct Inner {
     reachable: AtomicBool,
     /// One shipment at a time (the shipper's, or a report's flush).
     shipping: tokio::sync::Mutex<()>,
+    /// Statements sent so far (each call counts the statements it sends).
+    statements: AtomicU64,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -119,6 +121,7 @@ impl PostgresStore {
             waiting: AtomicU64::new(0),
             reachable: AtomicBool::new(true),
             shipping: tokio::sync::Mutex::new(()),
+            statements: AtomicU64::new(0),
             target,
         });
         {
@@ -171,12 +174,19 @@ impl Inner {
         }
     }
 
-    /// Runs `f` with a pooled connection, within the deadline.
+    /// Counts `n` more statements sent.
+    fn sent(&self, n: u64) {
+        self.statements.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Runs `f` with a pooled connection, within the deadline; counts one
+    /// statement (a call that sends more counts the others itself).
     async fn with<R>(
         &self,
         f: impl AsyncFnOnce(&tokio_postgres::Client) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
         let client = self.client().await?;
+        self.sent(1);
         let result = match tokio::time::timeout(self.timeout, f(&client)).await {
             Ok(r) => r,
             Err(_) => Err(self.timed_out()),
@@ -197,6 +207,9 @@ impl Inner {
                 return Ok(stored);
             }
             let origin = self.outbox.origin().to_owned();
+            if !batch.usage.is_empty() && !batch.audit.is_empty() {
+                self.sent(1);
+            }
             stored += self
                 .with(async |c| {
                     write::ship(c, &origin, &batch)
@@ -299,6 +312,7 @@ impl Store for PostgresStore {
 
     async fn save_rollout(&self, rollout: RolloutRecord) -> Result<(), StoreError> {
         let mut client = self.inner.client().await?;
+        self.inner.sent(4 + rollout.saved.arms.len() as u64);
         let save = async {
             let tx = client.transaction().await?;
             write::rollout(&*tx, &rollout).await?;
@@ -365,6 +379,10 @@ impl Store for PostgresStore {
             schema::LATEST,
             self.inner.outbox.path().display()
         )
+    }
+
+    fn statements(&self) -> Option<u64> {
+        Some(self.inner.statements.load(Ordering::Relaxed))
     }
 
     fn degraded(&self) -> Option<String> {
