@@ -24,5 +24,7 @@ mod config;
 mod crash;
 /// The management API and state that survives restarts.
 mod manage;
+/// Three real processes on one Postgres.
+mod processes;
 /// Serving: answers, streams, errors, failover, shutdown.
 mod serving;
