@@ -37,6 +37,10 @@ pub struct LedgerConfig {
     pub report_retention_days: u32,
     /// Events kept until drained; past this the oldest are dropped. Default 1024.
     pub event_capacity: usize,
+    /// Today's spend is an anomaly ([`Event::Anomaly`]) when it passes the
+    /// trailing average at the same hour times this factor, in per mille
+    /// (more than 1000). Default 1500 (150%).
+    pub anomaly_permille: u32,
 }
 
 impl Default for LedgerConfig {
@@ -46,7 +50,25 @@ impl Default for LedgerConfig {
             reservation_ttl: Duration::from_secs(600),
             report_retention_days: 90,
             event_capacity: 1024,
+            anomaly_permille: 1500,
         }
+    }
+}
+
+impl LedgerConfig {
+    /// Checks the fields; the error names the first that is wrong.
+    pub fn validate(&self) -> Result<(), BudgetError> {
+        if self.event_capacity == 0 {
+            return Err(BudgetError::Config(
+                "event_capacity must be at least 1".into(),
+            ));
+        }
+        if self.anomaly_permille <= 1000 {
+            return Err(BudgetError::Config(
+                "anomaly_permille must be more than 1000 (a factor above 1)".into(),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -209,7 +231,8 @@ pub enum Event {
         /// The price charged.
         price: ModelPrice,
     },
-    /// Today's spend passed 150% of the trailing average at the same time of day.
+    /// Today's spend passed the trailing average at the same time of day
+    /// times [`LedgerConfig::anomaly_permille`] (150% by default).
     Anomaly {
         /// Spent today so far.
         today: Money,
@@ -470,11 +493,7 @@ impl Ledger {
         if limits.len() > usize::from(u16::MAX) {
             return Err(BudgetError::Config("at most 65535 limits".into()));
         }
-        if cfg.event_capacity == 0 {
-            return Err(BudgetError::Config(
-                "event_capacity must be at least 1".into(),
-            ));
-        }
+        cfg.validate()?;
         let mut ledger = Ledger {
             cfg,
             prices,
@@ -1227,7 +1246,8 @@ impl Ledger {
             }
         };
         let today = self.today.1;
-        if average > 0 && u128::from(today) * 2 > u128::from(average) * 3 {
+        let factor = u128::from(self.cfg.anomaly_permille);
+        if average > 0 && u128::from(today) * 1000 > u128::from(average) * factor {
             self.alerted_day = Some(day);
             self.emit(Event::Anomaly {
                 today: Money::from_micros(today),

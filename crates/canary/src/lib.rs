@@ -58,7 +58,7 @@ pub use event::{Cause, Event};
 pub use judge::{ArmStats, GateFailure, Gates, LatencyHistogram, Verdict, judge};
 pub use rollout::{
     Arm, Assignment, Attribute, Candidate, Context, Matcher, Phase, Reason, Rollout,
-    RolloutBuilder, Rule, Schedule, Scheme, Target,
+    RolloutBuilder, Rule, Schedule, Scheme, Step, Target,
 };
 pub use saved::{SavedArm, SavedRollout};
 pub use share::Share;

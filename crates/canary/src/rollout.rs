@@ -157,18 +157,43 @@ pub struct Rule {
     pub target: Target,
 }
 
-/// A ramp schedule: shares for the first candidate, each held at least `hold`
-/// and left only after a Promote verdict.
+/// One step of a [`Schedule`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Step {
+    /// The first candidate's share during the step.
+    pub share: Share,
+    /// The least time the step lasts (the last step's is never waited on).
+    pub hold: Duration,
+}
+
+/// A ramp schedule for the first candidate: steps of rising shares, each
+/// held at least its `hold` and left only after a Promote verdict.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Schedule {
     /// Strictly increasing shares, e.g. 1% → 5% → 25% → 50% → 100%.
-    pub steps: Vec<Share>,
-    /// Minimum time at each step.
-    pub hold: Duration,
+    pub steps: Vec<Step>,
 }
 
 impl Schedule {
+    /// Steps of `shares`, each held `hold`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use canary::{Schedule, Share};
+    /// let ramp = Schedule::even([5, 50, 100].map(|p| Share::percent(p).unwrap()), Duration::from_secs(3600));
+    /// assert_eq!(ramp.steps.len(), 3);
+    /// ```
+    pub fn even(shares: impl IntoIterator<Item = Share>, hold: Duration) -> Self {
+        Schedule {
+            steps: shares
+                .into_iter()
+                .map(|share| Step { share, hold })
+                .collect(),
+        }
+    }
+
     /// Checks that steps are non-empty and strictly increasing.
     pub fn validate(&self) -> Result<(), CanaryError> {
         if self.steps.is_empty() {
@@ -177,11 +202,15 @@ impl Schedule {
         match self
             .steps
             .windows(2)
-            .position(|w| matches!(w, [a, b] if a >= b))
+            .position(|w| matches!(w, [a, b] if a.share >= b.share))
         {
             Some(i) => Err(CanaryError::BadSchedule { step: i + 1 }),
             None => Ok(()),
         }
+    }
+
+    fn share(&self, step: usize) -> Option<Share> {
+        self.steps.get(step).map(|s| s.share)
     }
 }
 
@@ -305,6 +334,8 @@ pub struct Rollout {
     pub(crate) step: usize,
     pub(crate) step_started: Option<SystemTime>,
     pub(crate) promoted: bool,
+    /// Whether a step waits for a Promote verdict as well as its hold.
+    gated: bool,
     events: VecDeque<Event>,
 }
 
@@ -320,6 +351,7 @@ pub struct RolloutBuilder {
     rules: Vec<Rule>,
     schedule: Option<Schedule>,
     enabled: bool,
+    gated: bool,
 }
 
 impl RolloutBuilder {
@@ -362,6 +394,15 @@ impl RolloutBuilder {
     /// Ramps the first candidate by a schedule once [`Rollout::start`] is called.
     pub fn schedule(mut self, schedule: Schedule) -> Self {
         self.schedule = Some(schedule);
+        self
+    }
+
+    /// Whether the schedule waits for a Promote verdict at each step (the
+    /// default). With `false`, each step lasts its hold and no more: the
+    /// ramp runs on time alone, for rollouts whose analysis is switched
+    /// off (a Rollback verdict still rolls back).
+    pub fn promote_on_verdicts(mut self, gated: bool) -> Self {
+        self.gated = gated;
         self
     }
 
@@ -437,6 +478,7 @@ impl RolloutBuilder {
             step: 0,
             step_started: None,
             promoted: false,
+            gated: self.gated,
             events: VecDeque::new(),
         };
         for (i, (_, share)) in self.candidates.iter().enumerate() {
@@ -459,6 +501,7 @@ impl Rollout {
             rules: Vec::new(),
             schedule: None,
             enabled: true,
+            gated: true,
         }
     }
 
@@ -686,11 +729,7 @@ impl Rollout {
 
     /// Starts the schedule at its first step. Without a schedule, does nothing.
     pub fn start(&mut self, now: SystemTime) {
-        let Some(first) = self
-            .schedule
-            .as_ref()
-            .and_then(|s| s.steps.first().copied())
-        else {
+        let Some(first) = self.schedule.as_ref().and_then(|s| s.share(0)) else {
             return;
         };
         self.step = 0;
@@ -794,14 +833,10 @@ impl Rollout {
     /// Promote verdict came since it began. Early or repeated calls do nothing.
     pub fn handle_timeout(&mut self, now: SystemTime) {
         let Some(due) = self.step_due() else { return };
-        if now < due || !self.promoted {
+        if now < due || !self.may_advance() {
             return;
         }
-        let Some(next) = self
-            .schedule
-            .as_ref()
-            .and_then(|s| s.steps.get(self.step + 1).copied())
-        else {
+        let Some(next) = self.schedule.as_ref().and_then(|s| s.share(self.step + 1)) else {
             return;
         };
         self.step += 1;
@@ -838,16 +873,23 @@ impl Rollout {
         if self.step + 1 >= schedule.steps.len() {
             return None;
         }
-        self.step_started?.checked_add(schedule.hold)
+        let hold = schedule.steps.get(self.step)?.hold;
+        self.step_started?.checked_add(hold)
     }
 
     // ----- outputs -------------------------------------------------------
 
     /// When the schedule may next advance by itself: the end of the current
-    /// step's hold, once a Promote verdict has come. `None` otherwise (a
-    /// verdict will advance it when it arrives).
+    /// step's hold, once a Promote verdict has come (or at once, for a
+    /// rollout that does not wait for verdicts). `None` otherwise (a verdict
+    /// will advance it when it arrives).
     pub fn poll_timeout(&self) -> Option<SystemTime> {
-        self.step_due().filter(|_| self.promoted)
+        self.step_due().filter(|_| self.may_advance())
+    }
+
+    /// Whether the current step may end once its hold has passed.
+    fn may_advance(&self) -> bool {
+        self.promoted || !self.gated
     }
 
     /// The next event, oldest first. Drain until `None`.

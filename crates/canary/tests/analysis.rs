@@ -1,7 +1,8 @@
 use std::time::{Duration, SystemTime};
 
 use canary::{
-    ArmStats, Cause, Event, GateFailure, Gates, Phase, Rollout, Schedule, Share, Verdict, judge,
+    ArmStats, Cause, Event, GateFailure, Gates, Phase, Rollout, Schedule, Share, Step, Verdict,
+    judge,
 };
 
 fn stats(requests: u64, errors: u64, latency_ms: u64, cost_per_request: u64) -> ArmStats {
@@ -131,10 +132,7 @@ fn scheduled() -> Rollout {
     Rollout::builder("gpt-4.1")
         .candidate("claude-sonnet-4.5", Share::ZERO)
         .salt("launch-1")
-        .schedule(Schedule {
-            steps,
-            hold: Duration::from_secs(600),
-        })
+        .schedule(Schedule::even(steps, Duration::from_secs(600)))
         .build()
         .unwrap()
 }
@@ -195,6 +193,64 @@ fn schedule_steps_advance_after_the_hold_and_a_promote_verdict() {
     assert_eq!(r.poll_timeout(), None);
 }
 
+/// 10% for 1 h, 50% for 2 h, then 100%.
+fn uneven(verdicts: bool) -> Rollout {
+    let step = |p: u8, hold_s: u64| Step {
+        share: Share::percent(p).unwrap(),
+        hold: Duration::from_secs(hold_s),
+    };
+    Rollout::builder("gpt-4.1")
+        .candidate("claude-sonnet-4.5", Share::ZERO)
+        .schedule(Schedule {
+            steps: vec![step(10, 3600), step(50, 7200), step(100, 0)],
+        })
+        .promote_on_verdicts(verdicts)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn each_step_holds_for_its_own_time() {
+    let mut r = uneven(true);
+    r.start(at(0));
+    r.handle_verdict(&Verdict::Promote, at(1));
+    assert_eq!(r.poll_timeout(), Some(at(60)));
+    r.handle_timeout(at(60));
+    assert_eq!(share(&r), 5000);
+    r.handle_verdict(&Verdict::Promote, at(61));
+    assert_eq!(r.poll_timeout(), Some(at(180)), "the second step holds 2 h");
+    r.handle_timeout(at(179));
+    assert_eq!(share(&r), 5000);
+    r.handle_timeout(at(180));
+    assert_eq!(share(&r), 10_000);
+}
+
+#[test]
+fn without_verdicts_a_ramp_runs_on_time_and_a_rollback_still_stops_it() {
+    let mut r = uneven(false);
+    r.start(at(0));
+    assert_eq!(r.poll_timeout(), Some(at(60)), "no verdict needed");
+    r.handle_timeout(at(60));
+    assert_eq!(share(&r), 5000);
+    assert_eq!(r.poll_timeout(), Some(at(180)));
+    let mut gated = uneven(true);
+    gated.start(at(0));
+    gated.handle_timeout(at(60));
+    assert_eq!(share(&gated), 1000, "a gated ramp waits for a verdict");
+    r.handle_verdict(
+        &Verdict::Rollback {
+            reason: GateFailure::ErrorRate {
+                baseline_bp: 0,
+                candidate_bp: 500,
+                max_increase_bp: 100,
+            },
+        },
+        at(70),
+    );
+    assert!(matches!(r.phase(), Phase::RolledBack { .. }));
+    assert_eq!(r.poll_timeout(), None);
+}
+
 #[test]
 fn a_rollback_verdict_rolls_back_at_once_and_stays_until_restarted() {
     let mut r = scheduled();
@@ -233,20 +289,17 @@ fn a_rollback_verdict_rolls_back_at_once_and_stays_until_restarted() {
 
 #[test]
 fn schedules_must_increase() {
-    let bad = Schedule {
-        steps: [500, 100].map(|b| Share::from_bp(b).unwrap()).to_vec(),
-        hold: Duration::ZERO,
-    };
+    let bad = Schedule::even(
+        [500, 100].map(|b| Share::from_bp(b).unwrap()).to_vec(),
+        Duration::ZERO,
+    );
     let err = Rollout::builder("a")
         .candidate("b", Share::ZERO)
         .schedule(bad)
         .build()
         .unwrap_err();
     assert_eq!(err, canary::CanaryError::BadSchedule { step: 1 });
-    let empty = Schedule {
-        steps: vec![],
-        hold: Duration::ZERO,
-    };
+    let empty = Schedule::even(vec![], Duration::ZERO);
     assert!(
         Rollout::builder("a")
             .candidate("b", Share::ZERO)

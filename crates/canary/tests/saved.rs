@@ -44,10 +44,10 @@ proptest! {
 
 #[test]
 fn phase_enabled_and_schedule_position_come_back() {
-    let schedule = Schedule {
-        steps: vec![Share::percent(5).unwrap(), Share::percent(50).unwrap()],
-        hold: Duration::from_secs(60),
-    };
+    let schedule = Schedule::even(
+        vec![Share::percent(5).unwrap(), Share::percent(50).unwrap()],
+        Duration::from_secs(60),
+    );
     let build = || {
         Rollout::builder("base")
             .candidate("a", Share::ZERO)

@@ -52,10 +52,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rollout = Rollout::builder("gpt-4.1")
         .candidate("claude-sonnet-4.5", Share::ZERO)
         .salt("launch-1")
-        .schedule(Schedule {
-            steps,
-            hold: Duration::from_secs(600),
-        })
+        .schedule(Schedule::even(steps, Duration::from_secs(600)))
         .build()?;
     let client = Client::builder()
         .provider("relay", "https://relay.example/v1", 0, pool)

@@ -84,7 +84,7 @@ pub(crate) struct Provider {
 
 pub(crate) struct Inner {
     pub(crate) providers: Vec<Provider>,
-    pub(crate) rollouts: HashMap<String, (Arc<str>, Mutex<Rollout>)>,
+    pub(crate) rollouts: HashMap<String, RolloutSlot>,
     pub(crate) ledger: Option<Mutex<Ledger>>,
     pub(crate) prices: PriceTable,
     pub(crate) transport: Arc<dyn Transport>,
@@ -104,6 +104,16 @@ pub(crate) struct Inner {
 
 /// The client. Cheap to clone (one `Arc`) and safe to share across tasks.
 ///
+/// A rollout, by its baseline model.
+pub(crate) struct RolloutSlot {
+    /// The baseline's name, shared with events.
+    pub(crate) name: Arc<str>,
+    pub(crate) rollout: Mutex<Rollout>,
+    pub(crate) analysis: crate::Analysis,
+    /// When it is next judged (set at the monitor's first look).
+    pub(crate) next_analysis: Mutex<Option<SystemTime>>,
+}
+
 /// Shared state (each provider's key pool, the rollouts, the ledger, the
 /// statistics) lives behind synchronous locks, each held only for one
 /// decision and never across an `.await`.
@@ -262,7 +272,10 @@ impl Client {
             return Err(ClientError::InvalidRequest("missing \"model\"".into()));
         }
         let (model, arm) = self.route(&model_requested, ctx)?;
-        let input_estimate = CharEstimator.estimate_chat(request.texts());
+        let input_estimate = match endpoint {
+            Endpoint::ChatCompletions => crate::context::chat_tokens(request.json()),
+            Endpoint::Embeddings => CharEstimator.estimate_chat(request.texts()),
+        };
         let max_output = match endpoint {
             Endpoint::ChatCompletions => request
                 .max_output_tokens()
@@ -302,7 +315,12 @@ impl Client {
         model: &str,
         ctx: &RequestContext,
     ) -> Result<(String, Option<ArmInfo>), ClientError> {
-        let Some((baseline, rollout)) = self.inner.rollouts.get(model) else {
+        let Some(RolloutSlot {
+            name: baseline,
+            rollout,
+            ..
+        }) = self.inner.rollouts.get(model)
+        else {
             return Ok((model.to_owned(), None));
         };
         // The canary's subject: the user, else the client key's name. With
@@ -474,7 +492,8 @@ impl Client {
         s.cost
     }
 
-    /// Keeps the system messages and the newest others that fit the window.
+    /// Keeps the instructions and the newest turns that fit the window
+    /// (`context::fit`: tool calls stay with their answers).
     fn truncate(&self, work: &mut Work, limit: Option<u64>) -> bool {
         let window = limit.or_else(|| {
             self.inner
@@ -488,46 +507,7 @@ impl Client {
         let Some(messages) = work.request.messages_mut() else {
             return false;
         };
-        let cost = |m: &serde_json::Value| {
-            let text = m
-                .get("content")
-                .and_then(serde_json::Value::as_str)
-                .unwrap_or("");
-            CharEstimator.estimate(text) + 4
-        };
-        let is_system = |m: &serde_json::Value| {
-            m.get("role").and_then(serde_json::Value::as_str) == Some("system")
-        };
-        let mut used: u64 = 3 + messages
-            .iter()
-            .filter(|m| is_system(m))
-            .map(cost)
-            .sum::<u64>();
-        let mut keep: Vec<bool> = messages.iter().map(is_system).collect();
-        let mut kept_newest = false;
-        for (i, m) in messages.iter().enumerate().rev() {
-            if is_system(m) {
-                continue;
-            }
-            let c = cost(m);
-            // The newest message is always kept: without it there is no request.
-            if used + c > room && kept_newest {
-                break;
-            }
-            used += c;
-            kept_newest = true;
-            if let Some(k) = keep.get_mut(i) {
-                *k = true;
-            }
-        }
-        let before = messages.len();
-        let mut i = 0;
-        messages.retain(|_| {
-            let k = keep.get(i).copied().unwrap_or(true);
-            i += 1;
-            k
-        });
-        messages.len() != before
+        crate::context::fit(messages, room)
     }
 
     // ----- the attempt loop ----------------------------------------------
@@ -1014,10 +994,10 @@ impl Client {
         model: &str,
         f: impl FnOnce(&mut Rollout, SystemTime) -> R,
     ) -> Option<R> {
-        let (name, rollout) = self.inner.rollouts.get(model)?;
-        let mut rollout = lock(rollout);
+        let slot = self.inner.rollouts.get(model)?;
+        let mut rollout = lock(&slot.rollout);
         let r = f(&mut rollout, self.inner.clock.now());
-        self.drain_rollout(name, &mut rollout);
+        self.drain_rollout(&slot.name, &mut rollout);
         self.inner.wake.now();
         Some(r)
     }

@@ -49,6 +49,7 @@
 
 mod client;
 mod clock;
+mod context;
 mod error;
 mod monitor;
 mod policy;
@@ -64,7 +65,7 @@ use std::sync::{Arc, Mutex};
 pub use client::{Client, ClientEvent, Endpoint};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::ClientError;
-pub use policy::{ContextPolicy, RetryPolicy};
+pub use policy::{Analysis, ContextPolicy, RetryPolicy};
 pub use report::{LimitSnapshot, ProviderSnapshot, RolloutSnapshot, Snapshot};
 pub use request::{ApiRequest, ApiResponse, ArmInfo, RequestContext, ResponseMeta};
 pub use share::ShareBacker;
@@ -80,7 +81,7 @@ use transport::Transport;
 #[derive(Default)]
 pub struct ClientBuilder {
     providers: Vec<(String, String, u32, KeyPool)>,
-    rollouts: Vec<Rollout>,
+    rollouts: Vec<(Rollout, Analysis)>,
     ledger: Option<Ledger>,
     prices: Option<PriceTable>,
     transport: Option<Arc<dyn Transport>>,
@@ -119,9 +120,16 @@ impl ClientBuilder {
         self
     }
 
-    /// Adds a canary rollout for its baseline model.
-    pub fn rollout(mut self, rollout: Rollout) -> Self {
-        self.rollouts.push(rollout);
+    /// Adds a canary rollout for its baseline model, judged by the
+    /// client's gates at the monitor's interval.
+    pub fn rollout(self, rollout: Rollout) -> Self {
+        self.rollout_with(rollout, Analysis::default())
+    }
+
+    /// Adds a canary rollout with its own analysis: on or off, its
+    /// interval, its gates.
+    pub fn rollout_with(mut self, rollout: Rollout, analysis: Analysis) -> Self {
+        self.rollouts.push((rollout, analysis));
         self
     }
 
@@ -207,14 +215,22 @@ impl ClientBuilder {
             .collect();
         providers.sort_by_key(|p| p.priority);
         let mut rollouts = HashMap::new();
-        for r in self.rollouts {
+        for (r, analysis) in self.rollouts {
             let model = r.baseline().to_string();
             if rollouts.contains_key(&model) {
                 return Err(ClientError::Config(format!(
                     "two rollouts for model {model:?}"
                 )));
             }
-            rollouts.insert(model, (r.baseline().clone(), Mutex::new(r)));
+            rollouts.insert(
+                model,
+                client::RolloutSlot {
+                    name: r.baseline().clone(),
+                    rollout: Mutex::new(r),
+                    analysis,
+                    next_analysis: Mutex::new(None),
+                },
+            );
         }
         let prices = self
             .prices

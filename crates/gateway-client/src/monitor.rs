@@ -123,8 +123,8 @@ impl Client {
         if let Some(l) = &self.inner.ledger {
             take(lock(l).poll_timeout());
         }
-        for (_, r) in self.inner.rollouts.values() {
-            take(lock(r).poll_timeout());
+        for slot in self.inner.rollouts.values() {
+            take(lock(&slot.rollout).poll_timeout());
         }
         next
     }
@@ -142,49 +142,73 @@ impl Client {
             ledger.handle_timeout(now);
             self.drain_ledger(&mut ledger);
         }
-        for (name, r) in self.inner.rollouts.values() {
-            let mut rollout = lock(r);
+        for slot in self.inner.rollouts.values() {
+            let mut rollout = lock(&slot.rollout);
             rollout.handle_timeout(now);
-            self.drain_rollout(name, &mut rollout);
+            self.drain_rollout(&slot.name, &mut rollout);
         }
     }
 
     /// Judges each rollout's first candidate against its baseline on the
-    /// statistics gathered since the last verdict, and feeds the verdict to
-    /// the rollout (which may advance its schedule or roll back). Returns the
-    /// verdicts by rollout.
+    /// statistics gathered since the last verdict (rollouts whose analysis
+    /// is off are left out), and feeds the verdict to the rollout (which
+    /// may advance its schedule or roll back). Returns the verdicts by
+    /// rollout.
     pub fn analyze(&self) -> Vec<(String, Verdict)> {
+        self.judge_where(|_| true)
+    }
+
+    /// Judges the rollouts whose own interval (else `default_interval`)
+    /// has passed since they were last judged; the first look at a rollout
+    /// only schedules it. With `judge` false the intervals move on and
+    /// nothing is judged (another process judges).
+    pub fn analyze_due(&self, default_interval: Duration, judge: bool) -> Vec<(String, Verdict)> {
+        let now = self.inner.clock.now();
+        let mut due = std::collections::HashSet::new();
+        for (model, slot) in &self.inner.rollouts {
+            if !slot.analysis.enabled {
+                continue;
+            }
+            let every = slot.analysis.interval.unwrap_or(default_interval);
+            let mut next = lock(&slot.next_analysis);
+            match *next {
+                Some(t) if t <= now => {
+                    *next = Some(now + every);
+                    due.insert(model.clone());
+                }
+                Some(_) => {}
+                None => *next = Some(now + every),
+            }
+        }
+        if !judge || due.is_empty() {
+            return Vec::new();
+        }
+        self.judge_where(|model| due.contains(model))
+    }
+
+    /// When a rollout is next due for judging (`None` before the first
+    /// [`analyze_due`](Self::analyze_due), or with every analysis off).
+    pub fn next_analysis(&self) -> Option<SystemTime> {
+        self.inner
+            .rollouts
+            .values()
+            .filter(|slot| slot.analysis.enabled)
+            .filter_map(|slot| *lock(&slot.next_analysis))
+            .min()
+    }
+
+    fn judge_where(&self, pick: impl Fn(&str) -> bool) -> Vec<(String, Verdict)> {
         let now = self.inner.clock.now();
         let mut verdicts = Vec::new();
-        for (model, (name, r)) in &self.inner.rollouts {
-            let (verdict, enough) = {
-                let stats = lock(&self.inner.stats);
-                let get = |arm| {
-                    stats
-                        .arms
-                        .get(&(name.to_string(), arm))
-                        .cloned()
-                        .unwrap_or_default()
-                };
-                let v = judge(
-                    &get(Arm::Baseline),
-                    &get(Arm::Candidate(0)),
-                    &self.inner.gates,
-                );
-                let enough = !matches!(v, Verdict::Hold { .. });
-                (v, enough)
-            };
-            {
-                let mut rollout = lock(r);
-                rollout.handle_verdict(&verdict, now);
-                self.drain_rollout(name, &mut rollout);
+        for (model, slot) in &self.inner.rollouts {
+            if !slot.analysis.enabled || !pick(model) {
+                continue;
             }
-            if enough {
-                // A new window of evidence for the next step.
-                let mut stats = lock(&self.inner.stats);
-                stats
-                    .arms
-                    .retain(|(rollout, _), _| rollout != &name.to_string());
+            let verdict = self.judge_one(slot);
+            {
+                let mut rollout = lock(&slot.rollout);
+                rollout.handle_verdict(&verdict, now);
+                self.drain_rollout(&slot.name, &mut rollout);
             }
             verdicts.push((model.clone(), verdict));
         }
@@ -193,6 +217,27 @@ impl Client {
             last.insert(model.clone(), (now, v.clone()));
         }
         verdicts
+    }
+
+    /// A verdict on `slot`'s statistics; once there is enough evidence for
+    /// one, a new window of evidence starts for the next.
+    fn judge_one(&self, slot: &crate::client::RolloutSlot) -> Verdict {
+        let gates = slot.analysis.gates.as_ref().unwrap_or(&self.inner.gates);
+        let mut stats = lock(&self.inner.stats);
+        let get = |arm| {
+            stats
+                .arms
+                .get(&(slot.name.to_string(), arm))
+                .cloned()
+                .unwrap_or_default()
+        };
+        let verdict = judge(&get(Arm::Baseline), &get(Arm::Candidate(0)), gates);
+        if !matches!(verdict, Verdict::Hold { .. }) {
+            stats
+                .arms
+                .retain(|(rollout, _), _| rollout.as_str() != &*slot.name);
+        }
+        verdict
     }
 
     /// Each rollout's latest verdict and when it was reached, by baseline model.
@@ -220,12 +265,18 @@ impl Client {
         let client = self.clone();
         tokio::spawn(async move {
             let clock = client.inner.clock.clone();
-            let mut next_analysis = clock.now() + analysis_interval;
+            let judges = |a: &Option<std::sync::Arc<std::sync::atomic::AtomicBool>>| {
+                a.as_ref().is_none_or(|a| a.load(Ordering::SeqCst))
+            };
+            // The first look schedules every rollout's analysis.
+            client.analyze_due(analysis_interval, false);
             loop {
                 let now = clock.now();
-                let wake = client
-                    .next_wakeup()
-                    .map_or(next_analysis, |t| t.min(next_analysis));
+                let wake = [client.next_wakeup(), client.next_analysis()]
+                    .into_iter()
+                    .flatten()
+                    .min()
+                    .unwrap_or(now + analysis_interval);
                 let wait = wake.duration_since(now).unwrap_or(Duration::ZERO);
                 let until_ms = wake
                     .duration_since(SystemTime::UNIX_EPOCH)
@@ -239,12 +290,7 @@ impl Client {
                 }
                 signal.sleeps_until_ms.store(0, Ordering::SeqCst);
                 client.tick();
-                if clock.now() >= next_analysis {
-                    if analyze.as_ref().is_none_or(|a| a.load(Ordering::SeqCst)) {
-                        client.analyze();
-                    }
-                    next_analysis = clock.now() + analysis_interval;
-                }
+                client.analyze_due(analysis_interval, judges(&analyze));
             }
         })
     }

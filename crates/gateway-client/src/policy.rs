@@ -65,6 +65,30 @@ pub struct ContextPolicy {
     pub fallback_models: HashMap<String, String>,
 }
 
+/// How a rollout's first candidate is judged against its baseline
+/// ([`Client::analyze`](crate::Client::analyze)).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Analysis {
+    /// Judge the candidate at all. When `false` no verdict is ever reached
+    /// for the rollout (build its schedule with
+    /// `RolloutBuilder::promote_on_verdicts(false)` to ramp on time alone).
+    pub enabled: bool,
+    /// How often; `None`: the monitor's interval.
+    pub interval: Option<Duration>,
+    /// The gates; `None`: the client's ([`ClientBuilder::gates`](crate::ClientBuilder::gates)).
+    pub gates: Option<canary::Gates>,
+}
+
+impl Default for Analysis {
+    fn default() -> Self {
+        Analysis {
+            enabled: true,
+            interval: None,
+            gates: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -80,8 +80,8 @@ impl Client {
             .inner
             .rollouts
             .iter()
-            .map(|(model, (_, r))| {
-                let r = lock(r);
+            .map(|(model, slot)| {
+                let r = lock(&slot.rollout);
                 RolloutSnapshot {
                     model: model.clone(),
                     phase: r.phase().clone(),

@@ -359,6 +359,71 @@ async fn on_a_context_length_error_the_prompt_is_truncated_and_retried_once() {
     );
 }
 
+/// An agent's history over the upstream's window: the retry drops whole
+/// turns, and never sends a `tool` message whose call was dropped.
+#[tokio::test]
+async fn truncating_an_agent_history_keeps_tool_calls_with_their_answers() {
+    let mock = MockTransport::new();
+    mock.fallback(|r| {
+        let text = r.body["messages"].to_string();
+        if text.len() > 2_500 {
+            MockReply::error(
+                400,
+                "invalid_request_error",
+                "context_length_exceeded",
+                "This model's maximum context length is 700 tokens.",
+            )
+        } else {
+            MockReply::chat("ok", 10, 2)
+        }
+    });
+    let c = Client::builder()
+        .provider("relay", "http://relay/v1", 0, pool(1))
+        .transport(Arc::new(mock.clone()))
+        .clock(Arc::new(ManualClock::new(t0())))
+        .context(ContextPolicy {
+            truncate: true,
+            ..ContextPolicy::default()
+        })
+        .retry(RetryPolicy {
+            default_max_output_tokens: Some(10),
+            ..RetryPolicy::default()
+        })
+        .build()
+        .unwrap();
+    let args = format!("{{\"path\": \"{}\"}}", "src/".repeat(150));
+    let body = serde_json::json!({
+        "model": "gpt-4.1",
+        "messages": [
+            {"role": "system", "content": "you are a coding agent"},
+            {"role": "user", "content": [{"type": "text", "text": "read the files"}]},
+            {"role": "assistant", "content": null, "reasoning_content": "x".repeat(400),
+             "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "read", "arguments": args}},
+                            {"id": "c2", "type": "function", "function": {"name": "read", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "y".repeat(2400)},
+            {"role": "tool", "tool_call_id": "c2", "content": "short"},
+            {"role": "assistant", "content": "both read"},
+            {"role": "user", "content": "now fix the bug"},
+        ],
+    });
+    let r = c
+        .chat_completion(
+            ApiRequest::from_json(body).unwrap(),
+            &RequestContext::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.meta.attempts, 2);
+    let sent = mock.requests()[1].body["messages"].clone();
+    let roles: Vec<&str> = sent
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["system", "assistant", "user"], "{sent}");
+}
+
 #[tokio::test]
 async fn on_a_context_length_error_a_configured_larger_model_is_used() {
     let mock = MockTransport::new();
@@ -692,5 +757,79 @@ async fn analysis_rolls_a_failing_candidate_back() {
     assert!(
         after[before..].iter().all(|r| r.body["model"] == "gpt-4.1"),
         "everyone is back on the baseline"
+    );
+}
+
+/// Each rollout is judged at its own interval by its own gates, and one
+/// whose analysis is off is never judged.
+#[tokio::test]
+async fn each_rollout_is_judged_at_its_own_interval_by_its_own_gates() {
+    use canary::{Gates, Rollout, Share, Verdict};
+    use gateway_client::Analysis;
+    let rollout = |base: &str, cand: &str| {
+        Rollout::builder(base)
+            .candidate(cand, Share::percent(50).unwrap())
+            .build()
+            .unwrap()
+    };
+    let clock = ManualClock::new(t0());
+    let c = Client::builder()
+        .provider("relay", "http://relay/v1", 0, pool(1))
+        .transport(Arc::new(MockTransport::new()))
+        .clock(Arc::new(clock.clone()))
+        .rollout_with(
+            rollout("gpt-4.1", "claude-sonnet-4.5"),
+            Analysis {
+                interval: Some(Duration::from_secs(10)),
+                gates: Some(Gates {
+                    min_requests: 7,
+                    ..Gates::default()
+                }),
+                ..Analysis::default()
+            },
+        )
+        .rollout_with(
+            rollout("gpt-4o-mini", "deepseek-v3.2"),
+            Analysis {
+                enabled: false,
+                ..Analysis::default()
+            },
+        )
+        .rollout(rollout("gemini-2.5-flash", "gpt-4.1-mini"))
+        .build()
+        .unwrap();
+    let every = Duration::from_secs(60);
+    assert!(
+        c.analyze_due(every, true).is_empty(),
+        "the first look schedules"
+    );
+    assert_eq!(c.next_analysis(), Some(t0() + Duration::from_secs(10)));
+    clock.advance(Duration::from_secs(10));
+    let v = c.analyze_due(every, true);
+    assert!(
+        matches!(&v[..], [(m, Verdict::Hold { needed: 7, .. })] if m == "gpt-4.1"),
+        "{v:?}"
+    );
+    clock.advance(Duration::from_secs(50));
+    let mut models: Vec<String> = c
+        .analyze_due(every, true)
+        .into_iter()
+        .map(|(m, _)| m)
+        .collect();
+    models.sort();
+    assert_eq!(
+        models,
+        ["gemini-2.5-flash", "gpt-4.1"],
+        "the default interval, and 10 s again"
+    );
+    clock.advance(Duration::from_secs(10));
+    assert!(
+        c.analyze_due(every, false).is_empty(),
+        "another process judges"
+    );
+    let all: Vec<String> = c.analyze().into_iter().map(|(m, _)| m).collect();
+    assert!(
+        !all.contains(&"gpt-4o-mini".to_owned()),
+        "its analysis is off: {all:?}"
     );
 }

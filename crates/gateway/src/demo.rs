@@ -47,9 +47,10 @@ pub fn demo_config(upstream_base_url: &str, listen: &str) -> Config {
         }],
         canary: vec![CanaryConfig {
             model: "gpt-4.1".into(),
-            candidate: "claude-sonnet-4.5".into(),
-            percent: 10.0,
+            candidate: Some("claude-sonnet-4.5".into()),
+            percent: Some(10.0),
             salt: Some("demo".into()),
+            ..CanaryConfig::default()
         }],
         budget: Some(BudgetConfig {
             utc_offset: Some("+07:00".into()),

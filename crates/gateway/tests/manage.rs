@@ -755,7 +755,7 @@ async fn a_failing_candidate_is_rolled_back_and_stays_so_after_a_restart() {
     let mut gw = setup()
         .upstream(format!("{}/v1", upstream.uri()))
         .db(&dir.join("gateway.db"))
-        .configure(|c| c.canary[0].percent = 50.0)
+        .configure(|c| c.canary[0].percent = Some(50.0))
         .start()
         .await;
     let (_, app) = gw

@@ -24,6 +24,8 @@ mod config;
 mod crash;
 /// The management API and state that survives restarts.
 mod manage;
+/// What operators configure reaches serving.
+mod operators;
 /// Three real processes on one Postgres.
 mod processes;
 /// Serving: answers, streams, errors, failover, shutdown.

@@ -21,7 +21,9 @@ pub struct BudgetConfig {
     /// The limits.
     #[serde(default)]
     pub limits: Vec<LimitConfig>,
-    /// A TOML price table file to merge over the defaults.
+    /// A price table file to merge over the defaults: this gateway's TOML,
+    /// or `LiteLLM`'s `model_prices_and_context_window.json` (told apart by
+    /// content).
     pub prices_file: Option<PathBuf>,
     /// What to do with models without a price. Default `reject`.
     #[serde(default)]
@@ -33,6 +35,15 @@ pub struct BudgetConfig {
     /// (`x-gateway-max-tokens` says where); below it, refused with 402.
     /// Default 256.
     pub min_output_tokens: Option<u64>,
+    /// The first day of a week for weekly limits (`"monday"` … `"sunday"`).
+    /// Default Monday.
+    pub week_start: Option<budget::Weekday>,
+    /// A reservation neither settled nor cancelled within this many
+    /// seconds is booked as spent in full. Default 600.
+    pub reservation_ttl_secs: Option<u64>,
+    /// Today's spend is an anomaly when it passes the trailing average at
+    /// the same hour times this factor (more than 1). Default 1.5.
+    pub anomaly_factor: Option<f64>,
 }
 
 /// `[budget] unknown_model`.
@@ -161,7 +172,13 @@ impl BudgetConfig {
                     format!("cannot read {}: {e}", path.display()),
                 )
             })?;
-            prices.merge(PriceTable::from_toml(&text).map_err(|e| {
+            // LiteLLM's list is a JSON object; this gateway's own format is TOML.
+            let read = if text.trim_start().starts_with('{') {
+                PriceTable::from_litellm_json(&text)
+            } else {
+                PriceTable::from_toml(&text)
+            };
+            prices.merge(read.map_err(|e| {
                 ConfigError::new(
                     format!("budget.prices_file ({})", path.display()),
                     e.to_string(),
@@ -181,6 +198,46 @@ impl BudgetConfig {
             }
         }
         Ok(prices)
+    }
+
+    /// The ledger's settings: calendar, reservations' lifetime, anomaly factor.
+    fn ledger_config(&self, offset: UtcOffset) -> Result<LedgerConfig, ConfigError> {
+        let defaults = LedgerConfig::default();
+        let mut calendar = Calendar::new(offset.as_seconds());
+        if let Some(day) = self.week_start {
+            calendar.week_start = day;
+        }
+        let reservation_ttl = match self.reservation_ttl_secs {
+            Some(0) => {
+                return Err(ConfigError::new(
+                    "budget.reservation_ttl_secs",
+                    "must be at least 1 second",
+                ));
+            }
+            Some(s) => std::time::Duration::from_secs(s),
+            None => defaults.reservation_ttl,
+        };
+        let anomaly_permille = match self.anomaly_factor {
+            None => defaults.anomaly_permille,
+            Some(f) if f.is_finite() && f > 1.0 && f <= 1000.0 => {
+                // Checked to (1, 1000]: the product fits a u32.
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let permille = (f * 1000.0).round() as u32;
+                permille.max(1001)
+            }
+            Some(_) => {
+                return Err(ConfigError::new(
+                    "budget.anomaly_factor",
+                    "must be a number above 1 (1.5 alerts at 150% of the usual spend)",
+                ));
+            }
+        };
+        Ok(LedgerConfig {
+            calendar,
+            reservation_ttl,
+            anomaly_permille,
+            ..defaults
+        })
     }
 
     /// The ledger. The models its price table knows are served too.
@@ -203,10 +260,7 @@ impl BudgetConfig {
                 limits.push(limit);
             }
         }
-        let cfg = LedgerConfig {
-            calendar: Calendar::new(offset.as_seconds()),
-            ..LedgerConfig::default()
-        };
+        let cfg = self.ledger_config(offset)?;
         Ledger::new(cfg, prices, limits).map_err(|e| ConfigError::new("budget", e.to_string()))
     }
 }

@@ -61,19 +61,25 @@ pub fn build(
     u.models
         .extend(PriceTable::defaults().models().map(|(m, _)| m.to_owned()));
     for (ci, c) in config.canary.iter().enumerate() {
-        let rollout = c.build(&format!("canary[{ci}]"))?;
+        let (rollout, analysis) = c.build(&format!("canary[{ci}]"))?;
+        let arms: Vec<String> = rollout
+            .candidates()
+            .iter()
+            .map(|c| format!("{} at {}", c.model, c.share))
+            .collect();
+        let judged = if analysis.enabled {
+            "judged"
+        } else {
+            "not judged"
+        };
         u.lines.push(format!(
-            "canary {} → {} at {}",
+            "canary {} → {} ({judged})",
             c.model,
-            c.candidate,
-            rollout
-                .candidates()
-                .first()
-                .map(|c| c.share)
-                .unwrap_or_default()
+            arms.join(", ")
         ));
-        u.models.extend([c.model.clone(), c.candidate.clone()]);
-        builder = builder.rollout(rollout);
+        u.models.push(c.model.clone());
+        u.models.extend(c.candidate_models());
+        builder = builder.rollout_with(rollout, analysis);
     }
     if let Some(b) = &config.budget {
         builder = builder.ledger(b.build(&mut u)?);
@@ -87,7 +93,10 @@ pub fn build(
     u.lines
         .extend(cluster.check(config.cluster.is_some(), &config.storage)?);
     let sealer = config.storage.sealer(env, &mut u)?;
-    builder = builder.retry(config.retry.build());
+    builder = builder.retry(config.retry.build()?);
+    let (context, line) = config.context.build()?;
+    u.lines.extend(line);
+    builder = builder.context(context);
     u.models.sort();
     u.models.dedup();
     let client = builder

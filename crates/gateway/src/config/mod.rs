@@ -14,6 +14,7 @@ mod budget;
 mod build;
 mod canary;
 mod cluster;
+mod context;
 mod pool;
 mod providers;
 mod retry;
@@ -29,8 +30,11 @@ use serde::Deserialize;
 pub use self::auth::{AuthConfig, AuthMode, ClientKeyConfig};
 pub use self::budget::{BudgetConfig, LimitConfig, LimitScope, UnknownModelPolicy};
 pub use self::build::{Built, build};
-pub use self::canary::CanaryConfig;
+pub use self::canary::{
+    AnalysisConfig, CanaryConfig, CandidateConfig, RuleConfig, SchemeConfig, StepConfig,
+};
 pub use self::cluster::ClusterConfig;
+pub use self::context::ContextConfig;
 pub use self::pool::PoolSection;
 pub use self::providers::{KeyConfig, ProviderConfig};
 pub use self::retry::RetryConfig;
@@ -100,6 +104,9 @@ pub struct Config {
     /// `[retry]`.
     #[serde(default)]
     pub retry: RetryConfig,
+    /// `[context]`: requests that do not fit their model.
+    #[serde(default)]
+    pub context: ContextConfig,
     /// `[storage]`.
     #[serde(default)]
     pub storage: StorageConfig,

@@ -101,12 +101,12 @@ impl ProviderConfig {
         now: Timestamp,
         u: &mut Understood,
     ) -> Result<KeyPool, ConfigError> {
-        let key_rule = match &self.key_prefixes {
-            Some(prefixes) => KeyRule {
-                prefixes: prefixes.clone(),
-                ..KeyRule::default()
-            },
-            None => KeyRule::default(),
+        let key_rule = KeyRule {
+            prefixes: self
+                .key_prefixes
+                .clone()
+                .unwrap_or_else(|| pool.key_rule.prefixes.clone()),
+            min_len: pool.key_rule.min_len,
         };
         let mut pool = KeyPool::new(PoolConfig {
             strategy: self.strategy,

@@ -176,6 +176,12 @@ fn rollouts(s: &AppState, stored: &[RolloutRecord]) -> usize {
             None => tracing::warn!("rollout {model} has a saved state but is not in the config"),
         }
     }
+    // A rollout with a schedule and nothing saved starts its ramp now.
+    for model in s.client.rollout_models() {
+        if !stored.iter().any(|r| r.model == model) {
+            s.client.with_rollout(&model, |r, now| r.start(now));
+        }
+    }
     n
 }
 
