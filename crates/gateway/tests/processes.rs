@@ -1,9 +1,12 @@
 //! Three `gateway serve` processes on one Postgres database, configured as
 //! docs/deployment.md shows: they start at once on an empty database, share
-//! a hard budget without overspending it, and stop using a key that one of
-//! them was told to disable.
+//! a hard budget without overspending it, stop using a key that one of them
+//! was told to disable or that an upstream rate-limited, and lose no answer
+//! when one of them is killed with SIGKILL under load.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use gateway::sim::{self, Behavior};
@@ -26,23 +29,39 @@ const KEYS: [SimKey; 2] = [
 /// a second by design; the deadline allows for a loaded machine).
 const PROPAGATION: Duration = Duration::from_secs(5);
 
-/// One process's configuration: the shared file of docs/deployment.md, with
-/// a daily hard limit of `daily_usd`.
-fn write_config(dir: &Path, upstream: &str, daily_usd: &str) -> PathBuf {
-    let text = format!(
-        r#"[server]
+/// Processes on one database in front of one simulated upstream, each
+/// configured as docs/deployment.md shows, with a daily hard limit.
+struct Rig<'a> {
+    db: &'a TestDatabase,
+    dir: &'a TempDir,
+    upstream: String,
+    keys: &'a [SimKey],
+    daily_usd: &'a str,
+}
+
+impl Rig<'_> {
+    /// The file of the process `name` (the same for every process but its
+    /// data directory, which a restart keeps).
+    fn config(&self, name: &str) -> PathBuf {
+        let dir = self.dir.join(name);
+        let keys: String = self
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, (key, _, _))| format!("  {{ name = \"{key}\", secret = \"${{K{i}}}\" }},\n"))
+            .collect();
+        let text = format!(
+            r#"[server]
 listen = "127.0.0.1:0"
 
 [[providers]]
 name = "sim"
-base_url = "{upstream}"
+base_url = "{}"
 keys = [
-  {{ name = "alpha", secret = "${{K0}}" }},
-  {{ name = "beta", secret = "${{K1}}" }},
-]
+{keys}]
 
 [budget]
-limits = [{{ scope = "global", daily_usd = "{daily_usd}" }}]
+limits = [{{ scope = "global", daily_usd = "{}" }}]
 
 [auth]
 mode = "keys"
@@ -55,35 +74,44 @@ url = "${{DATABASE_URL}}"
 instance = "${{INSTANCE}}"
 data_dir = "{}"
 "#,
-        dir.join("data").display()
-    );
-    std::fs::create_dir_all(dir).unwrap();
-    let path = dir.join("gateway.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+            self.upstream,
+            self.daily_usd,
+            dir.join("data").display()
+        );
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("gateway.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Starts (or restarts) the process `name`.
+    async fn serve(&self, name: &str) -> Process {
+        let config = self.config(name);
+        let secrets: Vec<(String, &str)> = self
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, (_, secret, _))| (format!("K{i}"), *secret))
+            .collect();
+        let mut env: Vec<(&str, &str)> = vec![
+            ("GATEWAY_MASTER_KEY", MASTER),
+            ("DATABASE_URL", self.db.url()),
+            ("INSTANCE", name),
+        ];
+        env.extend(secrets.iter().map(|(k, v)| (k.as_str(), *v)));
+        Process::serve(&config, &env).await
+    }
+
+    /// Three processes started at once.
+    async fn three(&self) -> Vec<Process> {
+        let [a, b, c] = NAMES;
+        let (a, b, c) = tokio::join!(self.serve(a), self.serve(b), self.serve(c));
+        vec![a, b, c]
+    }
 }
 
-/// Three processes started at once on `db`, each with its own directory.
-async fn three(db: &TestDatabase, dir: &TempDir, upstream: &str, daily_usd: &str) -> Vec<Process> {
-    let start = |name: &'static str| {
-        let config = write_config(&dir.join(name), upstream, daily_usd);
-        async move {
-            Process::serve(
-                &config,
-                &[
-                    ("GATEWAY_MASTER_KEY", MASTER),
-                    ("K0", KEYS[0].1),
-                    ("K1", KEYS[1].1),
-                    ("DATABASE_URL", db.url()),
-                    ("INSTANCE", name),
-                ],
-            )
-            .await
-        }
-    };
-    let (a, b, c) = tokio::join!(start("gw-1"), start("gw-2"), start("gw-3"));
-    vec![a, b, c]
-}
+/// The processes' names, in the order [`Rig::three`] returns them.
+const NAMES: [&str; 3] = ["gw-1", "gw-2", "gw-3"];
 
 async fn get(http: &reqwest::Client, gw: &Process, path: &str) -> Value {
     let r = http
@@ -172,7 +200,14 @@ async fn three_processes_started_at_once_never_overspend_a_shared_budget() {
     };
     let dir = TempDir::new("processes-budget");
     let upstream = sim::start(&KEYS).await.unwrap();
-    let gws = three(&db, &dir, &upstream.base_url(), "0.50").await;
+    let rig = Rig {
+        db: &db,
+        dir: &dir,
+        upstream: upstream.base_url(),
+        keys: &KEYS,
+        daily_usd: "0.50",
+    };
+    let gws = rig.three().await;
     let http = reqwest::Client::new();
     let urls: Vec<String> = gws.iter().map(|g| g.url("/v1/chat/completions")).collect();
     let key = client_key(&http, &gws).await;
@@ -209,7 +244,14 @@ async fn a_key_disabled_through_one_process_stops_serving_on_the_others() {
     };
     let dir = TempDir::new("processes-disable");
     let upstream = sim::start(&KEYS).await.unwrap();
-    let gws = three(&db, &dir, &upstream.base_url(), "100").await;
+    let rig = Rig {
+        db: &db,
+        dir: &dir,
+        upstream: upstream.base_url(),
+        keys: &KEYS,
+        daily_usd: "100",
+    };
+    let gws = rig.three().await;
     let http = reqwest::Client::new();
     let alpha = gateway::store::config_key_id("sim", "alpha");
     let r = http
@@ -247,5 +289,187 @@ async fn a_key_disabled_through_one_process_stops_serving_on_the_others() {
             "beta",
             "alpha is disabled everywhere"
         );
+    }
+}
+
+/// Requests answered by any process, summed from the usage records.
+async fn recorded(http: &reqwest::Client, gw: &Process) -> u64 {
+    let usage = get(http, gw, "/v1/usage").await;
+    usage["usage"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["requests"].as_u64().unwrap())
+        .sum()
+}
+
+/// Nine clients spread over `urls`, each moving to the next process when
+/// one does not answer, until `stop`: the requests answered in full.
+fn spread_load(
+    http: &reqwest::Client,
+    urls: &[String],
+    key: &str,
+    stop: &Arc<AtomicBool>,
+    answered: &Arc<(AtomicU64, tokio::sync::Notify)>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..9)
+        .map(|w| {
+            let (http, urls, key) = (http.clone(), urls.to_vec(), key.to_owned());
+            let (stop, answered) = (stop.clone(), answered.clone());
+            tokio::spawn(async move {
+                let mut at = w % urls.len();
+                let body = json!({"model": "gpt-4o-mini", "max_tokens": 5,
+                                  "messages": [{"role": "user", "content": "hi"}]});
+                while !stop.load(Ordering::SeqCst) {
+                    let r = http
+                        .post(&urls[at])
+                        .bearer_auth(&key)
+                        .json(&body)
+                        .send()
+                        .await;
+                    match r {
+                        Ok(r) if r.status() == 200 => {
+                            if r.bytes().await.is_ok() {
+                                answered.0.fetch_add(1, Ordering::SeqCst);
+                                answered.1.notify_one();
+                            }
+                        }
+                        Ok(r) => panic!("{}: {}", r.status(), r.text().await.unwrap()),
+                        Err(_) => at = (at + 1) % urls.len(),
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// One of three processes is killed with SIGKILL while clients spread over
+/// all three: every request any of them answered is in the usage records
+/// once the killed one restarts with its data directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_one_of_three_processes_under_load_loses_no_answer() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let dir = TempDir::new("processes-kill");
+    let upstream = sim::start(&KEYS).await.unwrap();
+    let rig = Rig {
+        db: &db,
+        dir: &dir,
+        upstream: upstream.base_url(),
+        keys: &KEYS,
+        daily_usd: "100",
+    };
+    let mut gws = rig.three().await;
+    let http = reqwest::Client::new();
+    let key = client_key(&http, &gws).await;
+    let urls: Vec<String> = gws.iter().map(|g| g.url("/v1/chat/completions")).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new((AtomicU64::new(0), tokio::sync::Notify::new()));
+    let workers = spread_load(&http, &urls, &key, &stop, &answered);
+    let reached = |n: u64| {
+        let answered = answered.clone();
+        async move {
+            while answered.0.load(Ordering::SeqCst) < n {
+                answered.1.notified().await;
+            }
+        }
+    };
+    reached(300).await;
+    gws[0].kill();
+    reached(answered.0.load(Ordering::SeqCst) + 300).await;
+    stop.store(true, Ordering::SeqCst);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let answered = answered.0.load(Ordering::SeqCst);
+    gws[0] = rig.serve(NAMES[0]).await;
+    eventually(PROPAGATION, "every answer is recorded", || async {
+        recorded(&http, &gws[1]).await >= answered
+    })
+    .await;
+    // At most the three requests in flight at the killed process were
+    // recorded without their answer arriving.
+    let n = recorded(&http, &gws[2]).await;
+    assert!(n <= answered + 3, "{n} recorded for {answered} answered");
+}
+
+const STORM: [SimKey; 2] = [
+    (
+        "healthy",
+        "sk-sim-healthy-0000000000000001",
+        Behavior::Healthy,
+    ),
+    (
+        "limited",
+        "sk-sim-limited-0000000000000002",
+        Behavior::RateLimited,
+    ),
+];
+
+/// The state of the upstream key `name` as `gw` shows it.
+async fn key_state(http: &reqwest::Client, gw: &Process, name: &str) -> String {
+    let keys = get(http, gw, "/admin/upstream-keys").await;
+    keys["data"][0]["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == name)
+        .map(|k| k["state"].as_str().unwrap().to_owned())
+        .unwrap()
+}
+
+/// A key an upstream rate-limits, met by one process, is benched by the
+/// other two before they send it anything: their requests are answered at
+/// the first attempt, by the other key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_429_met_by_one_process_benches_the_key_on_the_others() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let dir = TempDir::new("processes-storm");
+    let upstream = sim::start(&STORM).await.unwrap();
+    let rig = Rig {
+        db: &db,
+        dir: &dir,
+        upstream: upstream.base_url(),
+        keys: &STORM,
+        daily_usd: "100",
+    };
+    let gws = rig.three().await;
+    let http = reqwest::Client::new();
+    let key = client_key(&http, &gws).await;
+    let chat = |gw: &Process| {
+        http.post(gw.url("/v1/chat/completions"))
+            .bearer_auth(&key)
+            .json(&json!({"model": "gpt-4o-mini", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+    };
+    for _ in 0..20 {
+        assert_eq!(chat(&gws[0]).await.unwrap().status(), 200);
+        if key_state(&http, &gws[0], "limited")
+            .await
+            .starts_with("cooling down")
+        {
+            break;
+        }
+    }
+    let learned = key_state(&http, &gws[0], "limited").await;
+    assert!(learned.starts_with("cooling down"), "{learned}");
+    for gw in &gws[1..] {
+        eventually(PROPAGATION, "the others bench the key", || async {
+            key_state(&http, gw, "limited").await == learned
+        })
+        .await;
+        for _ in 0..4 {
+            let r = chat(gw).await.unwrap();
+            assert_eq!(r.status(), 200);
+            assert_eq!(r.headers()["x-gateway-key"], "healthy");
+            assert_eq!(
+                r.headers()["x-gateway-attempts"],
+                "1",
+                "no request went to the benched key"
+            );
+        }
     }
 }
