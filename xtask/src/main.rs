@@ -11,7 +11,8 @@
 //!   upstream, written to its own section of `docs/benchmarks.md`
 //!   (`bench-gateway --quick`: the 16-connection rows only, printed;
 //!   `--store`: the store's cost and reports beside traffic, printed;
-//!   `KEYPOOL_BENCH_BIN=path` measures another build, for an A/B run);
+//!   `KEYPOOL_BENCH_BIN=path` measures another build, for an A/B run, and
+//!   `KEYPOOL_BENCH_NO_POSTGRES=1` leaves the Postgres rows out for a build without them);
 //! - `postgres`: prints the URL of the Postgres server the tests use,
 //!   starting a throwaway cluster when none answers (kept until Enter);
 //! - `forward UPSTREAM KEY`: the bare forwarder `bench-gateway` measures
