@@ -128,8 +128,12 @@ pub struct Allowances {
 }
 
 impl Allowances {
-    /// The protocol for the process `member` (an id unique among the
-    /// processes and stable across its restarts).
+    /// The protocol for one run of the process `member`. Moves are named
+    /// `{member}-{n}`, `n` counting from 1, and a pool records each name
+    /// once: `member` must be unique among the processes *and among one
+    /// process's runs* (take a new one at every start, e.g. a stable name
+    /// with a random suffix), or a restarted process would reuse the names
+    /// of moves its previous run made and be answered with their amounts.
     pub fn new(member: impl Into<String>, cfg: AllowanceConfig) -> Self {
         Allowances {
             member: member.into(),

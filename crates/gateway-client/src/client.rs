@@ -122,6 +122,31 @@ pub struct Client {
     pub(crate) inner: Arc<Inner>,
 }
 
+/// A [`Client`] that does not keep it alive ([`Client::downgrade`]): for
+/// what the client itself holds, such as its
+/// [`ShareBacker`](crate::ShareBacker), which would otherwise keep the
+/// client, and itself, alive for ever.
+#[derive(Clone, Debug)]
+pub struct WeakClient {
+    inner: std::sync::Weak<Inner>,
+}
+
+impl WeakClient {
+    /// The client, while it lives.
+    pub fn upgrade(&self) -> Option<Client> {
+        self.inner.upgrade().map(|inner| Client { inner })
+    }
+}
+
+impl Client {
+    /// A handle that does not keep the client alive.
+    pub fn downgrade(&self) -> WeakClient {
+        WeakClient {
+            inner: Arc::downgrade(&self.inner),
+        }
+    }
+}
+
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let providers: Vec<&str> = self.inner.providers.iter().map(|p| &*p.name).collect();

@@ -62,7 +62,7 @@ mod stream;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-pub use client::{Client, ClientEvent, Endpoint};
+pub use client::{Client, ClientEvent, Endpoint, WeakClient};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::ClientError;
 pub use policy::{Analysis, ContextPolicy, RetryPolicy};

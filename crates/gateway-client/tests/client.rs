@@ -297,6 +297,24 @@ async fn a_stream_cut_short_says_what_it_cost_and_a_reported_usage_wins() {
     assert!(s.next().await.is_none());
 }
 
+/// A client on `mock` that truncates prompts, reserving 10 output tokens.
+fn truncating(mock: &MockTransport) -> Client {
+    Client::builder()
+        .provider("relay", "http://relay/v1", 0, pool(1))
+        .transport(Arc::new(mock.clone()))
+        .clock(Arc::new(ManualClock::new(t0())))
+        .context(ContextPolicy {
+            truncate: true,
+            ..ContextPolicy::default()
+        })
+        .retry(RetryPolicy {
+            default_max_output_tokens: Some(10),
+            ..RetryPolicy::default()
+        })
+        .build()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn on_a_context_length_error_the_prompt_is_truncated_and_retried_once() {
     let mock = MockTransport::new();
@@ -314,20 +332,7 @@ async fn on_a_context_length_error_the_prompt_is_truncated_and_retried_once() {
             MockReply::chat("ok", 10, 2)
         }
     });
-    let c = Client::builder()
-        .provider("relay", "http://relay/v1", 0, pool(1))
-        .transport(Arc::new(mock.clone()))
-        .clock(Arc::new(ManualClock::new(t0())))
-        .context(ContextPolicy {
-            truncate: true,
-            ..ContextPolicy::default()
-        })
-        .retry(RetryPolicy {
-            default_max_output_tokens: Some(10),
-            ..RetryPolicy::default()
-        })
-        .build()
-        .unwrap();
+    let c = truncating(&mock);
     let long = "word ".repeat(20); // 25 tokens by the estimate
     let req = ApiRequest::chat(
         "gpt-4.1",
@@ -377,20 +382,7 @@ async fn truncating_an_agent_history_keeps_tool_calls_with_their_answers() {
             MockReply::chat("ok", 10, 2)
         }
     });
-    let c = Client::builder()
-        .provider("relay", "http://relay/v1", 0, pool(1))
-        .transport(Arc::new(mock.clone()))
-        .clock(Arc::new(ManualClock::new(t0())))
-        .context(ContextPolicy {
-            truncate: true,
-            ..ContextPolicy::default()
-        })
-        .retry(RetryPolicy {
-            default_max_output_tokens: Some(10),
-            ..RetryPolicy::default()
-        })
-        .build()
-        .unwrap();
+    let c = truncating(&mock);
     let args = format!("{{\"path\": \"{}\"}}", "src/".repeat(150));
     let body = serde_json::json!({
         "model": "gpt-4.1",

@@ -187,7 +187,7 @@ async fn join_cluster(
     state: &Arc<AppState>,
 ) -> Result<Arc<Cluster>, StartError> {
     let c = config.cluster.clone().unwrap_or_default();
-    let shares = ShareDriver::new(shared.clone(), state.client.clone());
+    let shares = ShareDriver::new(shared.clone(), &state.client);
     if let Some(shares) = &shares {
         shares.reconcile().await?;
         state.client.set_share_backer(shares.clone());

@@ -453,3 +453,66 @@ async fn postgres_going_away_under_traffic_loses_nothing() {
     })
     .await;
 }
+
+/// Sends `body` to `gw` until the budget refuses it.
+async fn until_refused(gw: &Gateway, body: &serde_json::Value) {
+    loop {
+        let r = gw.post("/v1/chat/completions", None, body).await;
+        match r.status().as_u16() {
+            200 => {}
+            402 => return,
+            other => panic!("{other}: {}", r.text().await.unwrap()),
+        }
+    }
+}
+
+/// An instance that restarts keeps to its share: the moves of its new run
+/// are never taken for those of its last one (the pool would answer them
+/// with the old amounts and grant nothing), so two instances, one of them
+/// restarted, together stay within the limit.
+#[tokio::test]
+async fn a_restarted_instance_never_spends_past_the_limit() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let dir = TempDir::new("cluster-restart");
+    let verbose: SimKey = (
+        "verbose",
+        "sk-sim-verbose-00000000000000v1",
+        Behavior::Verbose,
+    );
+    let upstream = sim::start(&[verbose]).await.unwrap();
+    let limit = budget::Money::from_cents(20);
+    let start = |name: &str| {
+        Setup::new(&[verbose])
+            .upstream(upstream.base_url())
+            .postgres(db.url(), &dir.join(name))
+            .configure(move |c| {
+                c.budget = Some(gateway::config::BudgetConfig {
+                    limits: vec![gateway::config::LimitConfig::global_daily(limit)],
+                    ..gateway::config::BudgetConfig::default()
+                });
+            })
+            .start()
+    };
+    let (mut a, b) = (start("a").await, start("b").await);
+    let mut body = crate::harness::chat("gpt-4.1");
+    body["max_tokens"] = json!(200);
+    for _ in 0..40 {
+        assert_eq!(
+            a.post("/v1/chat/completions", None, &body).await.status(),
+            200
+        );
+    }
+    assert!(a.stop().await);
+    a.resume().await.unwrap();
+    let both = [&a, &b, &a, &b].map(|gw| until_refused(gw, &body));
+    futures_util::future::join_all(both).await;
+    let (_, usage) = b.admin(Method::GET, "/v1/usage", None).await;
+    let spent = usage["total_estimated_cost_micros"].as_u64().unwrap();
+    assert!(
+        spent <= limit.micros(),
+        "spent {spent} µ$ of {}",
+        limit.micros()
+    );
+}

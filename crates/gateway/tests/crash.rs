@@ -36,6 +36,9 @@ fn postgres(dir: &Path) -> String {
 }
 
 fn write_config(dir: &Path, upstream: &str, storage: &str) -> PathBuf {
+    // The budget's day does not end while the test runs (the file, and so
+    // the offset, is the same after the restart).
+    let noon = crate::harness::noon_offset();
     let text = format!(
         r#"[server]
 listen = "127.0.0.1:0"
@@ -49,6 +52,7 @@ keys = [
 ]
 
 [budget]
+utc_offset = "{noon}"
 limits = [{{ scope = "global", daily_usd = 1000.0 }}]
 
 [auth]

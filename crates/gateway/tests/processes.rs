@@ -31,15 +31,32 @@ const PROPAGATION: Duration = Duration::from_secs(5);
 
 /// Processes on one database in front of one simulated upstream, each
 /// configured as docs/deployment.md shows, with a daily hard limit.
-struct Rig<'a> {
-    db: &'a TestDatabase,
-    dir: &'a TempDir,
-    upstream: String,
-    keys: &'a [SimKey],
-    daily_usd: &'a str,
+struct Rig {
+    db: TestDatabase,
+    dir: TempDir,
+    upstream: sim::SimUpstream,
+    keys: &'static [SimKey],
+    daily_usd: &'static str,
+    /// The budget's UTC offset, fixed when the test begins (a restart keeps
+    /// it): its day does not end while the test runs.
+    noon: String,
 }
 
-impl Rig<'_> {
+impl Rig {
+    /// A database of its own and an upstream with `keys` for the test
+    /// `name`; `None` (with the reason printed) where there is no Postgres.
+    async fn new(name: &str, keys: &'static [SimKey], daily_usd: &'static str) -> Option<Rig> {
+        let db = TestDatabase::create().await?;
+        Some(Rig {
+            db,
+            dir: TempDir::new(name),
+            upstream: sim::start(keys).await.unwrap(),
+            keys,
+            daily_usd,
+            noon: crate::harness::noon_offset(),
+        })
+    }
+
     /// The file of the process `name` (the same for every process but its
     /// data directory, which a restart keeps).
     fn config(&self, name: &str) -> PathBuf {
@@ -61,6 +78,7 @@ keys = [
 {keys}]
 
 [budget]
+utc_offset = "{}"
 limits = [{{ scope = "global", daily_usd = "{}" }}]
 
 [auth]
@@ -74,7 +92,8 @@ url = "${{DATABASE_URL}}"
 instance = "${{INSTANCE}}"
 data_dir = "{}"
 "#,
-            self.upstream,
+            self.upstream.base_url(),
+            self.noon,
             self.daily_usd,
             dir.join("data").display()
         );
@@ -195,17 +214,8 @@ async fn spend_it_all(http: &reqwest::Client, urls: &[String], key: &str) -> u64
 /// together they never spend past it, and they spend at least 95% of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_processes_started_at_once_never_overspend_a_shared_budget() {
-    let Some(db) = TestDatabase::create().await else {
+    let Some(rig) = Rig::new("processes-budget", &KEYS, "0.50").await else {
         return;
-    };
-    let dir = TempDir::new("processes-budget");
-    let upstream = sim::start(&KEYS).await.unwrap();
-    let rig = Rig {
-        db: &db,
-        dir: &dir,
-        upstream: upstream.base_url(),
-        keys: &KEYS,
-        daily_usd: "0.50",
     };
     let gws = rig.three().await;
     let http = reqwest::Client::new();
@@ -239,17 +249,8 @@ async fn three_processes_started_at_once_never_overspend_a_shared_budget() {
 /// the propagation deadline, and stays disabled there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_disabled_through_one_process_stops_serving_on_the_others() {
-    let Some(db) = TestDatabase::create().await else {
+    let Some(rig) = Rig::new("processes-disable", &KEYS, "100").await else {
         return;
-    };
-    let dir = TempDir::new("processes-disable");
-    let upstream = sim::start(&KEYS).await.unwrap();
-    let rig = Rig {
-        db: &db,
-        dir: &dir,
-        upstream: upstream.base_url(),
-        keys: &KEYS,
-        daily_usd: "100",
     };
     let gws = rig.three().await;
     let http = reqwest::Client::new();
@@ -348,17 +349,8 @@ fn spread_load(
 /// once the killed one restarts with its data directory.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_one_of_three_processes_under_load_loses_no_answer() {
-    let Some(db) = TestDatabase::create().await else {
+    let Some(rig) = Rig::new("processes-kill", &KEYS, "100").await else {
         return;
-    };
-    let dir = TempDir::new("processes-kill");
-    let upstream = sim::start(&KEYS).await.unwrap();
-    let rig = Rig {
-        db: &db,
-        dir: &dir,
-        upstream: upstream.base_url(),
-        keys: &KEYS,
-        daily_usd: "100",
     };
     let mut gws = rig.three().await;
     let http = reqwest::Client::new();
@@ -424,17 +416,8 @@ async fn key_state(http: &reqwest::Client, gw: &Process, name: &str) -> String {
 /// the first attempt, by the other key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_met_by_one_process_benches_the_key_on_the_others() {
-    let Some(db) = TestDatabase::create().await else {
+    let Some(rig) = Rig::new("processes-storm", &STORM, "100").await else {
         return;
-    };
-    let dir = TempDir::new("processes-storm");
-    let upstream = sim::start(&STORM).await.unwrap();
-    let rig = Rig {
-        db: &db,
-        dir: &dir,
-        upstream: upstream.base_url(),
-        keys: &STORM,
-        daily_usd: "100",
     };
     let gws = rig.three().await;
     let http = reqwest::Client::new();
@@ -463,11 +446,12 @@ async fn a_429_met_by_one_process_benches_the_key_on_the_others() {
         .await;
         for _ in 0..4 {
             let r = chat(gw).await.unwrap();
-            assert_eq!(r.status(), 200);
-            assert_eq!(r.headers()["x-gateway-key"], "healthy");
+            let (status, headers) = (r.status(), r.headers().clone());
+            assert_eq!(status, 200, "{}", r.text().await.unwrap());
+            let r = headers;
+            assert_eq!(r["x-gateway-key"], "healthy");
             assert_eq!(
-                r.headers()["x-gateway-attempts"],
-                "1",
+                r["x-gateway-attempts"], "1",
                 "no request went to the benched key"
             );
         }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use budget::{AllowanceConfig, Allowances, Money, Move, MoveKind, Scope, ShareView};
-use gateway_client::{Client, ShareBacker};
+use gateway_client::{Client, ShareBacker, WeakClient};
 
 use crate::store::{PostgresStore, SpendScope};
 
@@ -29,7 +29,9 @@ const COVER_PAUSE: Duration = Duration::from_millis(20);
 /// This instance's side of the shared budget.
 pub(crate) struct ShareDriver {
     store: Arc<PostgresStore>,
-    client: Client,
+    /// The client whose ledger holds the shares; weak, since the client
+    /// holds this driver as its share backer.
+    client: WeakClient,
     protocol: Mutex<Allowances>,
     /// One request's cover at a time: the others wait, then usually find
     /// the share already grown.
@@ -42,6 +44,20 @@ impl std::fmt::Debug for ShareDriver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ShareDriver").finish_non_exhaustive()
     }
+}
+
+/// This run's name for its moves: the instance's origin and a part new at
+/// every start, so that a restarted instance never reuses the name of a
+/// move its previous run made (the pool would answer with that move's
+/// amount without granting anything).
+fn run_name(origin: &str) -> String {
+    let run = crate::ids::random_hex::<6>().unwrap_or_else(|_| {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("{nanos:x}")
+    });
+    format!("{origin}.{run}")
 }
 
 /// The name of the pool of the limit `share` shows, in its period: the
@@ -84,16 +100,21 @@ enum Cover {
 impl ShareDriver {
     /// The driver for `client`'s ledger, whose limits it makes shared;
     /// `None` without a budget.
-    pub(crate) fn new(store: Arc<PostgresStore>, client: Client) -> Option<Arc<Self>> {
+    pub(crate) fn new(store: Arc<PostgresStore>, client: &Client) -> Option<Arc<Self>> {
         client.with_ledger(|l, _| l.share_limits())?;
-        let protocol = Allowances::new(store.origin(), AllowanceConfig::default());
+        let protocol = Allowances::new(run_name(store.origin()), AllowanceConfig::default());
         Some(Arc::new(ShareDriver {
             store,
-            client,
+            client: client.downgrade(),
             protocol: Mutex::new(protocol),
             covering: tokio::sync::Mutex::new(()),
             opened: Mutex::new(HashSet::new()),
         }))
+    }
+
+    /// Runs `f` on the client's ledger; `None` once the client is gone.
+    fn with_ledger<R>(&self, f: impl FnOnce(&mut budget::Ledger, SystemTime) -> R) -> Option<R> {
+        self.client.upgrade()?.with_ledger(f)
     }
 
     fn protocol(&self) -> std::sync::MutexGuard<'_, Allowances> {
@@ -123,9 +144,7 @@ impl ShareDriver {
     }
 
     fn shares(&self) -> Vec<ShareView> {
-        self.client
-            .with_ledger(|l, now| l.shares(now))
-            .unwrap_or_default()
+        self.with_ledger(|l, now| l.shares(now)).unwrap_or_default()
     }
 
     /// Sends `m` to its pool and applies the answer; whether the pool came
@@ -163,25 +182,23 @@ impl ShareDriver {
     }
 
     fn answered(&self, m: &Move, amount: Money) -> bool {
-        self.client
-            .with_ledger(|l, _| {
-                let mut p = self.protocol();
-                match m.kind {
-                    MoveKind::Grant { .. } => p.granted(l, &m.id, amount),
-                    MoveKind::Return { .. } => {
-                        p.returned(&m.id);
-                        false
-                    }
+        self.with_ledger(|l, _| {
+            let mut p = self.protocol();
+            match m.kind {
+                MoveKind::Grant { .. } => p.granted(l, &m.id, amount),
+                MoveKind::Return { .. } => {
+                    p.returned(&m.id);
+                    false
                 }
-            })
-            .unwrap_or(false)
+            }
+        })
+        .unwrap_or(false)
     }
 
     /// Refills shares running low and sends again the moves whose answer
     /// was lost.
     pub(crate) async fn tick(&self) {
         let out: Vec<Move> = self
-            .client
             .with_ledger(|l, now| {
                 let shares = l.shares(now);
                 let mut p = self.protocol();
@@ -200,9 +217,7 @@ impl ShareDriver {
         let Some(share) = self.shares().into_iter().find(|s| pool_key(s) == key) else {
             return;
         };
-        let m = self
-            .client
-            .with_ledger(|l, _| self.protocol().hand_back(l, share.limit, share.period_id));
+        let m = self.with_ledger(|l, _| self.protocol().hand_back(l, share.limit, share.period_id));
         if let Some(Some(m)) = m {
             self.send(&m).await;
         }
@@ -219,7 +234,7 @@ impl ShareDriver {
                 .store
                 .own_spend(millis(share.period_start), &spend_scope(&share.scope))
                 .await?;
-            self.client.with_ledger(|l, _| {
+            self.with_ledger(|l, _| {
                 l.set_share(share.limit, share.period_id, held, spent);
             });
         }
@@ -229,7 +244,6 @@ impl ShareDriver {
     /// Hands back everything held free (at shutdown).
     pub(crate) async fn release(&self) {
         let moves = self
-            .client
             .with_ledger(|l, now| self.protocol().release_all(l, now))
             .unwrap_or_default();
         for m in moves {
@@ -240,7 +254,7 @@ impl ShareDriver {
     /// One attempt of a request's cover: enough already free, a move to
     /// send, or nothing to do.
     fn cover_step(&self, limit: usize, needed: Money) -> Cover {
-        let step = self.client.with_ledger(|l, now| {
+        let step = self.with_ledger(|l, now| {
             let share = l.shares(now).into_iter().find(|s| s.limit == limit)?;
             let free = share.free();
             if free >= needed {

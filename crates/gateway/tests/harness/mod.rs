@@ -48,6 +48,22 @@ pub fn chat(model: &str) -> Value {
     json!({"model": model, "user": "u-1", "messages": [{"role": "user", "content": "สวัสดี"}]})
 }
 
+/// The UTC offset at which it is about noon now: a test that runs on the
+/// system clock and spends a daily budget sets it, so that no day (and no
+/// daily budget) ends while it runs, whenever it runs.
+pub fn noon_offset() -> String {
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let hour = i64::try_from(secs / 3600 % 24).unwrap_or(0);
+    let offset = 12 - hour;
+    format!(
+        "{}{:02}:00",
+        if offset < 0 { '-' } else { '+' },
+        offset.abs()
+    )
+}
+
 /// A directory for one test's files, removed when dropped.
 #[derive(Debug)]
 pub struct TempDir(pub PathBuf);
@@ -183,6 +199,10 @@ impl Setup {
         }
         for tweak in self.tweaks.drain(..) {
             tweak(&mut config);
+        }
+        // On the system clock, a budget's day must not end during the test.
+        if let Some(b) = config.budget.as_mut().filter(|_| self.clock.is_none()) {
+            b.utc_offset.get_or_insert_with(noon_offset);
         }
         (config, env)
     }

@@ -20,10 +20,15 @@ use crate::store::StoreError;
 const MIGRATION_LOCK: i64 = 0x006b_6579_706f_6f6c;
 
 /// The newest schema version this gateway knows.
-pub(crate) const LATEST: i32 = 3;
+pub(crate) const LATEST: i32 = 4;
 
 /// Each version's statements, in order.
-const MIGRATIONS: [(i32, &str); 3] = [(1, V1), (2, V2_BUDGET_SHARES), (3, V3_MEMBERS_AND_RATES)];
+const MIGRATIONS: [(i32, &str); 4] = [
+    (1, V1),
+    (2, V2_BUDGET_SHARES),
+    (3, V3_MEMBERS_AND_RATES),
+    (4, V4_MOVES_SERIALIZED),
+];
 
 const V1: &str = "
 CREATE SEQUENCE keypool_changes;
@@ -231,6 +236,38 @@ BEGIN
     took := t;
     left_over := lim - tk - t;
     RETURN NEXT;
+END
+$$;
+";
+
+/// A move sent twice at once (a request's cover and the background
+/// refill resending the same move) looked its name up before either had
+/// locked the pool, so the second failed on the name's uniqueness and its
+/// sender saw an error. The pool's row is now locked first: the second
+/// finds the first's move and answers with its amount.
+const V4_MOVES_SERIALIZED: &str = "
+CREATE OR REPLACE FUNCTION keypool_move(p_key TEXT, p_limit BIGINT, p_member TEXT, p_id TEXT,
+                                        p_amount BIGINT, p_at BIGINT)
+RETURNS BIGINT LANGUAGE plpgsql AS $$
+DECLARE
+    moved BIGINT;
+    held BIGINT;
+BEGIN
+    INSERT INTO budget_pools (key, limit_micros, granted) VALUES (p_key, p_limit, 0)
+        ON CONFLICT (key) DO NOTHING;
+    SELECT granted INTO held FROM budget_pools WHERE key = p_key FOR UPDATE;
+    SELECT amount INTO moved FROM budget_moves WHERE id = p_id;
+    IF FOUND THEN
+        RETURN abs(moved);
+    END IF;
+    moved := CASE WHEN p_amount >= 0
+                  THEN GREATEST(LEAST(p_amount, p_limit - held), 0)
+                  ELSE -LEAST(-p_amount, held) END;
+    UPDATE budget_pools SET limit_micros = p_limit, granted = granted + moved
+        WHERE key = p_key;
+    INSERT INTO budget_moves (id, key, member, amount, at)
+        VALUES (p_id, p_key, p_member, moved, p_at);
+    RETURN abs(moved);
 END
 $$;
 ";
