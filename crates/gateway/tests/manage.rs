@@ -980,3 +980,82 @@ async fn state_survives_a_restart() {
     let (_, audit) = gw.admin(Method::GET, "/admin/audit", None).await;
     assert_eq!(audit["data"].as_array().unwrap().len(), 3);
 }
+
+/// A paste of keys is imported line by line: the good ones are added (and
+/// serve, and are audited), a key the rule refuses, a duplicate and a key
+/// the upstream refuses to a probe are reported, and no secret comes back.
+#[tokio::test]
+async fn keys_pasted_in_bulk_are_checked_reported_line_by_line_and_added() {
+    let gw = start().await;
+    let text = format!(
+        "# keys from the relay's console\n{}\nshort sk-tiny\nagain {}\n\nrevoked sk-sim-never-issued-000000000009\n",
+        KEYS[2].1, KEYS[0].1
+    );
+    let (status, report) = gw
+        .admin(
+            Method::POST,
+            "/admin/upstream-keys/import",
+            Some(json!({"provider": "simulated", "text": text, "name_prefix": "relay", "probe_model": "gpt-4o-mini"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{report}");
+    let lines = report["lines"].as_array().unwrap();
+    let summary: Vec<(u64, &str, &str)> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["line"].as_u64().unwrap(),
+                l["name"].as_str().unwrap(),
+                l["status"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (2, "relay-1", "added"),
+            (3, "short", "refused"),
+            (4, "again", "refused"),
+            (6, "revoked", "probe_failed"),
+        ],
+        "{report}"
+    );
+    assert_eq!(
+        (report["added"].as_u64(), report["refused"].as_u64()),
+        (Some(1), Some(3))
+    );
+    let text = report.to_string();
+    assert!(
+        !text.contains(KEYS[2].1) && !text.contains(KEYS[0].1),
+        "{text}"
+    );
+    assert!(
+        lines[1]["error"].as_str().unwrap().contains("short"),
+        "{report}"
+    );
+    assert!(
+        lines[2]["error"].as_str().unwrap().contains("already"),
+        "{report}"
+    );
+    // The imported key serves, and its addition is in the audit log.
+    let id = lines[0]["id"].as_str().unwrap().to_owned();
+    let (_, keys) = gw.admin(Method::GET, "/admin/upstream-keys", None).await;
+    assert!(keys.to_string().contains(&id));
+    let (_, audit) = gw.admin(Method::GET, "/admin/audit", None).await;
+    assert!(
+        audit["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["action"] == "upstream_key.add" && e["target"] == id.as_str()),
+        "{audit}"
+    );
+    let (status, e) = gw
+        .admin(
+            Method::POST,
+            "/admin/upstream-keys/import",
+            Some(json!({"provider": "simulated"})),
+        )
+        .await;
+    assert_eq!((status, error_code(&e)), (400, "no_keys"));
+}

@@ -55,6 +55,11 @@ impl ApiError {
         }
     }
 
+    /// What went wrong, for a caller that reports it beside others.
+    pub(crate) fn message(&self) -> &str {
+        &self.message
+    }
+
     /// 400 `invalid_request_error` with `code`.
     pub(crate) fn bad_request(code: &str, message: impl Into<String>) -> Self {
         Self::new(

@@ -6,6 +6,7 @@
 
 mod canary;
 mod client_keys;
+mod import;
 mod reports;
 mod upstream;
 
@@ -36,6 +37,7 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
             "/admin/upstream-keys",
             get(upstream::list).post(upstream::add),
         )
+        .route("/admin/upstream-keys/import", post(import::import))
         .route("/admin/upstream-keys/{id}", delete(upstream::remove))
         .route("/admin/upstream-keys/{id}/{action}", post(upstream::act))
         .route("/admin/canary", get(canary::list))

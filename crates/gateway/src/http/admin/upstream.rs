@@ -53,13 +53,14 @@ fn audited(v: &AdminUpstreamKeyView) -> &UpstreamKeyView {
     &v.key
 }
 
-/// The secret sealed for the store, when the store keeps state: refused
-/// without a secrets key, since an unsealed secret must never be stored.
-fn seal(s: &AppState, id: &str, secret: &str) -> Result<Option<Vec<u8>>, ApiError> {
+/// What seals secrets for the store: `None` when the store keeps no
+/// state; refused without a secrets key, since an unsealed secret must
+/// never be stored.
+pub(super) fn sealer(s: &AppState) -> Result<Option<&crate::secrets::Sealer>, ApiError> {
     if !s.store.is_durable() {
         return Ok(None);
     }
-    let sealer = s.sealer.as_ref().ok_or_else(|| {
+    s.sealer.as_ref().map(Some).ok_or_else(|| {
         ApiError::new(
             StatusCode::CONFLICT,
             "invalid_request_error",
@@ -67,7 +68,14 @@ fn seal(s: &AppState, id: &str, secret: &str) -> Result<Option<Vec<u8>>, ApiErro
             "keys added or rotated in at runtime are stored with their secrets sealed: set \
              [storage] secrets_key (64 hex digits) to do this, or put the key in the config file",
         )
-    })?;
+    })
+}
+
+/// The secret sealed for the store, when the store keeps state.
+fn seal(s: &AppState, id: &str, secret: &str) -> Result<Option<Vec<u8>>, ApiError> {
+    let Some(sealer) = sealer(s)? else {
+        return Ok(None);
+    };
     sealer
         .seal(id, secret)
         .map(Some)
@@ -156,26 +164,39 @@ pub(super) async fn add(
     admin: Admin,
     JsonBody(a): JsonBody<AddUpstream>,
 ) -> Result<(StatusCode, Json<AdminUpstreamKeyView>), ApiError> {
+    let view = add_key(&s, &admin, &a.provider, &a.secret, a.new_key()).await?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// Adds `key` (whose secret is `secret`) to `provider`'s pool under a new
+/// id, stores it (its secret sealed) and audits it.
+pub(super) async fn add_key(
+    s: &AppState,
+    admin: &Admin,
+    provider: &str,
+    secret: &str,
+    key: NewKey,
+) -> Result<AdminUpstreamKeyView, ApiError> {
     let _change = s.one_change_at_a_time().await;
     let id = keys::new_id().map_err(|e| ApiError::internal(format!("no randomness: {e}")))?;
-    let sealed = seal(&s, &id, &a.secret)?;
-    let key = s
+    let sealed = seal(s, &id, secret)?;
+    let added = s
         .client
-        .with_pool(&a.provider, |pool, now| pool.add(a.new_key(), now))
-        .ok_or_else(|| ApiError::not_found(format!("no provider {:?}", a.provider)))?
+        .with_pool(provider, |pool, now| pool.add(key, now))
+        .ok_or_else(|| ApiError::not_found(format!("no provider {provider:?}")))?
         .map_err(|e| ApiError::bad_request("invalid_key", e.to_string()))?;
-    let entry = register(&s, (&id, &a.provider, key), &a.secret, sealed).await?;
-    let after = view(&s, &entry).ok_or_else(|| no_key(&id))?;
+    let entry = register(s, (&id, provider, added), secret, sealed).await?;
+    let after = view(s, &entry).ok_or_else(|| no_key(&id))?;
     audit(
-        &s,
-        &admin,
+        s,
+        admin,
         "upstream_key.add",
         &id,
         None::<&()>,
         Some(audited(&after)),
     )
     .await?;
-    Ok((StatusCode::CREATED, Json(after)))
+    Ok(after)
 }
 
 /// What an operator does to one upstream key (the last path segment).
