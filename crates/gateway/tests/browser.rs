@@ -16,7 +16,7 @@ use gateway::sim::Behavior;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::harness::{Gateway, MASTER, Setup};
+use crate::harness::{Gateway, MASTER, Setup, TempDir};
 
 const KEYS: [(&str, &str, Behavior); 2] = [
     ("alpha", "sk-sim-alpha-00000000000000001", Behavior::Healthy),
@@ -101,8 +101,13 @@ async fn post(http: &reqwest::Client, url: &str, body: &Value) -> Value {
 }
 
 /// A WebDriver session on a headless Chromium.
-async fn open_session(http: &reqwest::Client, driver: &Driver, chromium: &PathBuf) -> String {
-    let profile = std::env::temp_dir().join(format!("gateway-browser-{}", std::process::id()));
+async fn open_session(
+    http: &reqwest::Client,
+    driver: &Driver,
+    chromium: &PathBuf,
+    profile: &TempDir,
+) -> String {
+    let profile = &profile.0;
     let caps = json!({"capabilities": {"alwaysMatch": {
         "browserName": "chrome",
         "goog:loggingPrefs": {"browser": "ALL"},
@@ -195,8 +200,10 @@ async fn the_dashboard_shows_a_disabled_key_without_console_errors() {
     };
     let gw = gateway_with_traffic().await;
     let http = reqwest::Client::new();
+    // Declared before the driver, so removed after Chromium has ended.
+    let profile = TempDir::new("browser-profile");
     let driver = start_driver(&chromedriver).await;
-    let session = open_session(&http, &driver, &chromium).await;
+    let session = open_session(&http, &driver, &chromium, &profile).await;
     let r = http
         .post(format!("{session}/url"))
         .json(&json!({"url": gw.url("/dashboard")}))
