@@ -9,6 +9,7 @@ use budget::{CharEstimator, Ledger, PriceTable, Reservation, Scopes, TokenEstima
 use canary::{Gates, Rollout};
 use keypool_core::{AcquireOptions, KeyId, KeyPool, Lease, Outcome, Timestamp, Usage};
 use tokio::sync::broadcast;
+use tracing::Instrument as _;
 use transport::{Class, RateLimits, StreamEvent, StreamStart, Transport, classify};
 
 use crate::clock::Clock;
@@ -562,7 +563,18 @@ impl Client {
                 }
             };
             let key = (p, lease.key());
-            match self.attempt(work, ctx, stream, p, lease, deadline).await? {
+            let span = self
+                .inner
+                .providers
+                .get(p)
+                .map_or_else(tracing::Span::none, |pr| {
+                    crate::trace::attempt(&pr.name, lease.name(), &work.model, work.attempts + 1)
+                });
+            let step = self
+                .attempt(work, ctx, stream, p, lease, deadline)
+                .instrument(span)
+                .await?;
+            match step {
                 Step::Done(sent) => return Ok(sent),
                 Step::Again => continue,
                 Step::Retry(why) => {
@@ -670,6 +682,7 @@ impl Client {
         match answer {
             Ok(answer) => self.on_answer(work, ctx, p, lease, answer, sent_at),
             Err(e) => {
+                crate::trace::failed(&e);
                 self.report(p, lease, e.outcome(), None);
                 if e.is_request() {
                     return Err(ClientError::InvalidRequest(e.to_string()));
@@ -741,6 +754,7 @@ impl Client {
             .unwrap_or_default();
         let key_name = lease.name().clone();
         let c = classify(&answer, sent_at.elapsed(), self.inner.clock.now());
+        crate::trace::answered(answer.status, &c);
         self.report(p, lease, c.outcome, Some(&c.rate_limits));
         match c.class {
             Class::Success => {

@@ -59,6 +59,7 @@ mod request;
 mod share;
 mod stats;
 mod stream;
+mod trace;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -53,6 +53,7 @@ pub mod secrets;
 pub mod sim;
 mod state;
 pub mod store;
+pub mod telemetry;
 pub mod testing;
 mod views;
 

@@ -30,3 +30,5 @@ mod operators;
 mod processes;
 /// Serving: answers, streams, errors, failover, shutdown.
 mod serving;
+/// Traces exported over OTLP.
+mod traces;

@@ -87,27 +87,47 @@ enum Command {
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-fn init_logging(command: &Command) {
+/// The log on standard error and, when `[telemetry]` says where, the
+/// traces' exporter (returned, to flush at the end).
+fn init_logging(
+    command: &Command,
+    config: Option<&Config>,
+) -> std::result::Result<Option<crate::telemetry::Exporter>, crate::config::ConfigError> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let default_filter = if matches!(command, Command::Demo { .. }) {
         "error"
     } else {
         "info"
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter))
+        // Spans for traces are the exporter's, never the log's.
+        .add_directive(
+            format!("{}=off", crate::telemetry::TARGET)
+                .parse()
+                .map_err(|e| crate::config::ConfigError::new("RUST_LOG", format!("{e}")))?,
+        );
+    let log = tracing_subscriber::fmt::layer()
         .with_target(false)
-        .init();
+        .with_filter(filter);
+    let traces = match config {
+        Some(c) => crate::telemetry::layer(&c.telemetry)?,
+        None => None,
+    };
+    let (traces, exporter) = traces.map_or((None, None), |(l, e)| (Some(l), Some(e)));
+    tracing_subscriber::registry().with(log).with(traces).init();
+    Ok(exporter)
 }
 
 /// Runs the command line; what `main` returns.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.command);
     // `serve --config` reads its file first: `[server] workers` is how many
     // threads serve, each with a single-threaded runtime of its own (the
-    // main thread's runs the background services too).
+    // main thread's runs the background services too); `[telemetry]` says
+    // where traces go.
     let loaded = match &cli.command {
         Command::Serve {
             config: Some(path), ..
@@ -120,6 +140,13 @@ pub fn main() -> ExitCode {
         },
         _ => None,
     };
+    let exporter = match init_logging(&cli.command, loaded.as_ref()) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("gateway: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let mut builder = match cli.command {
         Command::Serve { .. } => tokio::runtime::Builder::new_current_thread(),
         _ => tokio::runtime::Builder::new_multi_thread(),
@@ -131,7 +158,11 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli.command, loaded)) {
+    let outcome = runtime.block_on(run(cli.command, loaded));
+    if let Some(exporter) = exporter {
+        exporter.shutdown();
+    }
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("gateway: {e}");

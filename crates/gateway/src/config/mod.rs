@@ -21,6 +21,7 @@ mod retry;
 mod secret;
 mod server;
 mod storage;
+mod telemetry;
 mod transport;
 
 use std::path::Path;
@@ -41,6 +42,7 @@ pub use self::retry::RetryConfig;
 pub use self::secret::{SecretSource, resolve_secret};
 pub use self::server::ServerConfig;
 pub use self::storage::{Backend, StorageConfig};
+pub use self::telemetry::TelemetryConfig;
 pub use self::transport::{TransportConfig, upstream_transport};
 pub use ::budget::Dollars;
 
@@ -116,6 +118,9 @@ pub struct Config {
     /// `[transport]`.
     #[serde(default)]
     pub transport: TransportConfig,
+    /// `[telemetry]`: traces over OTLP.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
 }
 
 impl Config {

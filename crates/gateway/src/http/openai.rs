@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use gateway_client::{Endpoint, ResponseMeta};
 use serde::Serialize;
+use tracing::Instrument as _;
 
 use super::admission::{Admitted, admit, admit_shared, surface};
 use super::error::ApiError;
@@ -100,11 +101,22 @@ async fn serve(
         }
     };
     let model = admitted.request.model().to_owned();
-    let result = if admitted.stream && endpoint == Endpoint::ChatCompletions {
-        stream::serve(&s, admitted).await
-    } else {
-        answer(&s, admitted, endpoint).await
+    let operation = match endpoint {
+        Endpoint::ChatCompletions => "chat",
+        Endpoint::Embeddings => "embeddings",
     };
+    let span = crate::telemetry::request_span(operation, &model, admitted.ctx.team.as_deref());
+    let result = if admitted.stream && endpoint == Endpoint::ChatCompletions {
+        stream::serve(&s, admitted).instrument(span.clone()).await
+    } else {
+        answer(&s, admitted, endpoint)
+            .instrument(span.clone())
+            .await
+    };
+    match &result {
+        Ok((_, meta)) => crate::telemetry::answered(&span, 200, Some(meta)),
+        Err(e) => crate::telemetry::answered(&span, e.status.as_u16(), None),
+    }
     match result {
         Ok((r, meta)) => {
             s.count_request(name, &model, 200, started.elapsed(), Some(&meta));
