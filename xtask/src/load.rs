@@ -4,6 +4,7 @@
 //! xtask needs no HTTP crate.
 
 mod cluster;
+mod traces;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -416,8 +417,21 @@ impl Storage<'_> {
 impl Rig {
     /// A gateway serving the keys, its state kept as `storage` says.
     fn gateway(&self, storage: Storage<'_>) -> Result<(Process, SocketAddr)> {
+        self.gateway_with(storage, "")
+    }
+
+    /// [`gateway`](Self::gateway), with `extra` sections in its file.
+    fn gateway_with(&self, storage: Storage<'_>, extra: &str) -> Result<(Process, SocketAddr)> {
         let addr = local(free_port()?)?;
         let config = config_with_keys(&self.dir, self.upstream, addr, KEYS, storage)?;
+        if !extra.is_empty() {
+            let mut file = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&config)
+                .map_err(|e| e.to_string())?;
+            file.write_all(extra.as_bytes())
+                .map_err(|e| e.to_string())?;
+        }
         let gw = spawn_gateway(&self.bin, &config)?;
         wait_until_up(addr)?;
         Ok((gw, addr))
@@ -431,6 +445,7 @@ struct Section {
     cpu_rows: Vec<String>,
     store_rows: Vec<String>,
     store_cpu_rows: Vec<String>,
+    trace_rows: Vec<String>,
     report_rows: Vec<String>,
     verdicts: Vec<String>,
 }
@@ -444,11 +459,22 @@ pub(crate) enum Only {
     Comparison,
     /// The store's cost and reports beside traffic.
     Store,
+    /// What exporting traces costs.
+    Traces,
 }
 
 /// Builds the release gateway, runs the benchmark, and returns the markdown section.
 pub(crate) fn bench_gateway(only: Only) -> Result<String> {
     let rig = start_rig()?;
+    if only == Only::Traces {
+        let mut out = Section::default();
+        traces::trace_cost(&rig, &mut out)?;
+        return Ok(format!(
+            "{}\n\n{}\n",
+            out.trace_rows.join("\n"),
+            out.verdicts.join("\n")
+        ));
+    }
     if only == Only::Store {
         let mut out = Section::default();
         store_cost(&rig, &mut out)?;
@@ -500,6 +526,7 @@ pub(crate) fn bench_gateway(only: Only) -> Result<String> {
             out.verdicts.join("\n")
         ));
     }
+    traces::trace_cost(&rig, &mut out)?;
     store_cost(&rig, &mut out)?;
     report_under_load(&rig, &mut out)?;
     drop(rig);
@@ -835,6 +862,10 @@ fn markdown(out: &Section) -> String {
          CPU time per answered request in those single-instance runs (median run), of the gateway \
          and of every process of the Postgres server (which shares the same 2 cores here):\n\n\
          | target | gateway | Postgres server |\n|---|---|---|\n{}\n\n\
+         Traces: the gateway (in-memory store) with and without `[telemetry] otlp_endpoint` \
+         pointed at a collector stand-in in the load generator, taking turns for three 3 s runs \
+         (median run):\n\n\
+         | connections | target | requests/s | p50 | p99 | errors |\n|---|---|---|---|---|---|\n{}\n\n\
          Usage reports beside traffic: a gateway on a SQLite store of {REPORT_RECORDS} usage \
          records (`gateway fill-usage`: 30 days, 50 client keys, 5 teams, 4 models), chat at 4 \
          connections for 5 s alone, then again while a client asks for the full `/v1/usage` \
@@ -844,6 +875,7 @@ fn markdown(out: &Section) -> String {
         out.cpu_rows.join("\n"),
         out.store_rows.join("\n"),
         out.store_cpu_rows.join("\n"),
+        out.trace_rows.join("\n"),
         out.report_rows.join("\n"),
         out.verdicts.join("\n")
     )

@@ -11,6 +11,7 @@
 //!   upstream, written to its own section of `docs/benchmarks.md`
 //!   (`bench-gateway --quick`: the 16-connection rows only, printed;
 //!   `--store`: the store's cost and reports beside traffic, printed;
+//!   `--traces`: what exporting traces costs, printed;
 //!   `KEYPOOL_BENCH_BIN=path` measures another build, for an A/B run, and
 //!   `KEYPOOL_BENCH_NO_POSTGRES=1` leaves the Postgres rows out for a build without them);
 //! - `postgres`: prints the URL of the Postgres server the tests use,
@@ -50,10 +51,11 @@ fn main() -> ExitCode {
         "bench-gateway" => match env::args().nth(2).as_deref() {
             Some("--quick") => bench_gateway(load::Only::Comparison),
             Some("--store") => bench_gateway(load::Only::Store),
+            Some("--traces") => bench_gateway(load::Only::Traces),
             _ => bench_gateway(load::Only::Everything),
         },
         _ => Err(format!(
-            "unknown job {job:?}\nusage: cargo xtask <lint|test|ci|bench|bench-gateway [--quick|--store]|postgres|forward UPSTREAM KEY>"
+            "unknown job {job:?}\nusage: cargo xtask <lint|test|ci|bench|bench-gateway [--quick|--store|--traces]|postgres|forward UPSTREAM KEY>"
         )),
     };
     match result {
