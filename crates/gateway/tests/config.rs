@@ -404,6 +404,10 @@ fn bad_operator_settings_name_their_field() {
             "[[canary]]\nmodel = \"a\"\npercent = 5\n",
             "canary[0].candidate",
         ),
+        (
+            "[telemetry]\notlp_endpoint = \"collector:4318\"\n",
+            "telemetry.otlp_endpoint",
+        ),
     ] {
         let config = Config::parse(&format!("{PROVIDER}{bad}"), Path::new("gw.toml")).unwrap();
         let e = build(&config, &key_env()).unwrap_err().to_string();
@@ -427,4 +431,24 @@ fn bad_operator_settings_name_their_field() {
     let e = build(&config, &key_env()).unwrap_err().to_string();
     assert!(e.starts_with("budget.prices_file"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `gateway check` says where traces go, without the endpoint's credentials.
+#[test]
+fn check_says_where_traces_go_without_credentials() {
+    let text = format!(
+        "{PROVIDER}[telemetry]\notlp_endpoint = \"https://user:s3cret@collector.internal:4318/v1/traces\"\nservice_name = \"gw-eu\"\n"
+    );
+    let config = Config::parse(&text, Path::new("gw.toml")).unwrap();
+    let lines = build(&config, &key_env())
+        .unwrap()
+        .understood
+        .lines
+        .join("\n");
+    assert!(
+        lines
+            .contains("traces: exported over OTLP to https://collector.internal:4318 as \"gw-eu\""),
+        "{lines}"
+    );
+    assert!(!lines.contains("s3cret"), "{lines}");
 }

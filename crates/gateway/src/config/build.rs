@@ -96,6 +96,7 @@ pub fn build(
     builder = builder.retry(config.retry.build()?);
     let (context, line) = config.context.build()?;
     u.lines.extend(line);
+    u.lines.extend(config.telemetry.check()?);
     builder = builder.context(context);
     u.models.sort();
     u.models.dedup();

@@ -31,6 +31,29 @@ impl TelemetryConfig {
         Ok(Some(url))
     }
 
+    /// What `gateway check` says of traces: where they go (the endpoint's
+    /// scheme, host and port only, since a URL may hold credentials).
+    pub(super) fn check(&self) -> Result<Option<String>, ConfigError> {
+        let Some(url) = self.endpoint()? else {
+            return Ok(None);
+        };
+        let shown = url
+            .parse::<http::Uri>()
+            .ok()
+            .and_then(|u| {
+                Some(format!(
+                    "{}://{}",
+                    u.scheme_str()?,
+                    u.authority()?.as_str().rsplit('@').next()?
+                ))
+            })
+            .unwrap_or_default();
+        Ok(Some(format!(
+            "traces: exported over OTLP to {shown} as {:?}",
+            self.service_name()
+        )))
+    }
+
     /// The service's name in the spans.
     pub fn service_name(&self) -> &str {
         self.service_name.as_deref().unwrap_or("keypool-gateway")
