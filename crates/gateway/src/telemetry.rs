@@ -64,8 +64,13 @@ where
         )
         .build();
     let tracer = provider.tracer("keypool-gateway");
+    // Only the attributes the spans declare: no source location, thread
+    // or busy/idle timings (less to build and send for every span).
     let layer = tracing_opentelemetry::layer()
         .with_tracer(tracer)
+        .with_location(false)
+        .with_threads(false)
+        .with_tracked_inactivity(false)
         .with_filter(Targets::new().with_target(TARGET, LevelFilter::TRACE));
     Ok(Some((layer, Exporter { provider })))
 }

@@ -123,7 +123,7 @@ otlp_endpoint = "{traces}"
 }
 
 /// Three chat requests, the first of which meets the revoked key and fails
-/// over: each is a `chat gpt-4o-mini` span with the `GenAI` attributes, its
+/// over, and a stream: each is a `chat gpt-4o-mini` span with the `GenAI` attributes, its
 /// attempts child spans naming the key and the outcome; no secret is sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_request_is_a_span_and_each_attempt_a_child_span() {
@@ -149,19 +149,27 @@ async fn each_request_is_a_span_and_each_attempt_a_child_span() {
             .unwrap();
         assert_eq!(r.status(), 200);
     }
+    // A stream: its span lasts until the stream ends, with its final usage.
+    let streamed = http
+        .post(gw.url("/v1/chat/completions"))
+        .json(&json!({"model": "gpt-4.1", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(streamed.text().await.unwrap().ends_with("data: [DONE]\n\n"));
     let requests = |c: &Collected| {
         c.spans
             .iter()
-            .filter(|s| s.name == "chat gpt-4o-mini")
+            .filter(|s| s.name.starts_with("chat "))
             .count()
     };
     tokio::time::timeout(Duration::from_secs(30), async {
-        while requests(&got.0.lock().unwrap()) < 3 {
+        while requests(&got.0.lock().unwrap()) < 4 {
             got.1.notified().await;
         }
     })
     .await
-    .expect("three request spans within 30 s");
+    .expect("four request spans within 30 s");
     let c = got.0.lock().unwrap();
     let raw = String::from_utf8_lossy(&c.raw);
     assert!(
@@ -204,4 +212,12 @@ async fn each_request_is_a_span_and_each_attempt_a_child_span() {
         }
     }
     assert_eq!(failed_over, 1, "the revoked key is met once, then disabled");
+    let stream = c.spans.iter().find(|s| s.name == "chat gpt-4.1").unwrap();
+    let output: u64 = stream.attributes["gen_ai.usage.output_tokens"]
+        .parse()
+        .unwrap();
+    assert!(
+        output > 0,
+        "the stream's span has its final usage: {stream:?}"
+    );
 }

@@ -107,7 +107,9 @@ async fn serve(
     };
     let span = crate::telemetry::request_span(operation, &model, admitted.ctx.team.as_deref());
     let result = if admitted.stream && endpoint == Endpoint::ChatCompletions {
-        stream::serve(&s, admitted).instrument(span.clone()).await
+        stream::serve(&s, admitted, span.clone())
+            .instrument(span.clone())
+            .await
     } else {
         answer(&s, admitted, endpoint)
             .instrument(span.clone())

@@ -17,10 +17,12 @@ use crate::auth::ClientKey;
 use crate::state::AppState;
 
 /// Starts the stream (failing over until its first chunk) and answers with
-/// its events.
+/// its events; the request's `span` lasts as long as the stream and gets
+/// its final usage.
 pub(super) async fn serve(
     s: &Arc<AppState>,
     a: Admitted,
+    span: tracing::Span,
 ) -> Result<(Response, ResponseMeta), ApiError> {
     let stream = s.client.chat_completion_stream(a.request, &a.ctx).await?;
     let meta = stream.meta().clone();
@@ -30,6 +32,7 @@ pub(super) async fn serve(
         stream: Some(stream),
         app: s.clone(),
         key: a.key,
+        span,
     };
     *response.body_mut() = Body::from_stream(futures_util::stream::unfold(state, next_chunk));
     let h = response.headers_mut();
@@ -47,6 +50,8 @@ struct Passing {
     stream: Option<ClientStream>,
     app: Arc<AppState>,
     key: Option<Arc<ClientKey>>,
+    /// The request's span, ended with the stream.
+    span: tracing::Span,
 }
 
 impl Drop for Passing {
@@ -57,6 +62,7 @@ impl Drop for Passing {
         let Some(meta) = stream.cut_short().cloned() else {
             return;
         };
+        crate::telemetry::answered(&self.span, 200, Some(&meta));
         // The client went away mid-stream: the upstream billed what it
         // generated, so it is recorded all the same (off the dropped task).
         let (app, key) = (self.app.clone(), self.key.clone());
@@ -101,6 +107,7 @@ async fn next_chunk(
             // Saved before the client sees the end of the answer, whether it
             // ended well or with an upstream error after its first chunk.
             let ended = st.stream.take()?;
+            crate::telemetry::answered(&st.span, 200, Some(ended.meta()));
             st.app.record_usage(st.key.as_deref(), ended.meta()).await;
             Some((Ok(bytes::Bytes::from_static(b"data: [DONE]\n\n")), st))
         }
