@@ -676,7 +676,7 @@ fn store_cost(rig: &Rig, out: &mut Section) -> Result<()> {
     .flatten()
     .map(|p| p.0.id().to_string())
     .collect();
-    let medians = alternate(&addrs, &pids);
+    let medians = alternate(&addrs, &pids, 5);
     for ((target, _), (f, cpu)) in addrs.iter().zip(&medians) {
         out.store_rows.push(row(16, target, f));
         out.store_cpu_rows.push(store_cpu_row(target, cpu));
@@ -689,12 +689,12 @@ fn store_cost(rig: &Rig, out: &mut Section) -> Result<()> {
     Ok(())
 }
 
-/// Five rounds of 3 s runs at 16 connections, taking turns between `addrs`
-/// (served by the gateways `pids`): each target's median run, with the
-/// CPU its gateway and the Postgres server spent.
-fn alternate(addrs: &[(&str, SocketAddr)], pids: &[String]) -> Vec<Measured> {
+/// `rounds` rounds of 3 s runs at 16 connections, taking turns between
+/// `addrs` (served by the gateways `pids`): each target's median run, with
+/// the CPU its gateway and the Postgres server spent.
+fn alternate(addrs: &[(&str, SocketAddr)], pids: &[String], rounds: usize) -> Vec<Measured> {
     let mut runs: Vec<Vec<Measured>> = addrs.iter().map(|_| Vec::new()).collect();
-    for _ in 0..5 {
+    for _ in 0..rounds {
         for (((_, addr), runs), pid) in addrs.iter().zip(&mut runs).zip(pids) {
             let processes = [
                 ("gateway", pid.clone()),

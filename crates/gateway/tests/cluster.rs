@@ -205,6 +205,34 @@ async fn usage_answered_by_either_instance_is_in_both_reports() {
     }
 }
 
+/// A key whose answers are as long as `max_tokens` allows.
+const VERBOSE: SimKey = (
+    "verbose",
+    "sk-sim-verbose-00000000000000v1",
+    Behavior::Verbose,
+);
+
+/// An instance on `db`, its files in `dir`, with a hard global daily
+/// budget of `limit`, in front of `upstream` (serving [`VERBOSE`]).
+async fn budgeted(
+    db: &TestDatabase,
+    dir: &std::path::Path,
+    upstream: &sim::SimUpstream,
+    limit: budget::Money,
+) -> Gateway {
+    Setup::new(&[VERBOSE])
+        .upstream(upstream.base_url())
+        .postgres(db.url(), dir)
+        .configure(move |c| {
+            c.budget = Some(gateway::config::BudgetConfig {
+                limits: vec![gateway::config::LimitConfig::global_daily(limit)],
+                ..gateway::config::BudgetConfig::default()
+            });
+        })
+        .start()
+        .await
+}
+
 /// Three instances, one hard daily budget, 32 clients at once (each
 /// request with `max_tokens`, answered in full), until the budget refuses:
 /// together they never spend past the limit, and they spend nearly all of
@@ -215,27 +243,11 @@ async fn three_instances_never_overspend_a_shared_budget_and_use_nearly_all_of_i
         return;
     };
     let dir = TempDir::new("cluster-budget");
-    let verbose: SimKey = (
-        "verbose",
-        "sk-sim-verbose-00000000000000v1",
-        Behavior::Verbose,
-    );
-    let upstream = sim::start(&[verbose]).await.unwrap();
+    let upstream = sim::start(&[VERBOSE]).await.unwrap();
     let limit = budget::Money::from_cents(50);
     let mut instances = Vec::new();
     for name in ["a", "b", "c"] {
-        let gw = Setup::new(&[verbose])
-            .upstream(upstream.base_url())
-            .postgres(db.url(), &dir.join(name))
-            .configure(move |c| {
-                c.budget = Some(gateway::config::BudgetConfig {
-                    limits: vec![gateway::config::LimitConfig::global_daily(limit)],
-                    ..gateway::config::BudgetConfig::default()
-                });
-            })
-            .start()
-            .await;
-        instances.push(gw);
+        instances.push(budgeted(&db, &dir.join(name), &upstream, limit).await);
     }
     let instances = std::sync::Arc::new(instances);
     let workers = (0..32).map(|w| {
@@ -476,26 +488,10 @@ async fn a_restarted_instance_never_spends_past_the_limit() {
         return;
     };
     let dir = TempDir::new("cluster-restart");
-    let verbose: SimKey = (
-        "verbose",
-        "sk-sim-verbose-00000000000000v1",
-        Behavior::Verbose,
-    );
-    let upstream = sim::start(&[verbose]).await.unwrap();
+    let upstream = sim::start(&[VERBOSE]).await.unwrap();
     let limit = budget::Money::from_cents(20);
-    let start = |name: &str| {
-        Setup::new(&[verbose])
-            .upstream(upstream.base_url())
-            .postgres(db.url(), &dir.join(name))
-            .configure(move |c| {
-                c.budget = Some(gateway::config::BudgetConfig {
-                    limits: vec![gateway::config::LimitConfig::global_daily(limit)],
-                    ..gateway::config::BudgetConfig::default()
-                });
-            })
-            .start()
-    };
-    let (mut a, b) = (start("a").await, start("b").await);
+    let mut a = budgeted(&db, &dir.join("a"), &upstream, limit).await;
+    let b = budgeted(&db, &dir.join("b"), &upstream, limit).await;
     let mut body = crate::harness::chat("gpt-4.1");
     body["max_tokens"] = json!(200);
     for _ in 0..40 {

@@ -5,9 +5,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
-use super::{Measured, Process, Rig, Section, Storage, load, median, row, with_cpu};
+use super::{Measured, Rig, Section, Storage, alternate, row};
 use crate::Result;
 
 /// A collector stand-in: answers every POST with 200 and counts the bytes
@@ -63,28 +62,22 @@ pub(super) fn trace_cost(rig: &Rig, out: &mut Section) -> Result<()> {
     let traced_section =
         format!("\n[telemetry]\notlp_endpoint = \"http://{collector}/v1/traces\"\n");
     let (traced, traced_addr) = rig.gateway_with(Storage::Memory, &traced_section)?;
-    let targets: [(&str, SocketAddr, &Process); 2] = [
-        ("gateway", plain_addr, &plain),
-        ("gateway exporting traces", traced_addr, &traced),
+    let addrs = [
+        ("gateway", plain_addr),
+        ("gateway exporting traces", traced_addr),
     ];
-    let mut runs: [Vec<Measured>; 2] = [Vec::new(), Vec::new()];
-    for _ in 0..3 {
-        for ((_, addr, p), runs) in targets.iter().zip(&mut runs) {
-            let processes = [("gateway", p.0.id().to_string())];
-            runs.push(with_cpu(&processes, || {
-                load(
-                    *addr,
-                    "/v1/chat/completions",
-                    None,
-                    16,
-                    Duration::from_secs(3),
-                )
-            }));
-        }
-    }
-    let [plain_run, traced_run] = runs.map(median);
-    let cpu = |m: &Measured| m.1.first().and_then(|(_, us)| *us).unwrap_or(0.0);
-    for ((name, _, _), m) in targets.iter().zip([&plain_run, &traced_run]) {
+    let pids = [plain.0.id().to_string(), traced.0.id().to_string()];
+    let medians = alternate(&addrs, &pids, 3);
+    let [plain_run, traced_run] = medians.as_slice() else {
+        return Err("the trace runs measured nothing".into());
+    };
+    let cpu = |m: &Measured| {
+        m.1.iter()
+            .find(|(n, _)| *n == "gateway")
+            .and_then(|(_, us)| *us)
+            .unwrap_or(0.0)
+    };
+    for ((name, _), m) in addrs.iter().zip([plain_run, traced_run]) {
         out.trace_rows.push(row(16, name, &m.0));
     }
     let kept = traced_run.0.requests_per_sec / plain_run.0.requests_per_sec.max(1.0);
@@ -92,8 +85,8 @@ pub(super) fn trace_cost(rig: &Rig, out: &mut Section) -> Result<()> {
         "- Exporting traces (a span per request and per upstream attempt, batched over OTLP/HTTP to a collector stand-in that received {} KiB): {:.0}% of the throughput without; the gateway spends {:.1} µs of CPU per request against {:.1} µs.",
         received.load(Ordering::Relaxed) / 1024,
         kept * 100.0,
-        cpu(&traced_run),
-        cpu(&plain_run),
+        cpu(traced_run),
+        cpu(plain_run),
     ));
     Ok(())
 }

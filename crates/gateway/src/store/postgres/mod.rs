@@ -68,7 +68,8 @@ impl std::fmt::Debug for PostgresOptions {
 /// State in Postgres, usage and audit records through a local outbox.
 pub struct PostgresStore {
     inner: Arc<Inner>,
-    shipper: tokio::task::JoinHandle<()>,
+    /// The background shipper, until the store closes.
+    shipper: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 struct Inner {
@@ -99,7 +100,9 @@ impl std::fmt::Debug for PostgresStore {
 
 impl Drop for PostgresStore {
     fn drop(&mut self) {
-        self.shipper.abort();
+        if let Some(shipper) = self.take_shipper() {
+            shipper.abort();
+        }
     }
 }
 
@@ -133,7 +136,17 @@ impl PostgresStore {
             .waiting
             .store(inner.outbox.len().await?, Ordering::Relaxed);
         let shipper = tokio::spawn(ship_forever(Arc::downgrade(&inner)));
-        Ok(PostgresStore { inner, shipper })
+        Ok(PostgresStore {
+            inner,
+            shipper: std::sync::Mutex::new(Some(shipper)),
+        })
+    }
+
+    fn take_shipper(&self) -> Option<tokio::task::JoinHandle<()>> {
+        self.shipper
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
     }
 
     /// Ships what waits in the outbox now.
@@ -397,12 +410,18 @@ impl Store for PostgresStore {
     }
 
     async fn close(&self) {
+        // The shipper stops first, so that the last shipment is this one.
+        if let Some(shipper) = self.take_shipper() {
+            shipper.abort();
+            let _ = shipper.await;
+        }
         if let Err(e) = self.inner.ship_all().await {
             tracing::warn!(
                 "usage records stay in the outbox {} until the next start: {e}",
                 self.inner.outbox.path().display()
             );
         }
+        self.inner.outbox.release();
     }
 }
 

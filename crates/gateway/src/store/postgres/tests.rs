@@ -186,3 +186,29 @@ async fn a_missing_database_is_a_clear_error_without_the_password() {
     assert!(e.contains("does not exist"), "{e}");
     assert!(!e.contains("hunter2"), "{e}");
 }
+
+/// A closed store has shipped everything and given up its outbox at once,
+/// even while something still holds it: a restart in the same process
+/// opens the outbox, and the old store takes no more records.
+#[tokio::test]
+async fn a_closed_store_ships_everything_and_gives_up_its_outbox() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let dir = Dir::new();
+    let mut opts = options(db.url(), &dir, "a");
+    opts.ship_every = Duration::from_secs(3600);
+    let old = PostgresStore::open(opts.clone()).await.unwrap();
+    old.append_usage(conformance::usage_record(1, "key_1", "m", 1))
+        .await
+        .unwrap();
+    old.close().await;
+    // Still held (as a lingering task would), yet the outbox is free.
+    let new = PostgresStore::open(opts).await.unwrap();
+    let lines = new.usage(&UsageQuery::default()).await.unwrap();
+    assert_eq!(lines.iter().map(|l| l.totals.requests).sum::<u64>(), 1);
+    let late = old
+        .append_usage(conformance::usage_record(2, "key_1", "m", 1))
+        .await;
+    assert!(matches!(late, Err(StoreError::Stopped)), "{late:?}");
+}

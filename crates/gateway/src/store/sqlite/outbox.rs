@@ -62,7 +62,8 @@ struct Inner {
     path: PathBuf,
     origin: String,
     writer: Writer<Entry>,
-    _lock: File,
+    /// The lock file, held until [`Outbox::release`] (or the end).
+    lock: std::sync::Mutex<Option<File>>,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -93,7 +94,7 @@ impl Outbox {
                 path: path.to_owned(),
                 origin,
                 writer: Writer::new(conn, commit_all),
-                _lock: lock,
+                lock: std::sync::Mutex::new(Some(lock)),
             }),
         })
     }
@@ -108,9 +109,32 @@ impl Outbox {
         &self.inner.path
     }
 
-    /// Appends `entry`; returns once it is committed to the file.
+    /// Appends `entry`; returns once it is committed to the file. Refused
+    /// once the outbox is [released](Self::release).
     pub(crate) async fn append(&self, entry: Entry) -> Result<(), StoreError> {
+        if self.is_released() {
+            return Err(StoreError::Stopped);
+        }
         self.inner.writer.write(entry).await
+    }
+
+    fn is_released(&self) -> bool {
+        self.inner
+            .lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_none()
+    }
+
+    /// Gives up the file for good (the store is closing): its lock is
+    /// released at once, so that a new store in this process (a restart)
+    /// can open it even while work of this one finishes.
+    pub(crate) fn release(&self) {
+        self.inner
+            .lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
     }
 
     /// Up to `limit` records of each kind waiting, oldest first.
