@@ -9,7 +9,7 @@ use keypool_core::KeyState;
 use reqwest::Method;
 use serde_json::json;
 
-use crate::harness::{Gateway, HEALTHY, REVOKED, Setup, SimKey, TempDir, eventually};
+use crate::harness::{Gateway, HEALTHY, REVOKED, Setup, SimKey, TempDir, eventually, requests_in};
 
 /// How long a change may take to reach another instance in these tests
 /// (notifications bring it in milliseconds; the deadline allows for a
@@ -192,12 +192,7 @@ async fn usage_answered_by_either_instance_is_in_both_reports() {
         eventually(PROPAGATION, "every answer is in the report", || async {
             let (status, usage) = gw.admin(Method::GET, "/v1/usage", None).await;
             assert_eq!(status, 200, "{usage}");
-            let requests: u64 = usage["usage"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|l| l["requests"].as_u64().unwrap())
-                .sum();
+            let requests = requests_in(&usage);
             assert!(requests <= 4, "{usage}");
             requests == 4
         })
@@ -276,12 +271,7 @@ async fn three_instances_never_overspend_a_shared_budget_and_use_nearly_all_of_i
     let a = &instances[0];
     eventually(PROPAGATION, "every answer is in the report", || async {
         let (_, usage) = a.call(Method::GET, "/v1/usage", None, None).await;
-        let requests: u64 = usage["usage"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| l["requests"].as_u64().unwrap())
-            .sum();
+        let requests = requests_in(&usage);
         requests == u64::from(served)
     })
     .await;
@@ -447,12 +437,7 @@ async fn postgres_going_away_under_traffic_loses_nothing() {
         if status != 200 {
             return false;
         }
-        let requests: u64 = usage["usage"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| l["requests"].as_u64().unwrap())
-            .sum();
+        let requests = requests_in(&usage);
         assert!(
             requests <= answered,
             "{requests} recorded for {answered} answered"

@@ -13,7 +13,7 @@ use gateway::sim::{self, Behavior};
 use gateway::testing::TestDatabase;
 use serde_json::{Value, json};
 
-use crate::harness::{Process, SimKey, TempDir, eventually};
+use crate::harness::{Process, SimKey, TempDir, eventually, requests_in};
 
 const MASTER: &str = "master-key-for-the-process-tests";
 const KEYS: [SimKey; 2] = [
@@ -226,12 +226,7 @@ async fn three_processes_started_at_once_never_overspend_a_shared_budget() {
     let limit = 500_000;
     eventually(PROPAGATION, "every answer is in the report", || async {
         let usage = get(&http, &gws[1], "/v1/usage").await;
-        let requests: u64 = usage["usage"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|l| l["requests"].as_u64().unwrap())
-            .sum();
+        let requests = requests_in(&usage);
         requests == answers
     })
     .await;
@@ -296,12 +291,7 @@ async fn a_key_disabled_through_one_process_stops_serving_on_the_others() {
 /// Requests answered by any process, summed from the usage records.
 async fn recorded(http: &reqwest::Client, gw: &Process) -> u64 {
     let usage = get(http, gw, "/v1/usage").await;
-    usage["usage"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["requests"].as_u64().unwrap())
-        .sum()
+    requests_in(&usage)
 }
 
 /// Nine clients spread over `urls`, each moving to the next process when

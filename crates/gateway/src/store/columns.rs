@@ -5,7 +5,40 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use canary::Phase;
-use keypool_core::{CooldownCause, DisableCause, KeyState, Timestamp};
+use keypool_core::{CooldownCause, DisableCause, KeyState, SavedKey, Timestamp};
+
+use super::records::KeyOrigin;
+
+/// A saved key's state as `(state, until_ms, cause)` columns, all `NULL`
+/// for a key without one.
+pub(crate) fn saved_key_state(
+    saved: Option<&SavedKey>,
+) -> (Option<&'static str>, Option<i64>, Option<&'static str>) {
+    match saved {
+        Some(saved) => {
+            let (state, until, cause) = key_state(&saved.state);
+            (Some(state), until, cause)
+        }
+        None => (None, None, None),
+    }
+}
+
+/// Where a key came from, as a column.
+pub(crate) fn key_origin(origin: KeyOrigin) -> &'static str {
+    match origin {
+        KeyOrigin::Config => "config",
+        KeyOrigin::Runtime => "runtime",
+    }
+}
+
+/// A key's origin from its column.
+pub(crate) fn key_origin_from(column: &str) -> Result<KeyOrigin, String> {
+    match column {
+        "config" => Ok(KeyOrigin::Config),
+        "runtime" => Ok(KeyOrigin::Runtime),
+        other => Err(format!("unknown key origin {other:?}")),
+    }
+}
 
 /// A key state as `(state, until_ms, cause)` columns.
 pub(crate) fn key_state(s: &KeyState) -> (&'static str, Option<i64>, Option<&'static str>) {

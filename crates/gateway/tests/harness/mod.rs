@@ -48,6 +48,15 @@ pub fn chat(model: &str) -> Value {
     json!({"model": model, "user": "u-1", "messages": [{"role": "user", "content": "สวัสดี"}]})
 }
 
+/// The requests a `/v1/usage` answer counts, over all its lines.
+pub fn requests_in(usage: &Value) -> u64 {
+    let lines = usage["usage"].as_array().expect("a usage answer has lines");
+    lines
+        .iter()
+        .map(|l| l["requests"].as_u64().expect("a line counts its requests"))
+        .sum()
+}
+
 /// The UTC offset at which it is about noon now: a test that runs on the
 /// system clock and spends a daily budget sets it, so that no day (and no
 /// daily budget) ends while it runs, whenever it runs.

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::State;
+use futures_util::StreamExt as _;
 use keypool_core::{KeyRule, Limits, NewKey, Secret, redact};
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +18,9 @@ use crate::state::AppState;
 
 /// The most keys one import takes.
 const MOST: usize = 1000;
+
+/// Probes sent at once during an import.
+const PROBES_AT_ONCE: usize = 8;
 
 /// One key of `keys`.
 #[derive(Deserialize)]
@@ -190,9 +194,16 @@ pub(super) async fn import(
     let candidates = i.candidates()?;
     // Refused as a whole when no key could be stored.
     sealer(&s)?;
+    // Probes go out a few at a time (each may wait for an upstream);
+    // additions are then made one by one, in the order given.
+    let checks: Vec<_> = candidates.iter().map(|c| check(&s, &i, &rule, c)).collect();
+    let checked: Vec<Option<LineReport>> = futures_util::stream::iter(checks)
+        .buffered(PROBES_AT_ONCE)
+        .collect()
+        .await;
     let mut lines = Vec::with_capacity(candidates.len());
-    for c in &candidates {
-        if let Some(refused) = check(&s, &i, &rule, c).await {
+    for (c, refused) in candidates.iter().zip(checked) {
+        if let Some(refused) = refused {
             lines.push(refused);
             continue;
         }

@@ -5,7 +5,7 @@ use tokio_postgres::{GenericClient, Row};
 
 use crate::store::columns;
 use crate::store::records::{
-    AuditEntry, KeyOrigin, KeySettings, Loaded, RolloutRecord, SpendLine, StoredClientKey, Totals,
+    AuditEntry, KeySettings, Loaded, RolloutRecord, SpendLine, StoredClientKey, Totals,
     UpstreamKeyRecord, UsageLine, UsageQuery,
 };
 use crate::store::{HOUR_MS, StoreError};
@@ -86,11 +86,7 @@ fn small(v: Option<i64>) -> Option<u32> {
 /// An upstream key from its row ([`UPSTREAM_COLUMNS`]).
 pub(super) fn upstream_key(r: &Row) -> std::result::Result<UpstreamKeyRecord, String> {
     let get_i64 = |i| r.try_get::<_, Option<i64>>(i).map_err(column);
-    let origin = match r.try_get::<_, &str>(3).map_err(column)? {
-        "config" => KeyOrigin::Config,
-        "runtime" => KeyOrigin::Runtime,
-        other => return Err(format!("unknown key origin {other:?}")),
-    };
+    let origin = columns::key_origin_from(r.try_get::<_, &str>(3).map_err(column)?)?;
     let tier: i16 = r.try_get(6).map_err(column)?;
     let weight: i64 = r.try_get(7).map_err(column)?;
     let settings = KeySettings {

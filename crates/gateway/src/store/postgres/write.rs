@@ -5,7 +5,7 @@ use tokio_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
 
 use crate::store::columns;
-use crate::store::records::{KeyOrigin, RolloutRecord, StoredClientKey, UpstreamKeyRecord};
+use crate::store::records::{RolloutRecord, StoredClientKey, UpstreamKeyRecord};
 use crate::store::sqlite::Waiting;
 
 type Result<T> = std::result::Result<T, tokio_postgres::Error>;
@@ -38,17 +38,8 @@ pub(super) async fn client_key(c: &impl GenericClient, k: &StoredClientKey) -> R
 
 /// Creates or replaces an upstream key's record.
 pub(super) async fn upstream_key(c: &impl GenericClient, k: &UpstreamKeyRecord) -> Result<()> {
-    let (state, until_ms, cause) = match &k.saved {
-        Some(saved) => {
-            let (state, until, cause) = columns::key_state(&saved.state);
-            (Some(state), until, cause)
-        }
-        None => (None, None, None),
-    };
-    let origin = match k.origin {
-        KeyOrigin::Config => "config",
-        KeyOrigin::Runtime => "runtime",
-    };
+    let (state, until_ms, cause) = columns::saved_key_state(k.saved.as_ref());
+    let origin = columns::key_origin(k.origin);
     let l = &k.settings.limits;
     let opt = |v: Option<u32>| v.map(i64::from);
     let values: [&(dyn ToSql + Sync); 20] = [

@@ -16,10 +16,10 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rusqlite::{Connection, Transaction, params};
+use rusqlite::Connection;
 
 use super::group::Writer;
-use super::{open_error, take_lock};
+use super::{open_error, take_lock, write};
 use crate::store::StoreError;
 use crate::store::columns;
 use crate::store::records::{AuditEntry, UsageRecord};
@@ -239,48 +239,11 @@ fn commit_all(conn: &mut Connection, entries: &[Entry]) -> rusqlite::Result<()> 
     let tx = conn.transaction()?;
     for e in entries {
         match e {
-            Entry::Usage(u) => usage(&tx, u)?,
-            Entry::Audit(a) => audit(&tx, a)?,
+            Entry::Usage(u) => write::usage(&tx, u)?,
+            Entry::Audit(a) => write::audit(&tx, a)?,
         }
     }
     tx.commit()
-}
-
-fn usage(tx: &Transaction<'_>, u: &UsageRecord) -> rusqlite::Result<()> {
-    tx.prepare_cached(
-        "INSERT INTO usage (at, key_id, key_name, team, provider, upstream_key, model,
-         prompt_tokens, completion_tokens, cost_micros)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-    )?
-    .execute(params![
-        u.at,
-        u.key_id,
-        u.key_name,
-        u.team,
-        u.provider,
-        u.upstream_key,
-        u.model,
-        columns::int(u.prompt_tokens),
-        columns::int(u.completion_tokens),
-        columns::int(u.cost_micros),
-    ])
-    .map(drop)
-}
-
-fn audit(tx: &Transaction<'_>, a: &AuditEntry) -> rusqlite::Result<()> {
-    tx.prepare_cached(
-        "INSERT INTO audit (at, actor, action, target, before, after)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![
-        a.at,
-        a.actor,
-        a.action,
-        a.target,
-        columns::json(a.before.as_ref()),
-        columns::json(a.after.as_ref()),
-    ])
-    .map(drop)
 }
 
 fn read_waiting(c: &mut Connection, limit: usize) -> rusqlite::Result<Waiting> {

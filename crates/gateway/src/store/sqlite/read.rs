@@ -4,7 +4,7 @@ use rusqlite::{Connection, Row, params};
 
 use crate::store::columns;
 use crate::store::records::{
-    AuditEntry, KeyOrigin, KeySettings, Loaded, RolloutRecord, SpendLine, StoredClientKey, Totals,
+    AuditEntry, KeySettings, Loaded, RolloutRecord, SpendLine, StoredClientKey, Totals,
     UpstreamKeyRecord, UsageLine, UsageQuery,
 };
 use crate::store::{HOUR_MS, StoreError};
@@ -110,12 +110,7 @@ fn upstream_key(r: &Row<'_>) -> rusqlite::Result<Result<UpstreamKeyRecord, Strin
         saved,
         removed: r.get(13).unwrap_or_default(),
     };
-    Ok(match (origin.as_str(), saved) {
-        (_, Err(e)) => Err(e),
-        ("config", Ok(saved)) => Ok(record(KeyOrigin::Config, saved)),
-        ("runtime", Ok(saved)) => Ok(record(KeyOrigin::Runtime, saved)),
-        (other, _) => Err(format!("unknown key origin {other:?}")),
-    })
+    Ok(saved.and_then(|saved| Ok(record(columns::key_origin_from(&origin)?, saved))))
 }
 
 /// The saved state in the columns from `first` on (state, until, cause, day,

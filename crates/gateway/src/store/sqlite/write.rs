@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use crate::store::HOUR_MS;
 use crate::store::columns;
 use crate::store::records::{
-    AuditEntry, KeyOrigin, RolloutRecord, StoredClientKey, Totals, UpstreamKeyRecord, UsageRecord,
+    AuditEntry, RolloutRecord, StoredClientKey, Totals, UpstreamKeyRecord, UsageRecord,
 };
 
 /// One write, queued for the next group commit.
@@ -51,7 +51,9 @@ pub(super) fn apply(tx: &Transaction<'_>, w: &Write) -> rusqlite::Result<()> {
     }
 }
 
-fn usage(tx: &Transaction<'_>, u: &UsageRecord) -> rusqlite::Result<()> {
+/// Inserts one usage record (the store's `usage` table and the outbox's
+/// have the same columns).
+pub(super) fn usage(tx: &Transaction<'_>, u: &UsageRecord) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO usage (at, key_id, key_name, team, provider, upstream_key, model,
          prompt_tokens, completion_tokens, cost_micros)
@@ -120,7 +122,8 @@ pub(super) fn add_hours<'a>(
     Ok(())
 }
 
-fn audit(tx: &Transaction<'_>, a: &AuditEntry) -> rusqlite::Result<()> {
+/// Inserts one audit entry (the store's and the outbox's tables alike).
+pub(super) fn audit(tx: &Transaction<'_>, a: &AuditEntry) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO audit (at, actor, action, target, before, after)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -160,17 +163,8 @@ fn client_key(tx: &Transaction<'_>, k: &StoredClientKey) -> rusqlite::Result<()>
 }
 
 fn upstream_key(tx: &Transaction<'_>, k: &UpstreamKeyRecord) -> rusqlite::Result<()> {
-    let (state, until_ms, cause) = match &k.saved {
-        Some(saved) => {
-            let (state, until, cause) = columns::key_state(&saved.state);
-            (Some(state), until, cause)
-        }
-        None => (None, None, None),
-    };
-    let origin = match k.origin {
-        KeyOrigin::Config => "config",
-        KeyOrigin::Runtime => "runtime",
-    };
+    let (state, until_ms, cause) = columns::saved_key_state(k.saved.as_ref());
+    let origin = columns::key_origin(k.origin);
     let l = &k.settings.limits;
     tx.prepare_cached(
         "INSERT OR REPLACE INTO upstream_keys (id, provider, name, origin, fingerprint, secret,
