@@ -1,5 +1,6 @@
 //! The ledger: limits, reservations, settlements, events and reports.
 
+mod edit;
 mod share;
 
 pub use self::share::ShareView;
@@ -109,6 +110,8 @@ pub struct Reservation {
     limits: Arc<[u16]>,
     names: [u32; 3],
     expires_at: SystemTime,
+    /// The ledger's limit epoch when it was made.
+    epoch: u32,
 }
 
 /// The output tokens a reservation may hold: `max` if it fits, else the
@@ -306,6 +309,9 @@ struct LimitState {
     /// This process's share of a limit several processes share; `None`
     /// when the limit is this process's alone.
     share: Option<Share>,
+    /// Removed while running ([`Ledger::remove_limit`]): no longer applies
+    /// to any request, kept so that limit positions never move.
+    removed: bool,
 }
 
 /// What this process may spend of a shared limit this period, and what of
@@ -450,6 +456,11 @@ pub struct Ledger {
     cfg: LedgerConfig,
     prices: PriceTable,
     limits: Vec<LimitState>,
+    /// Bumped whenever limits are set or removed while running.
+    epoch: u32,
+    /// Whether limits are shared ([`share_limits`](Self::share_limits)):
+    /// limits added later are shared too.
+    shared: bool,
     global: Vec<u16>,
     by_team: HashMap<String, Vec<u16>>,
     by_key: HashMap<String, Vec<u16>>,
@@ -498,6 +509,8 @@ impl Ledger {
             cfg,
             prices,
             limits: Vec::with_capacity(limits.len()),
+            epoch: 0,
+            shared: false,
             global: Vec::new(),
             by_team: HashMap::new(),
             by_key: HashMap::new(),
@@ -523,44 +536,11 @@ impl Ledger {
             current: [None; 3],
             next_boundary_ms: i64::MIN,
         };
-        for (i, limit) in limits.into_iter().enumerate() {
-            if limit.hard == Money::ZERO {
-                return Err(BudgetError::Config(format!(
-                    "{} {} limit must be more than $0",
-                    limit.scope, limit.period
-                )));
-            }
-            if let Some(f) = &limit.fallback {
-                ledger.prices.resolve(f).map_err(|_| {
-                    BudgetError::Config(format!(
-                        "{} {} limit: fallback model {f:?} has no price",
-                        limit.scope, limit.period
-                    ))
-                })?;
-            }
-            let i = i as u16;
-            match &limit.scope {
-                Scope::Global => ledger.global.push(i),
-                Scope::Team(n) => ledger.by_team.entry(n.clone()).or_default().push(i),
-                Scope::Key(n) => ledger.by_key.entry(n.clone()).or_default().push(i),
-                Scope::Model(n) => {
-                    let canonical = ledger
-                        .prices
-                        .resolve(n)
-                        .map_or_else(|_| n.clone(), |r| r.model.to_owned());
-                    ledger.by_model.entry(canonical).or_default().push(i);
-                }
-            }
-            ledger.limits.push(LimitState {
-                soft: limit.soft_amount(),
-                limit,
-                period_id: i64::MIN,
-                spent: Money::ZERO,
-                reserved: Money::ZERO,
-                crossed: 0,
-                share: None,
-            });
+        for limit in limits {
+            ledger.check_limit(&limit)?;
+            ledger.limits.push(LimitState::new(limit, i64::MIN, Money::ZERO));
         }
+        ledger.reindex();
         Ok(ledger)
     }
 
@@ -573,7 +553,10 @@ impl Ledger {
 
     /// Each limit with what is spent and reserved against it this period.
     pub fn limits(&self) -> impl Iterator<Item = (&Limit, Money, Money)> {
-        self.limits.iter().map(|l| (&l.limit, l.spent, l.reserved))
+        self.limits
+            .iter()
+            .filter(|l| !l.removed)
+            .map(|l| (&l.limit, l.spent, l.reserved))
     }
 
     /// Reservations neither settled, cancelled nor expired.
@@ -881,6 +864,7 @@ impl Ledger {
             limits,
             names: [key, team, resolved.canonical],
             expires_at: from_unix_ms(expires_ms),
+            epoch: self.epoch,
         })
     }
 
@@ -1100,6 +1084,9 @@ impl Ledger {
                 reserved: r.amount,
                 cost,
             });
+        }
+        if r.epoch != self.epoch {
+            self.book_added_limits(&r.limits, r.names, cost);
         }
         self.record_usage(r.names, tokens, cost);
         Settlement {

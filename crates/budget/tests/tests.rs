@@ -16,6 +16,8 @@ mod clamp;
 mod events;
 /// Reserve, settle, cancel, expiry, degradation and refusals.
 mod ledger;
+/// Limits set and removed while the ledger runs.
+mod live_limits;
 /// Periods on calendar boundaries at a UTC offset.
 mod periods;
 /// Price tables from TOML and `LiteLLM`'s JSON.

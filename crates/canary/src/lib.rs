@@ -49,6 +49,7 @@ mod error;
 mod event;
 mod judge;
 mod rollout;
+mod overrides;
 mod saved;
 mod share;
 
@@ -60,5 +61,6 @@ pub use rollout::{
     Arm, Assignment, Attribute, Candidate, Context, Matcher, Phase, Reason, Rollout,
     RolloutBuilder, Rule, Schedule, Scheme, Step, Target,
 };
+pub use overrides::Overrides;
 pub use saved::{SavedArm, SavedRollout};
 pub use share::Share;

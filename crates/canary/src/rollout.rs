@@ -325,9 +325,9 @@ pub struct Rollout {
     scheme: Scheme,
     /// For each bucket: 0 for the baseline, `i + 1` for candidate `i`.
     pub(crate) owners: Box<[u8]>,
-    allow: HashMap<String, u8>,
-    deny: HashSet<String>,
-    rules: Vec<Rule>,
+    pub(crate) allow: HashMap<String, u8>,
+    pub(crate) deny: HashSet<String>,
+    pub(crate) rules: Vec<Rule>,
     pub(crate) enabled: bool,
     pub(crate) phase: Phase,
     pub(crate) schedule: Option<Schedule>,
@@ -556,7 +556,7 @@ impl Rollout {
         }
     }
 
-    fn index_of(&self, model: &str) -> Result<usize, CanaryError> {
+    pub(crate) fn index_of(&self, model: &str) -> Result<usize, CanaryError> {
         self.candidates
             .iter()
             .position(|c| &*c.model == model)

@@ -110,7 +110,8 @@ pub(crate) struct RolloutSlot {
     /// The baseline's name, shared with events.
     pub(crate) name: Arc<str>,
     pub(crate) rollout: Mutex<Rollout>,
-    pub(crate) analysis: crate::Analysis,
+    /// Its analysis, changed by [`Client::set_analysis`].
+    pub(crate) analysis: Mutex<crate::Analysis>,
     /// When it is next judged (set at the monitor's first look).
     pub(crate) next_analysis: Mutex<Option<SystemTime>>,
 }

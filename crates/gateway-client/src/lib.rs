@@ -230,7 +230,7 @@ impl ClientBuilder {
                 client::RolloutSlot {
                     name: r.baseline().clone(),
                     rollout: Mutex::new(r),
-                    analysis,
+                    analysis: Mutex::new(analysis),
                     next_analysis: Mutex::new(None),
                 },
             );

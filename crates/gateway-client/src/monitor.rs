@@ -166,10 +166,11 @@ impl Client {
         let now = self.inner.clock.now();
         let mut due = std::collections::HashSet::new();
         for (model, slot) in &self.inner.rollouts {
-            if !slot.analysis.enabled {
+            let analysis = lock(&slot.analysis).clone();
+            if !analysis.enabled {
                 continue;
             }
-            let every = slot.analysis.interval.unwrap_or(default_interval);
+            let every = analysis.interval.unwrap_or(default_interval);
             let mut next = lock(&slot.next_analysis);
             match *next {
                 Some(t) if t <= now => {
@@ -192,7 +193,7 @@ impl Client {
         self.inner
             .rollouts
             .values()
-            .filter(|slot| slot.analysis.enabled)
+            .filter(|slot| lock(&slot.analysis).enabled)
             .filter_map(|slot| *lock(&slot.next_analysis))
             .min()
     }
@@ -201,7 +202,7 @@ impl Client {
         let now = self.inner.clock.now();
         let mut verdicts = Vec::new();
         for (model, slot) in &self.inner.rollouts {
-            if !slot.analysis.enabled || !pick(model) {
+            if !lock(&slot.analysis).enabled || !pick(model) {
                 continue;
             }
             let verdict = self.judge_one(slot);
@@ -222,7 +223,10 @@ impl Client {
     /// A verdict on `slot`'s statistics; once there is enough evidence for
     /// one, a new window of evidence starts for the next.
     fn judge_one(&self, slot: &crate::client::RolloutSlot) -> Verdict {
-        let gates = slot.analysis.gates.as_ref().unwrap_or(&self.inner.gates);
+        let gates = lock(&slot.analysis)
+            .gates
+            .clone()
+            .unwrap_or_else(|| self.inner.gates.clone());
         let mut stats = lock(&self.inner.stats);
         let get = |arm| {
             stats
@@ -231,13 +235,33 @@ impl Client {
                 .cloned()
                 .unwrap_or_default()
         };
-        let verdict = judge(&get(Arm::Baseline), &get(Arm::Candidate(0)), gates);
+        let verdict = judge(&get(Arm::Baseline), &get(Arm::Candidate(0)), &gates);
         if !matches!(verdict, Verdict::Hold { .. }) {
             stats
                 .arms
                 .retain(|(rollout, _), _| rollout.as_str() != &*slot.name);
         }
         verdict
+    }
+
+    /// The analysis of the rollout of `model`; `None` if it has none.
+    pub fn analysis(&self, model: &str) -> Option<crate::Analysis> {
+        let slot = self.inner.rollouts.get(model)?;
+        Some(lock(&slot.analysis).clone())
+    }
+
+    /// Replaces the analysis of the rollout of `model` (whether it is
+    /// judged, how often, by which gates); its next judging is scheduled
+    /// afresh at the next [`analyze_due`](Self::analyze_due). `false` if
+    /// it has no rollout.
+    pub fn set_analysis(&self, model: &str, analysis: crate::Analysis) -> bool {
+        let Some(slot) = self.inner.rollouts.get(model) else {
+            return false;
+        };
+        *lock(&slot.analysis) = analysis;
+        *lock(&slot.next_analysis) = None;
+        self.inner.wake.now();
+        true
     }
 
     /// Each rollout's latest verdict and when it was reached, by baseline model.

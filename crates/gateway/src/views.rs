@@ -388,6 +388,8 @@ pub(crate) struct DashboardView {
     pub(crate) events: Vec<EventView>,
     pub(crate) requests: u64,
     pub(crate) errors: u64,
+    /// Whether the caller may use the management API.
+    pub(crate) can_manage: bool,
 }
 
 impl DashboardKeyView {

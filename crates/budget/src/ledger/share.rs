@@ -50,6 +50,7 @@ impl Ledger {
     /// in this process's share of each limit, which starts at $0 and grows
     /// by [`grant`](Self::grant).
     pub fn share_limits(&mut self) {
+        self.shared = true;
         for l in &mut self.limits {
             l.share.get_or_insert_with(Share::default);
         }
@@ -113,7 +114,7 @@ impl Ledger {
 }
 
 fn view(i: usize, l: &LimitState, period_start: std::time::SystemTime) -> Option<ShareView> {
-    let s = l.share?;
+    let s = l.share.filter(|_| !l.removed)?;
     Some(ShareView {
         limit: i,
         scope: l.limit.scope.clone(),

@@ -1,18 +1,22 @@
-//! `GET /dashboard`: one HTML page, served from the binary, that refreshes
-//! itself from `GET /dashboard.json`. Neither shows a secret, not even a
-//! redacted one: keys appear by name only. The page holds no data; the data
-//! needs a viewer where the views are not public (the page asks for a key
-//! and keeps it for the browser tab's session only).
+//! `GET /dashboard` (also `/console`): the operator console, one HTML page
+//! served from the binary with no build step. It refreshes its overview from
+//! `GET /dashboard.json` (for any viewer) and, signed in with the master key
+//! or an admin key, works through the same management API as any other
+//! client: upstream keys, team keys, the canary, budget limits, usage and
+//! the audit log. No view it reads shows a secret, not even a redacted one,
+//! and the page writes none into itself except a new team key's secret,
+//! shown once until the operator dismisses it. The key it signs in with is
+//! kept for the browser tab's session only, never in the page.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use super::extract::Viewer;
+use super::extract::{Viewer, authorization};
 use crate::activity::BUCKET_SECS;
 use crate::state::AppState;
 use crate::views::{
@@ -25,6 +29,7 @@ const PAGE: &str = include_str!("dashboard.html");
 pub(super) fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/dashboard", get(page))
+        .route("/console", get(page))
         .route("/dashboard.json", get(data))
 }
 
@@ -39,8 +44,9 @@ async fn page() -> Response {
         .into_response()
 }
 
-/// What the page shows, at one moment.
-fn view(s: &AppState) -> DashboardView {
+/// What the page shows, at one moment; `can_manage` says whether the
+/// viewer may use the management API (the page offers its actions then).
+fn view(s: &AppState, can_manage: bool) -> DashboardView {
     let snap = s.client.snapshot();
     let activity = s.activity();
     DashboardView {
@@ -62,9 +68,12 @@ fn view(s: &AppState) -> DashboardView {
             .collect(),
         requests: snap.stats.total.requests,
         errors: snap.stats.total.failures,
+        can_manage,
     }
 }
 
-async fn data(State(s): State<Arc<AppState>>, _: Viewer) -> Response {
-    ([(header::CACHE_CONTROL, "no-cache")], axum::Json(view(&s))).into_response()
+async fn data(State(s): State<Arc<AppState>>, _: Viewer, headers: HeaderMap) -> Response {
+    let can_manage = s.auth.admin(authorization(&headers), s.now_ms()).is_ok();
+    let body = axum::Json(view(&s, can_manage));
+    ([(header::CACHE_CONTROL, "no-cache")], body).into_response()
 }
