@@ -538,7 +538,9 @@ impl Ledger {
         };
         for limit in limits {
             ledger.check_limit(&limit)?;
-            ledger.limits.push(LimitState::new(limit, i64::MIN, Money::ZERO));
+            ledger
+                .limits
+                .push(LimitState::new(limit, i64::MIN, Money::ZERO));
         }
         ledger.reindex();
         Ok(ledger)

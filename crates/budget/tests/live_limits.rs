@@ -21,7 +21,11 @@ fn spend(l: &mut Ledger, scopes: &Scopes<'_>, tokens: u64) -> Money {
 }
 
 fn team_daily(dollars: u64) -> Limit {
-    Limit::new(Scope::Team("eng".into()), Period::Daily, Money::from_dollars(dollars))
+    Limit::new(
+        Scope::Team("eng".into()),
+        Period::Daily,
+        Money::from_dollars(dollars),
+    )
 }
 
 #[test]
@@ -32,7 +36,11 @@ fn an_added_limit_starts_from_what_its_scope_spent_this_period() {
     spend(&mut l, &Scopes::default(), 1_000_000); // another team's $8
     l.set_limit(team_daily(10), t0()).unwrap();
     let (_, spent, _) = l.limits().next().unwrap();
-    assert_eq!(spent, Money::from_dollars(8), "only the team's spend counts");
+    assert_eq!(
+        spent,
+        Money::from_dollars(8),
+        "only the team's spend counts"
+    );
     // 80% spent: the 50% and 75% thresholds are announced at once.
     let crossed: Vec<u8> = std::iter::from_fn(|| l.poll_event())
         .filter_map(|e| match e {
@@ -44,7 +52,10 @@ fn an_added_limit_starts_from_what_its_scope_spent_this_period() {
     // $2 left: a $4 request of the team is refused, another team's is not.
     let e = l.reserve(&ENG, "gpt-4.1", 500_000, 0, t0()).unwrap_err();
     assert!(matches!(e, BudgetError::BudgetExceeded { .. }), "{e}");
-    assert!(l.reserve(&Scopes::default(), "gpt-4.1", 500_000, 0, t0()).is_ok());
+    assert!(
+        l.reserve(&Scopes::default(), "gpt-4.1", 500_000, 0, t0())
+            .is_ok()
+    );
 }
 
 #[test]
@@ -54,9 +65,15 @@ fn a_changed_limit_keeps_its_spend_and_a_removed_one_stops_refusing() {
     spend(&mut l, &ENG, 1_000_000);
     l.set_limit(team_daily(20), t0()).unwrap();
     let limits: Vec<_> = l.limits().map(|(x, s, _)| (x.hard, s)).collect();
-    assert_eq!(limits, vec![(Money::from_dollars(20), Money::from_dollars(8))]);
+    assert_eq!(
+        limits,
+        vec![(Money::from_dollars(20), Money::from_dollars(8))]
+    );
     l.set_limit(team_daily(8), t0()).unwrap();
-    assert!(l.reserve(&ENG, "gpt-4.1", 1_000, 0, t0()).is_err(), "spent in full");
+    assert!(
+        l.reserve(&ENG, "gpt-4.1", 1_000, 0, t0()).is_err(),
+        "spent in full"
+    );
     assert!(l.remove_limit(&Scope::Team("eng".into()), Period::Daily, t0()));
     assert!(!l.remove_limit(&Scope::Team("eng".into()), Period::Daily, t0()));
     assert_eq!(l.limits().count(), 0);

@@ -48,8 +48,8 @@ mod bucket;
 mod error;
 mod event;
 mod judge;
-mod rollout;
 mod overrides;
+mod rollout;
 mod saved;
 mod share;
 
@@ -57,10 +57,10 @@ pub use bucket::{BUCKETS, SeedBuckets, bucket, seed_bucket};
 pub use error::CanaryError;
 pub use event::{Cause, Event};
 pub use judge::{ArmStats, GateFailure, Gates, LatencyHistogram, Verdict, judge};
+pub use overrides::Overrides;
 pub use rollout::{
     Arm, Assignment, Attribute, Candidate, Context, Matcher, Phase, Reason, Rollout,
     RolloutBuilder, Rule, Schedule, Scheme, Step, Target,
 };
-pub use overrides::Overrides;
 pub use saved::{SavedArm, SavedRollout};
 pub use share::Share;

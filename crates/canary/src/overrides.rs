@@ -110,8 +110,14 @@ mod tests {
         };
         r.set_overrides(o.clone()).unwrap();
         assert_eq!(r.overrides(), o);
-        assert_eq!(r.assign(&Context::new("qa")).unwrap().reason, Reason::Allowed);
-        assert_eq!(r.assign(&Context::new("vip")).unwrap().reason, Reason::Denied);
+        assert_eq!(
+            r.assign(&Context::new("qa")).unwrap().reason,
+            Reason::Allowed
+        );
+        assert_eq!(
+            r.assign(&Context::new("vip")).unwrap().reason,
+            Reason::Denied
+        );
         let ctx = Context::new("someone").key_name("a-test-key");
         assert_eq!(r.assign(&ctx).unwrap().reason, Reason::Rule(0));
         // The old deny-list is gone: that subject goes by its bucket again.

@@ -727,6 +727,13 @@ impl Rollout {
         }
     }
 
+    /// Whether a schedule's step also waits for a Promote verdict before it
+    /// moves on (see [`RolloutBuilder::promote_on_verdicts`]); changed when
+    /// the rollout's analysis is switched on or off.
+    pub fn set_promote_on_verdicts(&mut self, gated: bool) {
+        self.gated = gated;
+    }
+
     /// Starts the schedule at its first step. Without a schedule, does nothing.
     pub fn start(&mut self, now: SystemTime) {
         let Some(first) = self.schedule.as_ref().and_then(|s| s.share(0)) else {

@@ -50,6 +50,7 @@ mod local_transport;
 mod metrics;
 pub mod runtime;
 pub mod secrets;
+mod settings;
 pub mod sim;
 mod state;
 pub mod store;

@@ -420,3 +420,110 @@ impl LimitView {
             .collect()
     }
 }
+
+/// A budget limit as the management API shows it (`GET /admin/budget/limits`).
+#[derive(Debug, Serialize)]
+pub(crate) struct BudgetLimitView {
+    /// `global`, `team`, `key` or `model`.
+    scope: &'static str,
+    /// The team, key or model (none for `global`).
+    name: Option<String>,
+    period: String,
+    limit_usd: DollarsView,
+    limit_micros: u64,
+    spent_micros: u64,
+    reserved_micros: u64,
+    /// The soft limit, in percent of the limit.
+    soft_percent: Option<f64>,
+    fallback_model: Option<String>,
+}
+
+impl BudgetLimitView {
+    pub(crate) fn of(limit: &budget::Limit, spent: Money, reserved: Money) -> Self {
+        let (scope, name) = match &limit.scope {
+            budget::Scope::Global => ("global", None),
+            budget::Scope::Team(n) => ("team", Some(n.clone())),
+            budget::Scope::Key(n) => ("key", Some(n.clone())),
+            budget::Scope::Model(n) => ("model", Some(n.clone())),
+        };
+        BudgetLimitView {
+            scope,
+            name,
+            period: limit.period.to_string(),
+            limit_usd: DollarsView(limit.hard),
+            limit_micros: limit.hard.micros(),
+            spent_micros: spent.micros(),
+            reserved_micros: reserved.micros(),
+            soft_percent: limit.soft_bp.map(|bp| f64::from(bp) / 100.0),
+            fallback_model: limit.fallback.clone(),
+        }
+    }
+}
+
+/// A rollout's overrides and analysis (`GET /admin/canary/{model}`).
+#[derive(Debug, Serialize)]
+pub(crate) struct RolloutSettingsView {
+    model: String,
+    /// Subjects always sent to a candidate: `[subject, model]`.
+    allow: Vec<(String, String)>,
+    deny: Vec<String>,
+    /// The rules, described.
+    rules: Vec<String>,
+    analysis: AnalysisView,
+}
+
+/// A rollout's analysis.
+#[derive(Debug, Serialize)]
+pub(crate) struct AnalysisView {
+    enabled: bool,
+    /// `None`: the gateway's interval.
+    interval_secs: Option<u64>,
+    min_requests: Option<u64>,
+    max_error_rate_increase: Option<f64>,
+    max_p95_factor: Option<f64>,
+}
+
+impl RolloutSettingsView {
+    pub(crate) fn of(
+        model: &str,
+        overrides: canary::Overrides,
+        analysis: &gateway_client::Analysis,
+    ) -> Self {
+        let gates = analysis.gates.as_ref();
+        #[allow(clippy::cast_precision_loss)] // basis points and per mille: small
+        let analysis = AnalysisView {
+            enabled: analysis.enabled,
+            interval_secs: analysis.interval.map(|d| d.as_secs()),
+            min_requests: gates.map(|g| g.min_requests),
+            max_error_rate_increase: gates.map(|g| g.max_error_rate_increase_bp as f64 / 10_000.0),
+            max_p95_factor: gates.map(|g| g.max_p95_ratio_permille as f64 / 1000.0),
+        };
+        RolloutSettingsView {
+            model: model.to_owned(),
+            allow: overrides.allow,
+            deny: overrides.deny,
+            rules: overrides.rules.iter().map(rule_text).collect(),
+            analysis,
+        }
+    }
+}
+
+/// A rule as the config file writes it: `key_name_contains = "test" -> claude-sonnet-4.5`.
+fn rule_text(r: &canary::Rule) -> String {
+    let attribute = match &r.attribute {
+        canary::Attribute::Subject => "subject_".to_owned(),
+        canary::Attribute::KeyName => "key_name_".to_owned(),
+        canary::Attribute::Team => "team_".to_owned(),
+        canary::Attribute::Header(h) => format!("header {h:?} "),
+    };
+    let (how, value) = match &r.matcher {
+        canary::Matcher::Equals(v) => ("equals", v),
+        canary::Matcher::Contains(v) => ("contains", v),
+        canary::Matcher::StartsWith(v) => ("starts_with", v),
+    };
+    let arm = match &r.target {
+        canary::Target::Baseline => "baseline",
+        canary::Target::Candidate(m) => m.as_str(),
+    };
+    format!("{attribute}{how} = {value:?} -> {arm}")
+}

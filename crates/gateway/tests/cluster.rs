@@ -497,3 +497,58 @@ async fn a_restarted_instance_never_spends_past_the_limit() {
         limit.micros()
     );
 }
+
+/// A budget limit an operator sets through one instance holds on the
+/// other: it counts what both spent today, and refuses there too.
+#[tokio::test]
+async fn a_budget_limit_set_through_one_instance_holds_on_the_other() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let dir = TempDir::new("cluster-limit");
+    let upstream = sim::start(&[VERBOSE]).await.unwrap();
+    let start = |name: &str| {
+        Setup::new(&[VERBOSE])
+            .master()
+            .upstream(upstream.base_url())
+            .postgres(db.url(), &dir.join(name))
+            .configure(|c| {
+                if let Some(a) = c.auth.as_mut() {
+                    a.mode = Some(gateway::config::AuthMode::None);
+                }
+                c.budget = Some(gateway::config::BudgetConfig {
+                    limits: vec![gateway::config::LimitConfig::global_daily(
+                        budget::Money::from_dollars(100),
+                    )],
+                    ..gateway::config::BudgetConfig::default()
+                });
+            })
+            .start()
+    };
+    let (a, b) = (start("a").await, start("b").await);
+    let body = json!({"model": "gpt-4o-mini", "max_tokens": 50,
+                      "messages": [{"role": "user", "content": "hi"}]});
+    for gw in [&a, &b] {
+        let r = gw.post("/v1/chat/completions", None, &body).await;
+        assert_eq!(r.status(), 200);
+    }
+    let team = json!({"scope": "model", "name": "gpt-4o-mini", "daily_usd": 0.000001});
+    let (status, answer) = a
+        .admin(Method::PUT, "/admin/budget/limits", Some(team))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    eventually(PROPAGATION, "b refuses gpt-4o-mini", || async {
+        let r = b.post("/v1/chat/completions", None, &body).await;
+        r.status() == 402
+    })
+    .await;
+    let (_, limits) = b.admin(Method::GET, "/admin/budget/limits", None).await;
+    let model = limits["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["scope"] == "model")
+        .unwrap_or_else(|| panic!("{limits}"));
+    assert_eq!(model["limit_micros"], 1);
+    assert!(model["spent_micros"].as_u64().unwrap() > 0, "{model}");
+}

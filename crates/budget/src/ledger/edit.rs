@@ -150,7 +150,8 @@ impl Ledger {
             }
         }
         let [by_key, by_team, by_model] = maps;
-        (self.global, self.by_key, self.by_team, self.by_model) = (global, by_key, by_team, by_model);
+        (self.global, self.by_key, self.by_team, self.by_model) =
+            (global, by_key, by_team, by_model);
         self.applicable_cache.clear();
         self.epoch = self.epoch.wrapping_add(1);
     }

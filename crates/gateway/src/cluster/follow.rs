@@ -129,6 +129,7 @@ async fn catch_up(
     apply::client_keys(s, &changes.client_keys);
     apply::upstream_keys(s, &changes.upstream_keys);
     apply::rollouts(s, &changes.rollouts);
+    crate::settings::apply_stored(s, &changes.settings);
     for (version, fact) in &changes.facts {
         if p.applied.insert(*version) {
             apply::fact(c, s, fact);

@@ -123,7 +123,7 @@ impl LimitConfig {
     }
 
     /// The ledger's limits this entry sets (one per period given).
-    fn build(&self, field: &str) -> Result<Vec<Limit>, ConfigError> {
+    pub fn build(&self, field: &str) -> Result<Vec<Limit>, ConfigError> {
         let scope = self.scope(field)?;
         let periods = [
             (Period::Daily, self.daily_usd),

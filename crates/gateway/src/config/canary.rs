@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use canary::{
-    Attribute, Gates, Matcher, Rollout, Rule, Schedule, Scheme, SeedBuckets, Share, Step, Target,
+    Attribute, Gates, Matcher, Overrides, Rollout, Rule, Schedule, Scheme, SeedBuckets, Share,
+    Step, Target,
 };
 use gateway_client::Analysis;
 use serde::Deserialize;
@@ -176,8 +177,48 @@ fn share(field: String, percent: f64) -> Result<Share, ConfigError> {
     Share::from_fraction(percent / 100.0).map_err(|e| ConfigError::new(field, e.to_string()))
 }
 
+/// A rollout's overrides as the management API takes them: the same
+/// fields as `[[canary]]` (`allow` subjects get the first candidate).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverridesConfig {
+    /// Subjects always sent to the first candidate.
+    #[serde(default)]
+    pub allow: Vec<String>,
+    /// Subjects always kept on the baseline.
+    #[serde(default)]
+    pub deny: Vec<String>,
+    /// Rules, tried in order after both lists.
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+}
+
+impl OverridesConfig {
+    /// The overrides of a rollout whose candidates are `candidates`;
+    /// `field` names where they came from in errors.
+    pub fn build(&self, field: &str, candidates: &[String]) -> Result<Overrides, ConfigError> {
+        let first = candidates.first().cloned().unwrap_or_default();
+        let rules = self
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| r.build(&format!("{field}.rules[{i}]"), candidates))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Overrides {
+            allow: self
+                .allow
+                .iter()
+                .map(|s| (s.clone(), first.clone()))
+                .collect(),
+            deny: self.deny.clone(),
+            rules,
+        })
+    }
+}
+
 impl AnalysisConfig {
-    fn build(&self, field: &str) -> Result<Analysis, ConfigError> {
+    /// How the rollout is judged; `field` names where it came from in errors.
+    pub fn build(&self, field: &str) -> Result<Analysis, ConfigError> {
         let d = Gates::default();
         let gates = Gates {
             min_requests: self.min_requests.unwrap_or(d.min_requests).max(1),

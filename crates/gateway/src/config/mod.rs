@@ -32,7 +32,8 @@ pub use self::auth::{AuthConfig, AuthMode, ClientKeyConfig};
 pub use self::budget::{BudgetConfig, LimitConfig, LimitScope, UnknownModelPolicy};
 pub use self::build::{Built, build};
 pub use self::canary::{
-    AnalysisConfig, CanaryConfig, CandidateConfig, RuleConfig, SchemeConfig, StepConfig,
+    AnalysisConfig, CanaryConfig, CandidateConfig, OverridesConfig, RuleConfig, SchemeConfig,
+    StepConfig,
 };
 pub use self::cluster::ClusterConfig;
 pub use self::context::ContextConfig;

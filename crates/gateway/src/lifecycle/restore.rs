@@ -29,9 +29,11 @@ pub(crate) async fn restore(s: &AppState, loaded: Loaded) -> Result<(), StoreErr
     let lines = s.store.spend_since(from).await?;
     replay_budget(s, &lines);
     replay_key_counters(s, &lines, now_ms);
+    // After the replay: a limit set at runtime counts this period's spend.
+    let settings = crate::settings::apply_stored(s, &loaded.settings);
     let spent: u64 = lines.iter().map(|l| l.totals.cost_micros).sum();
     tracing::info!(
-        "restored {keys} client keys, {states} upstream key states, {rollouts} canary states, ${} of spend in the last 32 days",
+        "restored {keys} client keys, {states} upstream key states, {rollouts} canary states, {settings} operators' settings, ${} of spend in the last 32 days",
         Money::from_micros(spent).decimal()
     );
     Ok(())

@@ -205,6 +205,26 @@ pub(crate) fn json_from(text: Option<String>) -> Option<serde_json::Value> {
     text.and_then(|t| serde_json::from_str(&t).ok())
 }
 
+/// A setting from its columns (`kind`, `name`, `value` as JSON text, `at`).
+pub(crate) fn setting(
+    kind: &str,
+    name: String,
+    value: Option<String>,
+    at: i64,
+) -> Result<super::records::SettingRecord, String> {
+    let kind = super::records::SettingKind::parse(kind)
+        .ok_or_else(|| format!("unknown setting kind {kind:?}"))?;
+    let value = value
+        .map(|v| serde_json::from_str(&v).map_err(|e| format!("setting {name:?}: {e}")))
+        .transpose()?;
+    Ok(super::records::SettingRecord {
+        kind,
+        name,
+        value,
+        at,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 use keypool_core::{DisableCause, KeyState, SavedKey, Timestamp};
 
 use super::records::{
-    AuditEntry, KeyOrigin, KeySettings, RolloutRecord, StoredClientKey, UpstreamKeyRecord,
-    UsageQuery, UsageRecord, config_key_id,
+    AuditEntry, KeyOrigin, KeySettings, RolloutRecord, SettingKind, SettingRecord, StoredClientKey,
+    UpstreamKeyRecord, UsageQuery, UsageRecord, config_key_id,
 };
 use super::{HOUR_MS, Store};
 
@@ -18,6 +18,7 @@ pub(crate) async fn run(store: &dyn Store) {
     client_keys(store).await;
     upstream_keys(store).await;
     rollouts(store).await;
+    settings(store).await;
     usage(store).await;
     audit(store).await;
     concurrent_appends(store).await;
@@ -162,6 +163,28 @@ async fn rollouts(store: &dyn Store) {
     };
     store.save_rollout(rolled_back.clone()).await.unwrap();
     assert_eq!(store.load().await.unwrap().rollouts, vec![rolled_back]);
+}
+
+/// Settings are kept by kind and name: saved again, the newer value wins;
+/// a removal is kept as such.
+async fn settings(store: &dyn Store) {
+    let limit = serde_json::json!({"scope": "team", "name": "eng", "daily_usd": 5});
+    let setting = |kind, name: &str, value: Option<serde_json::Value>, at| SettingRecord {
+        kind,
+        name: name.into(),
+        value,
+        at,
+    };
+    let first = setting(SettingKind::BudgetLimit, "team:eng", Some(limit), 1);
+    let analysis = serde_json::json!({"enabled": false});
+    let other = setting(SettingKind::CanaryAnalysis, "gpt-4.1", Some(analysis), 2);
+    store.save_setting(first).await.unwrap();
+    store.save_setting(other.clone()).await.unwrap();
+    let removed = setting(SettingKind::BudgetLimit, "team:eng", None, 3);
+    store.save_setting(removed.clone()).await.unwrap();
+    let mut loaded = store.load().await.unwrap().settings;
+    loaded.sort_by_key(|s| (s.kind, s.name.clone()));
+    assert_eq!(loaded, vec![removed, other]);
 }
 
 async fn usage(store: &dyn Store) {

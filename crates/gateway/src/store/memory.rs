@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::records::{
-    AuditEntry, Loaded, RolloutRecord, SpendLine, StoredClientKey, Totals, UpstreamKeyRecord,
-    UsageLine, UsageQuery, UsageRecord,
+    AuditEntry, Loaded, RolloutRecord, SettingKind, SettingRecord, SpendLine, StoredClientKey,
+    Totals, UpstreamKeyRecord, UsageLine, UsageQuery, UsageRecord,
 };
 use super::{HOUR_MS, Store, StoreError};
 
@@ -35,6 +35,7 @@ struct State {
     client_keys: BTreeMap<String, StoredClientKey>,
     upstream_keys: BTreeMap<String, UpstreamKeyRecord>,
     rollouts: BTreeMap<String, RolloutRecord>,
+    settings: BTreeMap<(SettingKind, String), SettingRecord>,
     usage: BTreeMap<UsageKey, Totals>,
     audit: VecDeque<AuditEntry>,
 }
@@ -120,6 +121,7 @@ impl Store for MemoryStore {
             client_keys: s.client_keys.values().cloned().collect(),
             upstream_keys: s.upstream_keys.values().cloned().collect(),
             rollouts: s.rollouts.values().cloned().collect(),
+            settings: s.settings.values().cloned().collect(),
         })
     }
 
@@ -149,6 +151,12 @@ impl Store for MemoryStore {
 
     async fn save_rollout(&self, rollout: RolloutRecord) -> Result<(), StoreError> {
         self.state().rollouts.insert(rollout.model.clone(), rollout);
+        Ok(())
+    }
+
+    async fn save_setting(&self, setting: SettingRecord) -> Result<(), StoreError> {
+        let key = (setting.kind, setting.name.clone());
+        self.state().settings.insert(key, setting);
         Ok(())
     }
 

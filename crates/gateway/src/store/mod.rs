@@ -1,5 +1,6 @@
 //! State that survives restarts: client keys, usage, upstream key states,
-//! rollout states and the audit log.
+//! rollout states, operators' changes to the configuration and the audit
+//! log.
 //!
 //! [`Store`] is shaped by what the gateway needs (append a usage or audit
 //! record, read reports, load and save states), not by SQL, so that a store
@@ -32,8 +33,9 @@ pub use memory::MemoryStore;
 pub(crate) use postgres::{Listener, Notice, SpendScope};
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use records::{
-    AuditEntry, FactKind, KeyFact, KeyOrigin, KeySettings, Loaded, RolloutRecord, SpendLine,
-    StoredClientKey, Totals, UpstreamKeyRecord, UsageLine, UsageQuery, UsageRecord, config_key_id,
+    AuditEntry, FactKind, KeyFact, KeyOrigin, KeySettings, Loaded, RolloutRecord, SettingKind,
+    SettingRecord, SpendLine, StoredClientKey, Totals, UpstreamKeyRecord, UsageLine, UsageQuery,
+    UsageRecord, config_key_id,
 };
 pub use sqlite::SqliteStore;
 
@@ -62,6 +64,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Saves a rollout's state (by baseline model).
     async fn save_rollout(&self, rollout: RolloutRecord) -> Result<(), StoreError>;
+
+    /// Saves an operator's change to the configuration (by kind and name).
+    async fn save_setting(&self, setting: SettingRecord) -> Result<(), StoreError>;
 
     /// Usage totals per client key, team and model matching `query`,
     /// dearest first (then by model). Reports have an hour's resolution: a

@@ -220,6 +220,59 @@ pub struct RolloutRecord {
     pub saved: canary::SavedRollout,
 }
 
+/// What part of the configuration a [`SettingRecord`] changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SettingKind {
+    /// The limits of one budget scope (named `global`, `team:…`, `key:…`
+    /// or `model:…`); the value is a `[[budget.limits]]` entry.
+    BudgetLimit,
+    /// A rollout's allow-list, deny-list and rules (named by its model).
+    CanaryOverrides,
+    /// A rollout's analysis (named by its model); the value is a
+    /// `[canary] analysis` table.
+    CanaryAnalysis,
+}
+
+impl SettingKind {
+    /// Every kind.
+    pub const ALL: [SettingKind; 3] = [
+        SettingKind::BudgetLimit,
+        SettingKind::CanaryOverrides,
+        SettingKind::CanaryAnalysis,
+    ];
+
+    /// Its name in the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SettingKind::BudgetLimit => "budget_limit",
+            SettingKind::CanaryOverrides => "canary_overrides",
+            SettingKind::CanaryAnalysis => "canary_analysis",
+        }
+    }
+
+    /// The kind named `s` in the store.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// An operator's change to part of the configuration, made through the
+/// management API while serving. It outlives restarts and reaches every
+/// instance sharing the store, and wins over the config file until the
+/// operator changes it again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SettingRecord {
+    /// What it changes.
+    pub kind: SettingKind,
+    /// Which one (a budget scope, a rollout's model).
+    pub name: String,
+    /// The new value, in the config file's shape (as JSON); `None` when the
+    /// operator removed it (the config file's value does not come back).
+    pub value: Option<serde_json::Value>,
+    /// When (Unix milliseconds).
+    pub at: i64,
+}
+
 /// What a store holds that the gateway applies at start-up.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Loaded {
@@ -229,6 +282,8 @@ pub struct Loaded {
     pub upstream_keys: Vec<UpstreamKeyRecord>,
     /// Rollout states.
     pub rollouts: Vec<RolloutRecord>,
+    /// Operators' changes to the configuration, by kind and name.
+    pub settings: Vec<SettingRecord>,
 }
 
 /// What one instance learned about an upstream key that the others must

@@ -1,6 +1,6 @@
 //! The management API: team (client) keys and usage under `/v1/keys` and
 //! `/v1/usage`, as the second seed calls them, and the upstream pool, the
-//! canary and the audit log under `/admin`. Every call needs the master key
+//! canary, budget limits and the audit log under `/admin`. Every call needs the master key
 //! or a client key with the `admin` scope ([`Admin`]); every change is
 //! saved, then audited, then answered, one change at a time.
 
@@ -8,6 +8,7 @@ mod canary;
 mod client_keys;
 mod import;
 mod reports;
+mod settings;
 mod upstream;
 
 use std::sync::Arc;
@@ -41,7 +42,23 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/admin/upstream-keys/{id}", delete(upstream::remove))
         .route("/admin/upstream-keys/{id}/{action}", post(upstream::act))
         .route("/admin/canary", get(canary::list))
-        .route("/admin/canary/{model}/{command}", post(canary::command))
+        .route("/admin/canary/{model}", get(settings::rollout))
+        .route(
+            "/admin/canary/{model}/{command}",
+            post(canary::command).put(settings::put_rollout),
+        )
+        .route(
+            "/admin/budget/limits",
+            get(settings::list_limits).put(settings::put_limit),
+        )
+        .route(
+            "/admin/budget/limits/{scope}",
+            delete(settings::delete_limit),
+        )
+        .route(
+            "/admin/budget/limits/{scope}/{name}",
+            delete(settings::delete_limit),
+        )
         .route("/admin/audit", get(reports::audit))
 }
 

@@ -6,7 +6,9 @@ use tokio_postgres::types::ToSql;
 use super::connect::Listener;
 use super::{PostgresStore, read};
 use crate::store::StoreError;
-use crate::store::records::{FactKind, KeyFact, RolloutRecord, StoredClientKey, UpstreamKeyRecord};
+use crate::store::records::{
+    FactKind, KeyFact, RolloutRecord, SettingRecord, StoredClientKey, UpstreamKeyRecord,
+};
 
 /// The channel the tables' triggers notify.
 pub(crate) const CHANNEL: &str = "keypool_changes";
@@ -25,6 +27,8 @@ pub(crate) struct Changes {
     pub(crate) upstream_keys: Vec<UpstreamKeyRecord>,
     /// Rollouts changed.
     pub(crate) rollouts: Vec<RolloutRecord>,
+    /// Operators' changes to the configuration.
+    pub(crate) settings: Vec<SettingRecord>,
     /// Key facts other instances published, oldest first, with their
     /// change numbers.
     pub(crate) facts: Vec<(i64, KeyFact)>,
@@ -129,9 +133,9 @@ impl PostgresStore {
         facts_from: i64,
     ) -> Result<Changes, StoreError> {
         let origin = self.origin().to_owned();
-        // Client keys, upstream keys, facts, whether rollouts changed (and
-        // then the rollouts and their arms).
-        self.inner.sent(3);
+        // Client keys, upstream keys, facts, whether rollouts or settings
+        // changed (and then the rollouts and their arms, the settings).
+        self.inner.sent(4);
         self.inner
             .with(async |c| {
                 let keys = c
@@ -159,8 +163,14 @@ impl PostgresStore {
                         &[&after, &origin, &facts_from],
                     )
                     .await?;
-                let rollouts = if after == 0 || any_rollout_after(c, after).await? {
+                let (rollouts_at, settings_at) = newest_after(c, after).await?;
+                let rollouts = if after == 0 || rollouts_at.is_some() {
                     read::rollouts(c).await?
+                } else {
+                    Vec::new()
+                };
+                let settings = if settings_at.is_some() {
+                    read::settings(c, after).await?
                 } else {
                     Vec::new()
                 };
@@ -173,13 +183,16 @@ impl PostgresStore {
                 Ok(Changes {
                     version: newest(&keys, 10)
                         .max(newest(&upstream, 20))
-                        .max(newest(&facts, 4)),
+                        .max(newest(&facts, 4))
+                        .max(rollouts_at.unwrap_or(after))
+                        .max(settings_at.unwrap_or(after)),
                     client_keys: read::decoded("client key", keys.iter().map(read::client_key)),
                     upstream_keys: read::decoded(
                         "upstream key",
                         upstream.iter().map(read::upstream_key),
                     ),
                     rollouts,
+                    settings,
                     facts: read::decoded("key fact", facts.iter().map(fact)),
                 })
             })
@@ -192,15 +205,21 @@ impl PostgresStore {
     }
 }
 
-async fn any_rollout_after(c: &tokio_postgres::Client, after: i64) -> Result<bool, StoreError> {
+/// The newest change numbers after `after` of the rollouts and of the
+/// settings (`None` where nothing changed), in one statement.
+async fn newest_after(
+    c: &tokio_postgres::Client,
+    after: i64,
+) -> Result<(Option<i64>, Option<i64>), StoreError> {
     let params: [&(dyn ToSql + Sync); 1] = [&after];
     let row = c
         .query_one(
-            "SELECT EXISTS (SELECT 1 FROM rollouts WHERE version > $1)",
+            "SELECT (SELECT max(version) FROM rollouts WHERE version > $1),
+                    (SELECT max(version) FROM settings WHERE version > $1)",
             &params,
         )
         .await?;
-    Ok(row.try_get(0)?)
+    Ok((row.try_get(0)?, row.try_get(1)?))
 }
 
 fn fact(r: &tokio_postgres::Row) -> Result<(i64, KeyFact), String> {

@@ -29,8 +29,8 @@ pub(crate) use self::budget::SpendScope;
 use self::connect::Target;
 pub(crate) use self::connect::{Listener, Notice};
 use super::records::{
-    AuditEntry, Loaded, RolloutRecord, SpendLine, StoredClientKey, UpstreamKeyRecord, UsageLine,
-    UsageQuery, UsageRecord,
+    AuditEntry, Loaded, RolloutRecord, SettingRecord, SpendLine, StoredClientKey,
+    UpstreamKeyRecord, UsageLine, UsageQuery, UsageRecord,
 };
 use super::sqlite::{Entry, Outbox};
 use super::{Store, StoreError};
@@ -320,6 +320,12 @@ impl Store for PostgresStore {
     async fn save_upstream_key(&self, key: UpstreamKeyRecord) -> Result<(), StoreError> {
         self.inner
             .with(async |c| write::upstream_key(c, &key).await.map_err(StoreError::from))
+            .await
+    }
+
+    async fn save_setting(&self, setting: SettingRecord) -> Result<(), StoreError> {
+        self.inner
+            .with(async |c| write::setting(c, &setting).await.map_err(StoreError::from))
             .await
     }
 

@@ -5,8 +5,8 @@ use tokio_postgres::{GenericClient, Row};
 
 use crate::store::columns;
 use crate::store::records::{
-    AuditEntry, KeySettings, Loaded, RolloutRecord, SpendLine, StoredClientKey, Totals,
-    UpstreamKeyRecord, UsageLine, UsageQuery,
+    AuditEntry, KeySettings, Loaded, RolloutRecord, SettingRecord, SpendLine, StoredClientKey,
+    Totals, UpstreamKeyRecord, UsageLine, UsageQuery,
 };
 use crate::store::{HOUR_MS, StoreError};
 
@@ -41,7 +41,28 @@ pub(super) async fn load(c: &impl GenericClient) -> Result<Loaded> {
         client_keys: decoded("client key", keys.iter().map(client_key)),
         upstream_keys: decoded("upstream key", upstream.iter().map(upstream_key)),
         rollouts: rollouts(c).await?,
+        settings: settings(c, i64::MIN).await?,
     })
+}
+
+/// The settings changed after change number `after`, oldest change first.
+pub(super) async fn settings(c: &impl GenericClient, after: i64) -> Result<Vec<SettingRecord>> {
+    let rows = c
+        .query(
+            "SELECT kind, name, value, at FROM settings WHERE version > $1 ORDER BY version",
+            &[&after],
+        )
+        .await
+        .map_err(StoreError::from)?;
+    let decode = |r: &Row| -> std::result::Result<SettingRecord, String> {
+        columns::setting(
+            r.try_get(0).map_err(column)?,
+            r.try_get(1).map_err(column)?,
+            r.try_get(2).map_err(column)?,
+            r.try_get(3).map_err(column)?,
+        )
+    };
+    Ok(decoded("setting", rows.iter().map(decode)))
 }
 
 /// The columns [`upstream_key`] reads, in its order.

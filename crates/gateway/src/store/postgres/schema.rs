@@ -20,14 +20,15 @@ use crate::store::StoreError;
 const MIGRATION_LOCK: i64 = 0x006b_6579_706f_6f6c;
 
 /// The newest schema version this gateway knows.
-pub(crate) const LATEST: i32 = 4;
+pub(crate) const LATEST: i32 = 5;
 
 /// Each version's statements, in order.
-const MIGRATIONS: [(i32, &str); 4] = [
+const MIGRATIONS: [(i32, &str); 5] = [
     (1, V1),
     (2, V2_BUDGET_SHARES),
     (3, V3_MEMBERS_AND_RATES),
     (4, V4_MOVES_SERIALIZED),
+    (5, V5_SETTINGS),
 ];
 
 const V1: &str = "
@@ -270,6 +271,22 @@ BEGIN
     RETURN abs(moved);
 END
 $$;
+";
+
+/// Operators' changes to the configuration (budget limits, canary overrides
+/// and analysis), by kind and name, followed like the other saved states;
+/// `value` is JSON in the config file's shape, NULL for a removed entry.
+const V5_SETTINGS: &str = "
+CREATE TABLE settings (
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT,
+    at BIGINT NOT NULL,
+    version BIGINT NOT NULL DEFAULT nextval('keypool_changes'),
+    PRIMARY KEY (kind, name)
+);
+CREATE TRIGGER settings_changed AFTER INSERT OR UPDATE ON settings
+    FOR EACH STATEMENT EXECUTE FUNCTION keypool_notify();
 ";
 
 /// Brings the database to [`LATEST`]: each migration with its version bump

@@ -5,7 +5,7 @@ use tokio_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
 
 use crate::store::columns;
-use crate::store::records::{RolloutRecord, StoredClientKey, UpstreamKeyRecord};
+use crate::store::records::{RolloutRecord, SettingRecord, StoredClientKey, UpstreamKeyRecord};
 use crate::store::sqlite::Waiting;
 
 type Result<T> = std::result::Result<T, tokio_postgres::Error>;
@@ -77,6 +77,19 @@ pub(super) async fn upstream_key(c: &impl GenericClient, k: &UpstreamKeyRecord) 
          day = $18, requests_today = $19, tokens_today = $20,
          version = nextval('keypool_changes')",
         &values,
+    )
+    .await
+    .map(drop)
+}
+
+/// Saves an operator's change to the configuration.
+pub(super) async fn setting(c: &impl GenericClient, s: &SettingRecord) -> Result<()> {
+    let value = s.value.as_ref().map(serde_json::Value::to_string);
+    c.execute(
+        "INSERT INTO settings (kind, name, value, at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (kind, name) DO UPDATE SET value = $3, at = $4,
+         version = nextval('keypool_changes')",
+        &[&s.kind.as_str(), &s.name, &value, &s.at],
     )
     .await
     .map(drop)

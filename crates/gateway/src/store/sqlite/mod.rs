@@ -16,8 +16,8 @@ use rusqlite::{Connection, OpenFlags};
 use self::group::Writer;
 use self::write::Write;
 use super::records::{
-    AuditEntry, Loaded, RolloutRecord, SpendLine, StoredClientKey, UpstreamKeyRecord, UsageLine,
-    UsageQuery, UsageRecord,
+    AuditEntry, Loaded, RolloutRecord, SettingRecord, SpendLine, StoredClientKey,
+    UpstreamKeyRecord, UsageLine, UsageQuery, UsageRecord,
 };
 use super::{Store, StoreError};
 
@@ -170,6 +170,10 @@ impl Store for SqliteStore {
 
     async fn save_rollout(&self, rollout: RolloutRecord) -> Result<(), StoreError> {
         self.inner.writer.write(Write::Rollout(rollout)).await
+    }
+
+    async fn save_setting(&self, setting: SettingRecord) -> Result<(), StoreError> {
+        self.inner.writer.write(Write::Setting(setting)).await
     }
 
     async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageLine>, StoreError> {

@@ -37,6 +37,17 @@ pub(super) fn load(conn: &Connection) -> Result<Loaded, StoreError> {
             )?,
         ),
         rollouts: rollouts(conn)?,
+        settings: decoded(
+            "setting",
+            rows(
+                conn,
+                "SELECT kind, name, value, at FROM settings ORDER BY kind, name",
+                |r| {
+                    let kind: String = r.get(0)?;
+                    Ok(columns::setting(&kind, r.get(1)?, r.get(2)?, r.get(3)?))
+                },
+            )?,
+        ),
     })
 }
 

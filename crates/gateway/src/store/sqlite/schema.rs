@@ -16,7 +16,7 @@ struct Migration {
     up: fn(&Transaction<'_>) -> Result<(), StoreError>,
 }
 
-const MIGRATIONS: [Migration; 3] = [
+const MIGRATIONS: [Migration; 4] = [
     Migration {
         version: 1,
         up: v1_base,
@@ -29,10 +29,14 @@ const MIGRATIONS: [Migration; 3] = [
         version: 3,
         up: v3_upstream_keys_by_id,
     },
+    Migration {
+        version: 4,
+        up: v4_settings,
+    },
 ];
 
 /// The newest schema version this gateway knows.
-pub(super) const LATEST: u32 = 3;
+pub(super) const LATEST: u32 = 4;
 
 /// Brings the database to [`LATEST`], one migration at a time.
 pub(super) fn migrate(conn: &mut Connection, what: &str) -> Result<(), StoreError> {
@@ -204,5 +208,21 @@ fn v3_upstream_keys_by_id(tx: &Transaction<'_>) -> Result<(), StoreError> {
     )?;
     legacy::convert_v2_key_states(tx)?;
     tx.execute_batch("DROP TABLE key_states;")?;
+    Ok(())
+}
+
+/// Operators' changes to the configuration (budget limits, canary overrides
+/// and analysis), by kind and name; `value` is JSON in the config file's
+/// shape, NULL for a removed entry.
+fn v4_settings(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    tx.execute_batch(
+        "CREATE TABLE settings (
+            kind TEXT NOT NULL,
+            name TEXT NOT NULL,
+            value TEXT,
+            at INTEGER NOT NULL,
+            PRIMARY KEY (kind, name)
+        );",
+    )?;
     Ok(())
 }

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use crate::store::HOUR_MS;
 use crate::store::columns;
 use crate::store::records::{
-    AuditEntry, RolloutRecord, StoredClientKey, Totals, UpstreamKeyRecord, UsageRecord,
+    AuditEntry, RolloutRecord, SettingRecord, StoredClientKey, Totals, UpstreamKeyRecord,
+    UsageRecord,
 };
 
 /// One write, queued for the next group commit.
@@ -18,6 +19,7 @@ pub(super) enum Write {
     ClientKey(StoredClientKey),
     UpstreamKey(Box<UpstreamKeyRecord>),
     Rollout(RolloutRecord),
+    Setting(SettingRecord),
 }
 
 /// Applies a whole batch in one transaction.
@@ -48,6 +50,7 @@ pub(super) fn apply(tx: &Transaction<'_>, w: &Write) -> rusqlite::Result<()> {
         Write::ClientKey(k) => client_key(tx, k),
         Write::UpstreamKey(k) => upstream_key(tx, k),
         Write::Rollout(r) => rollout(tx, r),
+        Write::Setting(s) => setting(tx, s),
     }
 }
 
@@ -233,4 +236,18 @@ pub(super) fn rollout(tx: &Transaction<'_>, r: &RolloutRecord) -> rusqlite::Resu
         ])?;
     }
     Ok(())
+}
+
+fn setting(tx: &Transaction<'_>, s: &SettingRecord) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO settings (kind, name, value, at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(kind, name) DO UPDATE SET value = ?3, at = ?4",
+    )?
+    .execute(params![
+        s.kind.as_str(),
+        s.name,
+        s.value.as_ref().map(serde_json::Value::to_string),
+        s.at
+    ])
+    .map(drop)
 }
