@@ -188,35 +188,59 @@ async fn gateway_with_traffic() -> Gateway {
     gw
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_dashboard_shows_a_disabled_key_without_console_errors() {
+/// A headless Chromium on one page of a gateway. Its fields drop in order:
+/// chromedriver (and Chromium with it) ends before the profile is removed.
+struct Browser {
+    http: reqwest::Client,
+    session: String,
+    _driver: Driver,
+    _profile: TempDir,
+}
+
+/// Opens `path` of `gw` in a headless Chromium; `None` (the test skips,
+/// saying why) where the browser tools are missing and not required.
+async fn browse(gw: &Gateway, path: &str) -> Option<Browser> {
     let (chromium, chromedriver) = match tools() {
         Ok(t) => t,
         Err(why) if std::env::var_os("KEYPOOL_REQUIRE_BROWSER").is_none() => {
             eprintln!("skipped: {why}");
-            return;
+            return None;
         }
         Err(why) => panic!("{why}"),
     };
-    let gw = gateway_with_traffic().await;
     let http = reqwest::Client::new();
-    // Declared before the driver, so removed after Chromium has ended.
-    let profile = TempDir::new("browser-profile");
+    // One profile per page: the tests run at once.
+    let profile = TempDir::new(&format!("browser-profile{}", path.replace('/', "-")));
     let driver = start_driver(&chromedriver).await;
     let session = open_session(&http, &driver, &chromium, &profile).await;
     let r = http
         .post(format!("{session}/url"))
-        .json(&json!({"url": gw.url("/dashboard")}))
+        .json(&json!({"url": gw.url(path)}))
         .send()
         .await
         .unwrap();
     assert!(r.status().is_success());
+    Some(Browser {
+        http,
+        session,
+        _driver: driver,
+        _profile: profile,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_a_disabled_key_without_console_errors() {
+    let gw = gateway_with_traffic().await;
+    let Some(browser) = browse(&gw, "/dashboard").await else {
+        return;
+    };
+    let (http, session) = (&browser.http, browser.session.as_str());
 
     let state = r#"(document.querySelector('[data-key="alpha"]') || {}).textContent"#;
-    assert_eq!(after_refresh(&http, &session, state).await, "active");
+    assert_eq!(after_refresh(http, session, state).await, "active");
     let canary = after_refresh(
-        &http,
-        &session,
+        http,
+        session,
         "document.querySelector('#canary tbody').textContent",
     )
     .await;
@@ -236,7 +260,7 @@ async fn the_dashboard_shows_a_disabled_key_without_console_errors() {
         )
         .await;
     assert_eq!(status, 200);
-    let disabled = after_refresh(&http, &session, state).await;
+    let disabled = after_refresh(http, session, state).await;
     assert!(
         disabled.as_str().unwrap().starts_with("disabled"),
         "{disabled}"
@@ -244,7 +268,7 @@ async fn the_dashboard_shows_a_disabled_key_without_console_errors() {
 
     // Budget and the request chart are drawn; no secret is on the page.
     let drawn = "[document.querySelectorAll('#chart rect').length, document.querySelectorAll('#budget tbody tr').length, document.documentElement.outerHTML]";
-    let page = after_refresh(&http, &session, drawn).await;
+    let page = after_refresh(http, session, drawn).await;
     assert!(
         page[0].as_u64().unwrap() > 0 && page[1].as_u64().unwrap() > 0,
         "chart and budget drawn"
@@ -257,7 +281,7 @@ async fn the_dashboard_shows_a_disabled_key_without_console_errors() {
     assert!(!html.contains(MASTER));
 
     // No console errors (and the log is really read: a deliberate one shows).
-    let severe: Vec<Value> = console(&http, &session)
+    let severe: Vec<Value> = console(http, session)
         .await
         .into_iter()
         .filter(|e| e["level"] == "SEVERE")
@@ -268,7 +292,7 @@ async fn the_dashboard_shows_a_disabled_key_without_console_errors() {
         .send()
         .await
         .unwrap();
-    let after = console(&http, &session).await;
+    let after = console(http, session).await;
     assert!(
         after.iter().any(|e| e["level"] == "SEVERE"
             && e["message"]
@@ -276,7 +300,7 @@ async fn the_dashboard_shows_a_disabled_key_without_console_errors() {
                 .is_some_and(|m| m.contains("deliberate"))),
         "the console log is not being read: {after:?}"
     );
-    let _ = http.delete(&session).send().await;
+    let _ = http.delete(session).send().await;
 }
 
 /// The open page in a WebDriver session.
@@ -497,33 +521,18 @@ async fn canary_budget_and_usage_through_the_console(page: &Page<'_>, gw: &Gatew
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_does_an_operators_work_without_console_errors_or_secrets() {
-    let (chromium, chromedriver) = match tools() {
-        Ok(t) => t,
-        Err(why) if std::env::var_os("KEYPOOL_REQUIRE_BROWSER").is_none() => {
-            eprintln!("skipped: {why}");
-            return;
-        }
-        Err(why) => panic!("{why}"),
-    };
     let gw = gateway_with_traffic().await;
-    let http = reqwest::Client::new();
-    let profile = TempDir::new("console-profile");
-    let driver = start_driver(&chromedriver).await;
-    let session = open_session(&http, &driver, &chromium, &profile).await;
-    let r = http
-        .post(format!("{session}/url"))
-        .json(&json!({"url": gw.url("/console")}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    let Some(browser) = browse(&gw, "/console").await else {
+        return;
+    };
+    let (http, session) = (&browser.http, browser.session.clone());
     let page = Page {
-        http: &http,
+        http,
         session: session.clone(),
     };
     let managing = "document.body.classList.contains('manage')";
     assert_eq!(
-        after_refresh(&http, &session, managing).await,
+        after_refresh(http, &session, managing).await,
         false,
         "not before signing in"
     );
@@ -547,7 +556,7 @@ async fn the_console_does_an_operators_work_without_console_errors_or_secrets() 
             "a dismissed team key secret is gone"
         );
     }
-    let severe: Vec<Value> = console(&http, &session)
+    let severe: Vec<Value> = console(http, &session)
         .await
         .into_iter()
         .filter(|e| e["level"] == "SEVERE")
