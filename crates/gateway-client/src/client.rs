@@ -16,6 +16,7 @@ use crate::clock::Clock;
 use crate::error::ClientError;
 use crate::policy::{ContextPolicy, RetryPolicy};
 use crate::request::{ApiRequest, ApiResponse, ArmInfo, RequestContext, ResponseMeta};
+use crate::routing::{Catalog, Fallbacks};
 use crate::stats::{Finished, Stats};
 use crate::stream::{ClientStream, StreamGuard};
 
@@ -81,11 +82,32 @@ pub(crate) struct Provider {
     pub(crate) base_url: Arc<str>,
     pub(crate) priority: u32,
     pub(crate) pool: Mutex<KeyPool>,
+    /// The models it serves, by which names.
+    pub(crate) catalog: Catalog,
+}
+
+impl Provider {
+    /// Whether this provider serves `model` and has a key that may: the
+    /// names its keys may list it by (the client's and the upstream's).
+    fn serves(&self, model: &str) -> bool {
+        self.catalog.serves(model) && lock(&self.pool).may_serve(&self.names(model))
+    }
+
+    /// `model`'s names here: the client's, and the upstream's if it differs.
+    fn names<'a>(&'a self, model: &'a str) -> Vec<&'a str> {
+        let upstream = self.catalog.upstream_name(model);
+        if upstream == model {
+            vec![model]
+        } else {
+            vec![model, upstream]
+        }
+    }
 }
 
 pub(crate) struct Inner {
     pub(crate) providers: Vec<Provider>,
     pub(crate) rollouts: HashMap<String, RolloutSlot>,
+    pub(crate) fallbacks: Fallbacks,
     pub(crate) ledger: Option<Mutex<Ledger>>,
     pub(crate) prices: PriceTable,
     pub(crate) transport: Arc<dyn Transport>,
@@ -299,6 +321,10 @@ impl Client {
             return Err(ClientError::InvalidRequest("missing \"model\"".into()));
         }
         let (model, arm) = self.route(&model_requested, ctx)?;
+        let chain = self.servable_chain(&model);
+        let Some(first) = chain.first() else {
+            return Err(ClientError::ModelNotFound { model });
+        };
         let input_estimate = match endpoint {
             Endpoint::ChatCompletions => crate::context::chat_tokens(request.json()),
             Endpoint::Embeddings => CharEstimator.estimate_chat(request.texts()),
@@ -306,14 +332,14 @@ impl Client {
         let max_output = match endpoint {
             Endpoint::ChatCompletions => request
                 .max_output_tokens()
-                .unwrap_or_else(|| self.model_max_output(&model)),
+                .unwrap_or_else(|| self.model_max_output(first)),
             Endpoint::Embeddings => 0,
         };
         let mut work = Work {
             endpoint,
             request,
             model_requested,
-            model,
+            model: first.clone(),
             arm,
             reservation: None,
             degraded: None,
@@ -324,16 +350,87 @@ impl Client {
             attempts: 0,
             started,
         };
+        // A refusal here is not an upstream request: not counted.
         self.reserve_covered(&mut work, ctx).await?;
-        if self.inner.context.truncate {
-            self.truncate(&mut work, None);
-        }
-        let result = self.attempts(&mut work, ctx, stream).await;
+        let result = self.along_chain(&mut work, ctx, stream, &chain).await;
         if result.is_err() {
             self.cancel(work.reservation.take());
             self.record(&work, false, None, 0);
         }
         result
+    }
+
+    /// `model` and its fallbacks, those that some provider serves.
+    fn servable_chain(&self, model: &str) -> Vec<String> {
+        self.inner
+            .fallbacks
+            .chain(model)
+            .into_iter()
+            .filter(|m| self.inner.providers.iter().any(|p| p.serves(m)))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Tries each model of `chain` in turn until one is served (the first
+    /// already reserved for): the next is tried at once when no key can
+    /// serve the one before (all cooling down, disabled, exhausted, or every
+    /// attempt failing), reserved for anew.
+    async fn along_chain(
+        &self,
+        work: &mut Work,
+        ctx: &RequestContext,
+        stream: bool,
+        chain: &[String],
+    ) -> Result<Sent, ClientError> {
+        let mut result = Err(ClientError::ModelNotFound {
+            model: work.model.clone(),
+        });
+        for (i, model) in chain.iter().enumerate() {
+            if i > 0 {
+                self.cancel(work.reservation.take());
+                work.model.clone_from(model);
+                work.context_retried = false;
+                self.reserve_covered(work, ctx).await?;
+            }
+            if self.inner.context.truncate {
+                self.truncate(work, None);
+            }
+            let last = i + 1 == chain.len();
+            result = self.attempts(work, ctx, stream, !last).await;
+            match &result {
+                Err(ClientError::NoKeyAvailable { .. } | ClientError::AttemptsExhausted { .. })
+                    if !last =>
+                {
+                    tracing::debug!(model = %work.model, "no key can serve: falling back");
+                }
+                _ => break,
+            }
+        }
+        result
+    }
+
+    /// Whether some provider serves `model` (by its name or an alias) with
+    /// a key allowed it.
+    pub fn serves(&self, model: &str) -> bool {
+        self.inner.providers.iter().any(|p| p.serves(model))
+    }
+
+    /// The models the providers list (aliases included) that some key may
+    /// serve, sorted; `None` when a provider serves any model.
+    pub fn listed_models(&self) -> Option<Vec<String>> {
+        let mut all = Vec::new();
+        for p in &self.inner.providers {
+            let listed = p.catalog.listed()?;
+            all.extend(
+                listed
+                    .into_iter()
+                    .filter(|m| p.serves(m))
+                    .map(str::to_owned),
+            );
+        }
+        all.sort();
+        all.dedup();
+        Some(all)
     }
 
     /// The canary's choice of model for this request.
@@ -539,23 +636,35 @@ impl Client {
 
     // ----- the attempt loop ----------------------------------------------
 
+    /// Attempts with keys of the providers that serve `work.model` until one
+    /// answers. With `fall_back`, gives up as soon as no key can serve (a
+    /// fallback model is tried at once rather than waited for).
     async fn attempts(
         &self,
         work: &mut Work,
         ctx: &RequestContext,
         stream: bool,
+        fall_back: bool,
     ) -> Result<Sent, ClientError> {
         let inner = &self.inner;
         let deadline = inner.clock.now() + inner.retry.deadline;
         let mut excluded: Vec<(usize, KeyId)> = Vec::new();
         let mut last = String::from("no attempt was made");
+        let first = work.attempts;
+        let spent = |work: &Work| work.attempts - first >= inner.retry.max_attempts;
         // Waiting for keys never loops without bound, even with a frozen clock.
         for _ in 0..10_000 {
-            if work.attempts >= inner.retry.max_attempts {
+            if spent(work) {
                 break;
             }
-            let (p, lease) = match self.acquire(&excluded, work.input_estimate) {
+            let (p, lease) = match self.acquire(&excluded, work) {
                 Ok(x) => x,
+                Err(no) if fall_back => {
+                    return Err(ClientError::NoKeyAvailable {
+                        detail: no.detail,
+                        retry_at: no.retry_at,
+                    });
+                }
                 Err(no) => {
                     if self.wait_for_key(no, work, &mut excluded, deadline).await? {
                         continue;
@@ -583,9 +692,7 @@ impl Client {
                     excluded.push(key);
                 }
             }
-            if work.attempts >= inner.retry.max_attempts
-                || !self.back_off(work.attempts, deadline).await
-            {
+            if spent(work) || !self.back_off(work.attempts - first, deadline).await {
                 break;
             }
         }
@@ -668,7 +775,8 @@ impl Client {
             ));
         };
         work.attempts += 1;
-        work.request.set_model(&work.model);
+        work.request
+            .set_model(provider.catalog.upstream_name(&work.model));
         let request = self.upstream_request(work, provider, &lease, deadline);
         let key_name = lease.name().clone();
         let sent_at = tokio::time::Instant::now();
@@ -827,24 +935,27 @@ impl Client {
         Ok(true)
     }
 
-    fn acquire(
-        &self,
-        excluded: &[(usize, KeyId)],
-        estimate: u64,
-    ) -> Result<(usize, Lease), NoKeys> {
+    /// Leases a key for `work.model` from the first provider (by priority)
+    /// that serves it and has one.
+    fn acquire(&self, excluded: &[(usize, KeyId)], work: &Work) -> Result<(usize, Lease), NoKeys> {
         let now = ts(self.inner.clock.now());
         let mut detail = Vec::new();
         let mut retry_at: Option<SystemTime> = None;
         let mut only_excluded = !excluded.is_empty();
         for (i, provider) in self.inner.providers.iter().enumerate() {
+            if !provider.catalog.serves(&work.model) {
+                continue;
+            }
+            let names = provider.names(&work.model);
             let exclude: Vec<KeyId> = excluded
                 .iter()
                 .filter(|(p, _)| *p == i)
                 .map(|(_, k)| *k)
                 .collect();
             let opts = AcquireOptions {
-                estimated_tokens: estimate,
+                estimated_tokens: work.input_estimate,
                 exclude: &exclude,
+                model: &names,
             };
             let mut pool = lock(&provider.pool);
             let r = pool.acquire_with(now, &opts);
@@ -857,9 +968,12 @@ impl Client {
                         retry_at = Some(retry_at.map_or(t, |r| r.min(t)));
                     }
                     let u = e.unavailable;
-                    only_excluded &= u.total() == u.excluded;
+                    only_excluded &= u.total() == u.excluded + u.other_models;
                 }
             }
+        }
+        if detail.is_empty() {
+            detail.push(format!("no provider serves {:?}", work.model));
         }
         Err(NoKeys {
             detail: detail.join("; "),

@@ -15,6 +15,13 @@ pub enum ClientError {
         /// The earliest time a key becomes usable, if any.
         retry_at: Option<SystemTime>,
     },
+    /// No provider serves the model (nor any of its fallbacks); no key was
+    /// tried.
+    #[error("model {model:?} is not served here")]
+    ModelNotFound {
+        /// The model asked for (after the canary's choice).
+        model: String,
+    },
     /// A budget limit refuses the request.
     #[error(transparent)]
     Budget(#[from] budget::BudgetError),

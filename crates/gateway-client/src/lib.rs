@@ -56,6 +56,7 @@ mod policy;
 mod probe;
 mod report;
 mod request;
+mod routing;
 mod share;
 mod stats;
 mod stream;
@@ -71,6 +72,7 @@ pub use policy::{Analysis, ContextPolicy, RetryPolicy};
 pub use probe::ProbeOutcome;
 pub use report::{LimitSnapshot, ProviderSnapshot, RolloutSnapshot, Snapshot};
 pub use request::{ApiRequest, ApiResponse, ArmInfo, RequestContext, ResponseMeta};
+pub use routing::{Catalog, Fallbacks};
 pub use share::ShareBacker;
 pub use stats::{CounterSnapshot, StatsSnapshot};
 pub use stream::ClientStream;
@@ -83,7 +85,8 @@ use transport::Transport;
 /// Builds a [`Client`].
 #[derive(Default)]
 pub struct ClientBuilder {
-    providers: Vec<(String, String, u32, KeyPool)>,
+    providers: Vec<(String, String, u32, KeyPool, Catalog)>,
+    fallbacks: Fallbacks,
     rollouts: Vec<(Rollout, Analysis)>,
     ledger: Option<Ledger>,
     prices: Option<PriceTable>,
@@ -112,14 +115,34 @@ impl ClientBuilder {
     /// a priority (0 is tried first; higher ones serve when lower ones cannot),
     /// and its key pool.
     pub fn provider(
-        mut self,
+        self,
         name: impl Into<String>,
         base_url: impl Into<String>,
         priority: u32,
         pool: KeyPool,
     ) -> Self {
+        self.provider_serving(name, base_url, priority, pool, Catalog::any())
+    }
+
+    /// Adds a provider that serves the models of `catalog`, by the names
+    /// it gives them ([`provider`](Self::provider) serves any model).
+    pub fn provider_serving(
+        mut self,
+        name: impl Into<String>,
+        base_url: impl Into<String>,
+        priority: u32,
+        pool: KeyPool,
+        catalog: Catalog,
+    ) -> Self {
         self.providers
-            .push((name.into(), base_url.into(), priority, pool));
+            .push((name.into(), base_url.into(), priority, pool, catalog));
+        self
+    }
+
+    /// The models to try, in turn, when no key of any provider can serve a
+    /// model.
+    pub fn fallbacks(mut self, fallbacks: Fallbacks) -> Self {
+        self.fallbacks = fallbacks;
         self
     }
 
@@ -209,12 +232,15 @@ impl ClientBuilder {
         let mut providers: Vec<client::Provider> = self
             .providers
             .into_iter()
-            .map(|(name, base_url, priority, pool)| client::Provider {
-                name: name.into(),
-                base_url: base_url.into(),
-                priority,
-                pool: Mutex::new(pool),
-            })
+            .map(
+                |(name, base_url, priority, pool, catalog)| client::Provider {
+                    name: name.into(),
+                    base_url: base_url.into(),
+                    priority,
+                    pool: Mutex::new(pool),
+                    catalog,
+                },
+            )
             .collect();
         providers.sort_by_key(|p| p.priority);
         let mut rollouts = HashMap::new();
@@ -242,6 +268,7 @@ impl ClientBuilder {
         let inner = client::Inner {
             providers,
             rollouts,
+            fallbacks: self.fallbacks,
             ledger: self.ledger.map(Mutex::new),
             prices,
             transport,

@@ -43,6 +43,8 @@ pub fn demo_config(upstream_base_url: &str, listen: &str) -> Config {
             priority: 0,
             strategy: keypool_core::Strategy::LeastUsed,
             key_prefixes: None,
+            models: None,
+            aliases: std::collections::BTreeMap::new(),
             keys,
         }],
         canary: vec![CanaryConfig {

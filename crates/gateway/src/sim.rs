@@ -60,6 +60,8 @@ pub const DEMO_KEYS: [(&str, &str, Behavior); 4] = [
 
 struct Sim {
     keys: HashMap<String, (Behavior, AtomicU64)>,
+    /// Models answered with 503 whatever the key.
+    down: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// A running simulated upstream.
@@ -67,13 +69,37 @@ struct Sim {
 pub struct SimUpstream {
     /// Where it listens.
     pub addr: SocketAddr,
+    sim: Arc<Sim>,
     task: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sim")
+            .field("keys", &self.keys.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl SimUpstream {
     /// Its base URL, e.g. `http://127.0.0.1:41234/v1`.
     pub fn base_url(&self) -> String {
         format!("http://{}/v1", self.addr)
+    }
+
+    /// From now on, every request for `model` gets a 503 (`down`), or is
+    /// served again.
+    pub fn set_model_down(&self, model: &str, down: bool) {
+        let mut set = self
+            .sim
+            .down
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if down {
+            set.insert(model.to_owned());
+        } else {
+            set.remove(model);
+        }
     }
 }
 
@@ -98,6 +124,7 @@ pub async fn start_on(
             .iter()
             .map(|(_, s, b)| ((*s).to_owned(), (*b, AtomicU64::new(0))))
             .collect(),
+        down: std::sync::Mutex::default(),
     });
     let app = Router::new()
         .route("/v1/chat/completions", post(chat))
@@ -106,13 +133,13 @@ pub async fn start_on(
             "/v1/models",
             get(|| async { axum::Json(serde_json::json!({"object": "list", "data": []})) }),
         )
-        .with_state(sim);
+        .with_state(sim.clone());
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    Ok(SimUpstream { addr, task })
+    Ok(SimUpstream { addr, sim, task })
 }
 
 fn error(status: StatusCode, kind: &str, code: &str, message: &str) -> Response {
@@ -162,6 +189,23 @@ fn misbehave(sim: &Sim, headers: &HeaderMap) -> Option<Response> {
         )),
         Behavior::Flaky | Behavior::Stalls | Behavior::Verbose => None,
     }
+}
+
+/// A 503 if `model` is down.
+fn model_down(sim: &Sim, model: &str) -> Option<Response> {
+    let down = sim
+        .down
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .contains(model);
+    down.then(|| {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "model_overloaded",
+            "The model is overloaded.",
+        )
+    })
 }
 
 /// The behaviour of the key a request carries.
@@ -250,6 +294,9 @@ async fn chat(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: bytes::Byte
     };
     let behavior = behavior(&sim, &headers);
     let a = asked(&req, behavior);
+    if let Some(r) = model_down(&sim, &a.model) {
+        return r;
+    }
     let answer = format!("Simulated answer from {}.", a.model);
     if a.stream {
         return stream(&a, &answer, behavior == Some(Behavior::Stalls));

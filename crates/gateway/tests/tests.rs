@@ -28,6 +28,8 @@ mod manage;
 mod operators;
 /// Three real processes on one Postgres.
 mod processes;
+/// Model routing: providers' models and aliases, keys' models, fallbacks.
+mod routing;
 /// Serving: answers, streams, errors, failover, shutdown.
 mod serving;
 /// Traces exported over OTLP.

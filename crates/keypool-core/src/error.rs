@@ -102,6 +102,8 @@ pub struct Unavailable {
     pub daily_limited: u32,
     /// Could serve, but the caller excluded them.
     pub excluded: u32,
+    /// Could serve, but not the model asked for ([`NewKey::models`](crate::NewKey::models)).
+    pub other_models: u32,
 }
 
 impl Unavailable {
@@ -117,6 +119,7 @@ impl Unavailable {
             + self.minute_limited
             + self.daily_limited
             + self.excluded
+            + self.other_models
     }
 }
 
@@ -133,6 +136,7 @@ impl fmt::Display for Unavailable {
             (self.minute_limited, "at a per-minute limit"),
             (self.daily_limited, "near a daily limit"),
             (self.excluded, "excluded by the caller"),
+            (self.other_models, "not for this model"),
         ];
         let mut first = true;
         for (n, what) in parts {

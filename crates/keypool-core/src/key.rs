@@ -89,6 +89,20 @@ pub struct NewKey {
     pub(crate) tier: u8,
     pub(crate) weight: u32,
     pub(crate) limits: Limits,
+    pub(crate) models: Option<Arc<Models>>,
+}
+
+/// The models a key may serve, kept beside the pool's entries (most keys
+/// have none, and the entry's size is part of the memory budget).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Models(pub(crate) Box<[Arc<str>]>);
+
+impl Models {
+    /// Whether a model known by any of `names` is one of these (any is
+    /// when `names` is empty).
+    pub(crate) fn serve(&self, names: &[&str]) -> bool {
+        names.is_empty() || self.0.iter().any(|m| names.iter().any(|n| **m == **n))
+    }
 }
 
 impl NewKey {
@@ -101,6 +115,7 @@ impl NewKey {
             tier: 0,
             weight: 1,
             limits: Limits::default(),
+            models: None,
         }
     }
 
@@ -162,6 +177,15 @@ impl NewKey {
         self.limits.max_in_flight = Some(n);
         self
     }
+
+    /// The only models this key may be picked for (see
+    /// [`AcquireOptions::model`]); without it, any model. An empty list is
+    /// the same as none: a key for no model would never serve.
+    pub fn models<S: AsRef<str>>(mut self, models: impl IntoIterator<Item = S>) -> Self {
+        let list: Box<[Arc<str>]> = models.into_iter().map(|m| Arc::from(m.as_ref())).collect();
+        self.models = (!list.is_empty()).then(|| Arc::new(Models(list)));
+        self
+    }
 }
 
 /// A key lent to the caller for one attempt. Report exactly one outcome for it
@@ -217,6 +241,10 @@ pub struct AcquireOptions<'a> {
     pub estimated_tokens: u64,
     /// Keys not to use (e.g. the ones that just failed for this request).
     pub exclude: &'a [KeyId],
+    /// The model asked for, by any of its names (the client's and the
+    /// upstream's): keys added with [`NewKey::models`] that list none of
+    /// them are skipped. Empty: every key may serve.
+    pub model: &'a [&'a str],
 }
 
 /// A key's health, apart from limits. Cooling keys' end time is `Entry::until`.

@@ -11,7 +11,7 @@ use crate::event::Event;
 use crate::index::{Dense, Heap, Index};
 use crate::key::{
     AcquireOptions, BLOCK_KINDS, Block, CompactLimits, Entry, FailureWindow, Health, Lease,
-    LeaseRecord, NewKey, WARNED,
+    LeaseRecord, Models, NewKey, WARNED,
 };
 use crate::outcome::Outcome;
 use crate::rng::SplitMix64;
@@ -75,6 +75,8 @@ pub struct KeyPool {
     /// Slots whose fingerprint was taken by another key when they were added.
     collided: Vec<u32>,
     groups: Vec<Arc<str>>,
+    /// The models of keys that serve only some, by slot.
+    models: HashMap<u32, Arc<Models>>,
     index: Index,
     /// Keys to re-evaluate at a time: cooldowns and per-minute limits ending.
     wakes: BTreeSet<(Timestamp, KeyId)>,
@@ -113,6 +115,7 @@ impl KeyPool {
             by_secret: HashMap::new(),
             collided: Vec::new(),
             groups: Vec::new(),
+            models: HashMap::new(),
             index,
             wakes: BTreeSet::new(),
             revocations: BTreeSet::new(),
@@ -681,6 +684,9 @@ impl KeyPool {
         }
         self.len += 1;
         self.emit(Event::Added { key: id, name });
+        if let Some(models) = key.models {
+            self.models.insert(slot, models);
+        }
         let mut entry = Box::new(entry);
         // Register the new key in the counters and the index.
         self.refresh(id, &mut entry, Previously::Nothing);
@@ -783,7 +789,28 @@ impl KeyPool {
             return true;
         };
         opts.exclude.contains(&id)
+            || !self.serves(slot, opts.model)
             || (opts.estimated_tokens > 0 && !self.fits(slot, opts.estimated_tokens))
+    }
+
+    /// Whether the key in `slot` may serve a model known by `names`.
+    pub(crate) fn serves(&self, slot: u32, names: &[&str]) -> bool {
+        names.is_empty() || self.models.get(&slot).is_none_or(|m| m.serve(names))
+    }
+
+    /// Whether the pool's keys leave a model known by `names` to it: false
+    /// only when every key is limited to other models (an empty pool is a
+    /// pool whose keys are gone, not one for other models). `O(1)` unless
+    /// every key is limited to some models.
+    pub fn may_serve(&self, names: &[&str]) -> bool {
+        self.models.len() < self.len
+            || self.len == 0
+            || self.models.values().any(|m| m.serve(names))
+    }
+
+    /// The models the key in `slot` is limited to, if it is.
+    pub(crate) fn models_of(&self, slot: u32) -> Option<&Models> {
+        self.models.get(&slot).map(|m| &**m)
     }
 
     /// Whether the estimate fits the key's remaining daily and per-minute token budgets.
@@ -869,6 +896,7 @@ impl KeyPool {
             minute_limited: b.get(Block::MinuteLimit),
             daily_limited: b.get(Block::DailyLimit),
             excluded: 0,
+            other_models: 0,
         };
         // Keys in the index were all skipped: by exclusion, or because the
         // estimate does not fit their token budget for the day or the minute.
@@ -882,6 +910,8 @@ impl KeyPool {
                 }
                 if opts.exclude.contains(&id) {
                     unavailable.excluded += 1;
+                } else if !self.serves(id.slot, opts.model) {
+                    unavailable.other_models += 1;
                 } else if e.limits.tokens_per_day.is_some_and(|l| {
                     e.tokens_today
                         .saturating_add(u64::from(e.reserved_tokens))
@@ -931,6 +961,7 @@ impl KeyPool {
             tier: e.tier,
             weight: e.weight,
             limits: e.limits.expand(),
+            models: self.models.get(&old.slot).cloned(),
         };
         let name = e.name.clone();
         let new = self.add(new_key, now)?;
@@ -1107,6 +1138,7 @@ impl KeyPool {
             *g = g.wrapping_add(1);
         }
         self.free.push(id.slot);
+        self.models.remove(&id.slot);
         self.len -= 1;
         self.index.remove(id.slot);
         if let Some(wake) = self.wake_of(&e) {

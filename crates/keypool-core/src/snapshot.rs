@@ -30,6 +30,8 @@ pub struct KeySnapshot {
     pub selectable: bool,
     /// Its limits.
     pub limits: Limits,
+    /// The only models it may serve (`None`: any).
+    pub models: Option<Vec<Arc<str>>>,
     /// Tokens used today.
     pub tokens_today: u64,
     /// Requests made today.
@@ -86,6 +88,7 @@ impl KeyPool {
             state: self.state_of(e),
             selectable: self.is_selectable(id),
             limits,
+            models: self.models_of(id.slot).map(|m| m.0.to_vec()),
             tokens_today: e.tokens_today,
             requests_today: e.requests_today,
             tokens_percent: percent(e.tokens_today, limits.tokens_per_day),

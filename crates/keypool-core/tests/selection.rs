@@ -44,6 +44,7 @@ fn least_used_spreads_concurrent_requests_by_in_flight_and_reservations() {
     let opts = AcquireOptions {
         estimated_tokens: 1_000,
         exclude: &[],
+        ..AcquireOptions::default()
     };
     sim.report(first, ok(10, 0));
     sim.report(second, ok(20, 0));
@@ -228,6 +229,7 @@ fn tokens_per_minute_limit_counts_usage_and_reservations() {
     let opts = AcquireOptions {
         estimated_tokens: 600,
         exclude: &[],
+        ..AcquireOptions::default()
     };
     let l = sim.pool.acquire_with(sim.now, &opts).unwrap();
     // 600 reserved: another 600 does not fit.
@@ -251,12 +253,14 @@ fn an_estimate_that_does_not_fit_the_daily_budget_skips_the_key() {
     let opts = AcquireOptions {
         estimated_tokens: 5_000,
         exclude: &[],
+        ..AcquireOptions::default()
     };
     let l = sim.pool.acquire_with(sim.now, &opts).unwrap();
     assert_eq!(l.key(), big);
     let huge = AcquireOptions {
         estimated_tokens: 2_000_000,
         exclude: &[],
+        ..AcquireOptions::default()
     };
     let err = sim.pool.acquire_with(sim.now, &huge).unwrap_err();
     assert_eq!(err.unavailable.daily_limited, 2);
@@ -278,6 +282,7 @@ fn exclude_skips_the_named_keys() {
                     &AcquireOptions {
                         estimated_tokens: 0,
                         exclude: &exclude,
+                        ..AcquireOptions::default()
                     },
                 )
                 .unwrap();
@@ -292,6 +297,7 @@ fn exclude_skips_the_named_keys() {
                 &AcquireOptions {
                     estimated_tokens: 0,
                     exclude: &all,
+                    ..AcquireOptions::default()
                 },
             )
             .unwrap_err();
@@ -324,4 +330,90 @@ fn no_key_error_says_why_per_class_and_when_to_retry() {
     );
     let empty = Sim::new().acquire().unwrap_err();
     assert_eq!(empty.to_string(), "no key available: the pool has no keys");
+}
+
+#[test]
+fn a_key_for_some_models_is_picked_only_for_them_by_any_strategy() {
+    for strategy in ALL {
+        let mut sim = sim(strategy);
+        let all = sim.keys(["all"])[0];
+        let secret = sim.fresh_secret();
+        let mini = sim.add(NewKey::new("mini", secret).models(["gpt-4o-mini"]));
+        let mut picked = Vec::new();
+        for _ in 0..8 {
+            let opts = AcquireOptions {
+                model: &["gpt-4.1"],
+                ..AcquireOptions::default()
+            };
+            let lease = sim.pool.acquire_with(sim.now, &opts).expect("a key");
+            picked.push(lease.key());
+            sim.report(lease, ok(10, 1));
+        }
+        assert!(picked.iter().all(|k| *k == all), "{strategy:?}: {picked:?}");
+        // Either of the model's names reaches the restricted key.
+        let mut seen_mini = false;
+        for _ in 0..8 {
+            let opts = AcquireOptions {
+                model: &["mini-alias", "gpt-4o-mini"],
+                ..AcquireOptions::default()
+            };
+            let lease = sim.pool.acquire_with(sim.now, &opts).expect("a key");
+            seen_mini |= lease.key() == mini;
+            sim.report(lease, ok(10, 1));
+        }
+        assert!(seen_mini, "{strategy:?}");
+        // With the unrestricted key out, the model has no key, and the
+        // answer says why.
+        sim.pool.disable(all, sim.now).expect("known");
+        let opts = AcquireOptions {
+            model: &["gpt-4.1"],
+            ..AcquireOptions::default()
+        };
+        let no = sim
+            .pool
+            .acquire_with(sim.now, &opts)
+            .expect_err("no key for gpt-4.1");
+        assert_eq!(no.unavailable.other_models, 1, "{strategy:?}");
+        assert_eq!(no.unavailable.disabled, 1, "{strategy:?}");
+        assert!(no.unavailable.to_string().contains("not for this model"));
+    }
+}
+
+#[test]
+fn a_rotated_key_keeps_its_models() {
+    let mut sim = sim(Strategy::LeastUsed);
+    let secret = sim.fresh_secret();
+    let mini = sim.add(NewKey::new("mini", secret).models(["gpt-4o-mini"]));
+    let new_secret = sim.fresh_secret();
+    let new = sim
+        .pool
+        .rotate(mini, new_secret, Duration::ZERO, sim.now)
+        .expect("rotated");
+    let snap = sim.pool.key_snapshot(new).expect("known");
+    let models: Vec<&str> = snap
+        .models
+        .iter()
+        .flat_map(|m| m.iter().map(|m| &**m))
+        .collect();
+    assert_eq!(models, ["gpt-4o-mini"]);
+}
+
+#[test]
+fn a_pool_may_serve_a_model_while_one_of_its_keys_may() {
+    let mut sim = sim(Strategy::LeastUsed);
+    assert!(
+        !sim.pool.may_serve(&["gpt-4.1"]),
+        "an empty pool serves nothing"
+    );
+    let secret = sim.fresh_secret();
+    let mini = sim.add(NewKey::new("mini", secret).models(["gpt-4o-mini"]));
+    assert!(sim.pool.may_serve(&["gpt-4o-mini"]));
+    assert!(!sim.pool.may_serve(&["gpt-4.1"]));
+    let [_all] = sim.keys(["all"]);
+    assert!(sim.pool.may_serve(&["gpt-4.1"]));
+    sim.pool.remove(mini, sim.now).expect("known");
+    assert!(
+        sim.pool.may_serve(&["gpt-4o-mini"]),
+        "the unrestricted key serves it"
+    );
 }

@@ -188,6 +188,7 @@ impl Model {
         let opts = AcquireOptions {
             estimated_tokens: estimate,
             exclude: &exclude,
+            ..AcquireOptions::default()
         };
         match self.pool.acquire_with(self.now, &opts) {
             Ok(lease) => {

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use budget::PriceTable;
-use gateway_client::{Client, Clock};
+use gateway_client::{Client, ClientBuilder, Clock};
 use keypool_core::Timestamp;
 use transport::Transport;
 
@@ -22,6 +22,38 @@ pub struct Built {
     pub understood: Understood,
     /// The sealer for runtime keys' secrets, if `[storage]` gives a key.
     pub sealer: Option<crate::secrets::Sealer>,
+}
+
+/// `[[providers]]` and `[routing]`: the key pools, what each provider
+/// serves, and the fallbacks between models.
+fn providers(
+    config: &Config,
+    mut builder: ClientBuilder,
+    env: &HashMap<String, String>,
+    now: Timestamp,
+    u: &mut Understood,
+) -> Result<ClientBuilder, ConfigError> {
+    let budget_offset = config.budget.as_ref().and_then(|b| b.utc_offset.as_deref());
+    let pool_config = config.pool.build(budget_offset)?;
+    let mut catalogs = Vec::new();
+    for (pi, p) in config.providers.iter().enumerate() {
+        let field = format!("providers[{pi}]");
+        let catalog = p.catalog(&field)?;
+        let pool = p.build((&field, &pool_config), env, now, u)?;
+        u.models
+            .extend(catalog.listed().into_iter().flatten().map(str::to_owned));
+        catalogs.push(catalog.clone());
+        builder = builder.provider_serving(
+            p.name.clone(),
+            p.base_url.clone(),
+            p.priority,
+            pool,
+            catalog,
+        );
+    }
+    let (fallbacks, lines) = config.routing.build(&catalogs)?;
+    u.lines.extend(lines);
+    Ok(builder.fallbacks(fallbacks))
 }
 
 /// Builds the client and the auth from `config`, reading secrets through
@@ -51,13 +83,7 @@ pub fn build(
     if let Some(clock) = clock {
         builder = builder.clock(clock);
     }
-    let budget_offset = config.budget.as_ref().and_then(|b| b.utc_offset.as_deref());
-    let pool_config = config.pool.build(budget_offset)?;
-    for (pi, p) in config.providers.iter().enumerate() {
-        let field = format!("providers[{pi}]");
-        let pool = p.build((&field, &pool_config), env, now, &mut u)?;
-        builder = builder.provider(p.name.clone(), p.base_url.clone(), p.priority, pool);
-    }
+    builder = providers(config, builder, env, now, &mut u)?;
     u.models
         .extend(PriceTable::defaults().models().map(|(m, _)| m.to_owned()));
     for (ci, c) in config.canary.iter().enumerate() {

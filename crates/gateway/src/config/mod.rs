@@ -18,6 +18,7 @@ mod context;
 mod pool;
 mod providers;
 mod retry;
+mod routing;
 mod secret;
 mod server;
 mod storage;
@@ -40,6 +41,7 @@ pub use self::context::ContextConfig;
 pub use self::pool::PoolSection;
 pub use self::providers::{KeyConfig, ProviderConfig};
 pub use self::retry::RetryConfig;
+pub use self::routing::RoutingConfig;
 pub use self::secret::{SecretSource, resolve_secret};
 pub use self::server::ServerConfig;
 pub use self::storage::{Backend, StorageConfig};
@@ -107,6 +109,9 @@ pub struct Config {
     /// `[retry]`.
     #[serde(default)]
     pub retry: RetryConfig,
+    /// `[routing]`: fallbacks between models.
+    #[serde(default)]
+    pub routing: RoutingConfig,
     /// `[context]`: requests that do not fit their model.
     #[serde(default)]
     pub context: ContextConfig,

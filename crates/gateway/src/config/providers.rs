@@ -1,8 +1,9 @@
 //! `[[providers]]`: the upstreams and their keys, built into key pools.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
+use gateway_client::Catalog;
 use keypool_core::{KeyPool, KeyRule, Limits, NewKey, PoolConfig, Timestamp};
 use serde::Deserialize;
 
@@ -26,6 +27,14 @@ pub struct ProviderConfig {
     /// Accepted secret prefixes. Default `["sk-"]`.
     #[serde(default)]
     pub key_prefixes: Option<Vec<String>>,
+    /// The models this provider serves; absent, any model.
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+    /// Clients' names for models, mapped to this provider's
+    /// (`{ "deepseek-v3.2" = "deepseek-chat" }`): served here, and sent
+    /// upstream by the provider's name.
+    #[serde(default)]
+    pub aliases: BTreeMap<String, String>,
     /// The keys.
     pub keys: Vec<KeyConfig>,
 }
@@ -56,6 +65,21 @@ pub struct KeyConfig {
     pub tokens_per_minute: Option<u32>,
     /// Requests in flight at once.
     pub max_in_flight: Option<u32>,
+    /// The only models this key is picked for (by the client's name or the
+    /// provider's); absent, every model the provider serves.
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+}
+
+/// An error on `field` if any of `names` is blank.
+fn no_blank<'a>(
+    field: &str,
+    mut names: impl Iterator<Item = &'a String>,
+) -> Result<(), ConfigError> {
+    if names.any(|m| m.trim().is_empty()) {
+        return Err(ConfigError::new(field, "model names must not be empty"));
+    }
+    Ok(())
 }
 
 fn one() -> u32 {
@@ -77,6 +101,7 @@ impl KeyConfig {
             requests_per_minute: None,
             tokens_per_minute: None,
             max_in_flight: None,
+            models: None,
         }
     }
 
@@ -92,6 +117,49 @@ impl KeyConfig {
 }
 
 impl ProviderConfig {
+    /// What this provider serves, checked: names are not empty, and a
+    /// provider that lists its models lists what its keys are for.
+    pub(super) fn catalog(&self, field: &str) -> Result<Catalog, ConfigError> {
+        if let Some(models) = &self.models {
+            no_blank(&format!("{field}.models"), models.iter())?;
+        }
+        let mut catalog = match &self.models {
+            Some(models) if models.is_empty() => {
+                return Err(ConfigError::new(
+                    format!("{field}.models"),
+                    "an empty list serves nothing: list models, or leave it out to serve any",
+                ));
+            }
+            Some(models) => Catalog::only(models.iter().cloned()),
+            None => Catalog::any(),
+        };
+        for (from, to) in &self.aliases {
+            let f = format!("{field}.aliases.{from:?}");
+            no_blank(&f, [from, to].into_iter())?;
+            catalog = catalog.alias(from.clone(), to.clone());
+        }
+        for (ki, k) in self.keys.iter().enumerate() {
+            let f = format!("{field}.keys[{ki}].models");
+            let Some(models) = &k.models else { continue };
+            if models.is_empty() {
+                return Err(ConfigError::new(
+                    f,
+                    "an empty list serves nothing: list models, or leave it out",
+                ));
+            }
+            if let Some(m) = models
+                .iter()
+                .find(|m| !catalog.serves(m) && !self.aliases.values().any(|to| to == *m))
+            {
+                return Err(ConfigError::new(
+                    f,
+                    format!("{m:?} is not among the provider's models or aliases"),
+                ));
+            }
+        }
+        Ok(catalog)
+    }
+
     /// The provider's key pool, its secrets read through `env`; `field` is
     /// where the provider is in the file (`providers[0]`).
     pub(super) fn build(
@@ -133,10 +201,18 @@ impl ProviderConfig {
             }
             self.add_key(&mut pool, &field, k, env, now, u)?;
         }
+        let serves = match &self.models {
+            Some(m) => m.join(", "),
+            None => "any model".into(),
+        };
         u.lines.push(format!(
-            "provider {} at {} priority {} strategy {:?}",
+            "provider {} at {} priority {} strategy {:?} serves {serves}",
             self.name, self.base_url, self.priority, self.strategy
         ));
+        for (from, to) in &self.aliases {
+            u.lines
+                .push(format!("provider {} alias {from} → {to}", self.name));
+        }
         Ok(pool)
     }
 
@@ -167,6 +243,10 @@ impl ProviderConfig {
             .tier(k.tier)
             .weight(k.weight)
             .limits(k.limits());
+        let new = match &k.models {
+            Some(models) => new.models(models),
+            None => new,
+        };
         let id = pool
             .add(new, now)
             .map_err(|e| ConfigError::new(field, e.to_string()))?;

@@ -133,6 +133,13 @@ impl From<&ClientError> for ApiError {
                 )
                 .retry_after(wait)
             }
+            // OpenAI's own answer for a model it does not have.
+            ClientError::ModelNotFound { model } => Self::new(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "model_not_found",
+                format!("The model `{model}` does not exist or you do not have access to it."),
+            ),
             ClientError::Budget(_) => Self::new(
                 StatusCode::PAYMENT_REQUIRED,
                 "insufficient_quota",

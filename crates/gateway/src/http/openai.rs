@@ -1,5 +1,5 @@
 //! The OpenAI routes: `/v1/chat/completions` (plain and streamed),
-//! `/v1/embeddings` and `/v1/models`.
+//! `/v1/embeddings` and `/v1/models` (what is servable, aliases included).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -38,8 +38,12 @@ pub(super) async fn models(State(s): State<Arc<AppState>>) -> Response {
         object: &'static str,
         owned_by: &'static str,
     }
-    let data = s
-        .models
+    // What the providers list and some key may serve; when a provider
+    // serves any model, the models the gateway knows of.
+    let listed = s.client.listed_models();
+    let data = listed
+        .as_deref()
+        .unwrap_or(&s.models)
         .iter()
         .map(|m| Model {
             id: m,

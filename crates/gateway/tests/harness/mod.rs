@@ -282,6 +282,11 @@ impl Gateway {
         Ok(())
     }
 
+    /// The simulated upstream (panics if the test brought its own).
+    pub fn sim(&self) -> &sim::SimUpstream {
+        self._sim.as_ref().unwrap()
+    }
+
     /// The running gateway.
     pub fn running(&self) -> &gateway::Running {
         self.running.as_ref().unwrap()

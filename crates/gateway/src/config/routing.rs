@@ -1,0 +1,63 @@
+//! `[routing]`: what to try when a model cannot be served.
+
+use std::collections::BTreeMap;
+
+use gateway_client::{Catalog, Fallbacks};
+use serde::Deserialize;
+
+use super::ConfigError;
+
+/// `[routing]`.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// Per model, the models to try in turn when no key of any provider
+    /// can serve it (`{ "gpt-4.1" = ["deepseek-chat"] }`).
+    #[serde(default)]
+    pub fallbacks: BTreeMap<String, Vec<String>>,
+}
+
+impl RoutingConfig {
+    /// The fallbacks, checked against what the providers serve: a model
+    /// nobody serves cannot be fallen back to.
+    pub(super) fn build(
+        &self,
+        catalogs: &[Catalog],
+    ) -> Result<(Fallbacks, Vec<String>), ConfigError> {
+        let mut fallbacks = Fallbacks::none();
+        let mut lines = Vec::new();
+        for (model, then) in &self.fallbacks {
+            let field = format!("routing.fallbacks.{model:?}");
+            if model.trim().is_empty() {
+                return Err(ConfigError::new(field, "model names must not be empty"));
+            }
+            if then.is_empty() {
+                return Err(ConfigError::new(
+                    field,
+                    "list at least one model to fall back to",
+                ));
+            }
+            for (i, next) in then.iter().enumerate() {
+                let field = format!("{field}[{i}]");
+                if next == model {
+                    return Err(ConfigError::new(
+                        field,
+                        "a model cannot fall back to itself",
+                    ));
+                }
+                if !catalogs.iter().any(|c| c.serves(next)) {
+                    return Err(ConfigError::new(
+                        field,
+                        format!("no provider serves {next:?}"),
+                    ));
+                }
+            }
+            lines.push(format!(
+                "routing: {model} falls back to {}",
+                then.join(", ")
+            ));
+            fallbacks = fallbacks.with(model.clone(), then.iter().cloned());
+        }
+        Ok((fallbacks, lines))
+    }
+}

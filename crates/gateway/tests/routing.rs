@@ -1,0 +1,221 @@
+//! Model routing as the issue writes it: providers' models and aliases,
+//! keys for some models only, priorities, fallbacks, `/v1/models`, and a
+//! model nobody serves.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use gateway::config::Config;
+use gateway::sim::{self, Behavior};
+use serde_json::Value;
+
+use crate::harness::{Setup, SimKey, chat, error_code};
+
+/// The issue's example, as written.
+const ROUTING: &str = r#"
+[[providers]]
+name = "relay"
+base_url = "http://127.0.0.1:18000/v1"
+models = ["gpt-4.1", "gpt-4o-mini", "deepseek-chat"]   # what this provider serves (absent: anything)
+aliases = { "deepseek-v3.2" = "deepseek-chat" }         # the client's name -> the upstream's name
+keys = [
+  { name = "k1", secret = "${KEY_1}" },
+  { name = "k2", secret = "${KEY_2}", models = ["gpt-4o-mini"] },  # picked only for these models
+]
+
+[[providers]]
+name = "official"
+base_url = "http://127.0.0.1:18001/v1"
+priority = 1
+keys = [{ name = "o1", secret = "${KEY_3}" }]
+
+[routing]
+fallbacks = { "gpt-4.1" = ["deepseek-chat"] }   # when no key of any provider can serve gpt-4.1
+"#;
+
+const K1: SimKey = ("k1", "sk-relay-k1-00000000000001", Behavior::Healthy);
+const K2: SimKey = ("k2", "sk-relay-k2-00000000000002", Behavior::Healthy);
+const O1: SimKey = ("o1", "sk-official-o1-0000000003", Behavior::Healthy);
+
+/// The example with the harness's names for the secrets (`K0`, `K1`, `K2`).
+fn routing_config() -> Config {
+    let text = ROUTING
+        .replace("${KEY_1}", "${K0}")
+        .replace("${KEY_2}", "${K1}")
+        .replace("${KEY_3}", "${K2}");
+    Config::parse(&text, Path::new("gateway.toml")).unwrap()
+}
+
+#[test]
+fn the_issues_routing_config_loads_as_written() {
+    let config = Config::parse(ROUTING, Path::new("gateway.toml")).unwrap();
+    let env: HashMap<String, String> = (1..=3)
+        .map(|i| (format!("KEY_{i}"), format!("sk-relay-key-{i:020}")))
+        .collect();
+    let built = gateway::config::build(
+        &config,
+        &env,
+        std::sync::Arc::new(transport::MockTransport::new()),
+        None,
+    )
+    .unwrap();
+    let text = built.understood.lines.join("\n");
+    assert!(
+        text.contains("provider relay alias deepseek-v3.2 → deepseek-chat"),
+        "{text}"
+    );
+    assert!(
+        text.contains("routing: gpt-4.1 falls back to deepseek-chat"),
+        "{text}"
+    );
+    let client = built.client;
+    assert!(client.serves("deepseek-v3.2") && client.serves("anything: official serves it"));
+    assert_eq!(client.listed_models(), None, "official serves any model");
+}
+
+#[test]
+fn routing_mistakes_name_their_field() {
+    let env: HashMap<String, String> =
+        [("K".to_owned(), "sk-some-key-0123456789abcdef".to_owned())].into();
+    let cases = [
+        (
+            "models = [\"a\"]\nkeys = [{ name = \"k\", secret = \"${K}\", models = [\"b\"] }]",
+            "providers[0].keys[0].models",
+        ),
+        (
+            "models = []\nkeys = [{ name = \"k\", secret = \"${K}\" }]",
+            "providers[0].models",
+        ),
+        (
+            "aliases = { \"x\" = \"\" }\nkeys = [{ name = \"k\", secret = \"${K}\" }]",
+            "providers[0].aliases.\"x\"",
+        ),
+        (
+            "models = [\"a\"]\nkeys = [{ name = \"k\", secret = \"${K}\" }]\n[routing]\nfallbacks = { \"a\" = [\"b\"] }",
+            "routing.fallbacks.\"a\"[0]",
+        ),
+        (
+            "keys = [{ name = \"k\", secret = \"${K}\" }]\n[routing]\nfallbacks = { \"a\" = [\"a\"] }",
+            "routing.fallbacks.\"a\"[0]",
+        ),
+    ];
+    for (tail, field) in cases {
+        let text = format!("[[providers]]\nname = \"p\"\nbase_url = \"http://x/v1\"\n{tail}\n");
+        let config = Config::parse(&text, Path::new("g.toml")).unwrap();
+        let e = gateway::config::build(
+            &config,
+            &env,
+            std::sync::Arc::new(transport::MockTransport::new()),
+            None,
+        )
+        .unwrap_err();
+        assert_eq!(e.context, field, "{text}: {e}");
+    }
+}
+
+fn header<'r>(r: &'r reqwest::Response, name: &str) -> &'r str {
+    r.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn requests_go_where_the_routing_says() {
+    let official = sim::start(&[O1]).await.unwrap();
+    let official_url = official.base_url();
+    let gw = Setup::new(&[K1, K2, O1])
+        .configure(move |c| {
+            let mut routing = routing_config();
+            routing.providers[0].base_url = c.providers[0].base_url.clone();
+            routing.providers[1].base_url = official_url;
+            c.providers = routing.providers;
+            c.routing = routing.routing;
+            c.canary.clear();
+        })
+        .start()
+        .await;
+    // gpt-4.1: k2 is for gpt-4o-mini only, and the relay comes first.
+    for _ in 0..4 {
+        let r = gw.chat("gpt-4.1").await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            (
+                header(&r, "x-gateway-provider"),
+                header(&r, "x-gateway-key")
+            ),
+            ("relay", "k1")
+        );
+    }
+    // gpt-4o-mini may go to k2 (least used).
+    let r = gw.chat("gpt-4o-mini").await;
+    assert_eq!(header(&r, "x-gateway-key"), "k2");
+    // The alias reaches the relay by its own name; the client sees its own.
+    let r = gw.chat("deepseek-v3.2").await;
+    assert_eq!(header(&r, "x-gateway-model"), "deepseek-v3.2");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        body["model"], "deepseek-chat",
+        "the upstream was asked for its name"
+    );
+    // A model the relay does not list goes to the official provider.
+    let r = gw.chat("claude-sonnet-4.5").await;
+    assert_eq!(header(&r, "x-gateway-provider"), "official");
+    // gpt-4.1 down everywhere: its fallback answers, and says so.
+    gw.sim().set_model_down("gpt-4.1", true);
+    official.set_model_down("gpt-4.1", true);
+    let r = gw.chat("gpt-4.1").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "x-gateway-model"), "deepseek-chat");
+    // /v1/models lists the aliases.
+    let models = gw.json("/v1/models").await;
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    assert!(
+        ids.contains(&"deepseek-v3.2") && ids.contains(&"gpt-4.1"),
+        "{ids:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_model_nobody_serves_is_a_404_in_openais_shape_and_no_key_is_touched() {
+    let gw = Setup::new(&[K1, K2])
+        .configure(|c| {
+            let mut routing = routing_config();
+            routing.providers[0].base_url = c.providers[0].base_url.clone();
+            routing.providers.truncate(1);
+            routing.routing.fallbacks.clear();
+            c.providers = routing.providers;
+            c.canary.clear();
+        })
+        .start()
+        .await;
+    let r = gw.post("/v1/chat/completions", None, &chat("gpt-5")).await;
+    assert_eq!(r.status(), 404);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(error_code(&body), "model_not_found");
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    let untouched = gw
+        .running()
+        .client()
+        .read_pool("relay", |p| {
+            p.snapshot().keys.iter().all(|k| k.requests_today == 0)
+        })
+        .unwrap();
+    assert!(untouched, "no key was leased for a model nobody serves");
+    let models = gw.json("/v1/models").await;
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        ["deepseek-chat", "deepseek-v3.2", "gpt-4.1", "gpt-4o-mini"]
+    );
+}
