@@ -66,6 +66,10 @@ pub enum Endpoint {
     ChatCompletions,
     /// `POST /embeddings`.
     Embeddings,
+    /// `POST /completions` (legacy).
+    Completions,
+    /// `POST /responses`.
+    Responses,
 }
 
 impl Endpoint {
@@ -73,9 +77,32 @@ impl Endpoint {
         match self {
             Endpoint::ChatCompletions => "/chat/completions",
             Endpoint::Embeddings => "/embeddings",
+            Endpoint::Completions => "/completions",
+            Endpoint::Responses => "/responses",
+        }
+    }
+
+    /// The field an output cap goes in when the request has none.
+    fn cap_field(self) -> &'static str {
+        match self {
+            Endpoint::Responses => "max_output_tokens",
+            _ => "max_tokens",
+        }
+    }
+
+    /// The tokens a request's input is estimated at, before it is sent.
+    fn input_estimate(self, request: &ApiRequest) -> u64 {
+        match self {
+            Endpoint::ChatCompletions => crate::context::chat_tokens(request.json()),
+            Endpoint::Embeddings => CharEstimator.estimate_chat(request.texts()),
+            Endpoint::Completions => crate::context::prompt_tokens(request.json()),
+            Endpoint::Responses => crate::context::responses_tokens(request.json()),
         }
     }
 }
+
+/// Legacy completions write 16 tokens when no cap is given (`OpenAI`'s default).
+const COMPLETIONS_DEFAULT_MAX_TOKENS: u64 = 16;
 
 pub(crate) struct Provider {
     pub(crate) name: Arc<str>,
@@ -193,6 +220,39 @@ fn ts(t: SystemTime) -> Timestamp {
     Timestamp::from_system_time(t)
 }
 
+/// The most events held back before a stream's first output; past it the
+/// stream is committed all the same (an upstream that sends that many
+/// events without output is not waiting to fail).
+const MAX_HELD_EVENTS: usize = 64;
+
+/// Reads events until the first output or the end: the events read (to
+/// hand on) and, at the end, its usage. An error before either is returned.
+async fn hold_until_output(
+    events: &mut transport::ChatStream,
+) -> Result<(Vec<String>, Option<Option<Usage>>), transport::TransportError> {
+    use futures_util::StreamExt;
+    let mut held = Vec::new();
+    loop {
+        match events.next().await {
+            Some(Ok(StreamEvent::Chunk(c))) => {
+                let output = crate::stream::is_output(&c);
+                held.push(c);
+                if output || held.len() >= MAX_HELD_EVENTS {
+                    return Ok((held, None));
+                }
+            }
+            Some(Ok(StreamEvent::Done { usage })) => return Ok((held, Some(usage))),
+            Some(Err(e)) => return Err(e),
+            None => {
+                return Err(transport::TransportError::new(
+                    transport::ErrorKind::Stream,
+                    "upstream stream ended before any output",
+                ));
+            }
+        }
+    }
+}
+
 /// Keys no provider can lend now.
 struct NoKeys {
     detail: String,
@@ -260,15 +320,7 @@ impl Client {
         request: ApiRequest,
         ctx: &RequestContext,
     ) -> Result<ApiResponse, ClientError> {
-        match self
-            .execute(Endpoint::ChatCompletions, request, ctx, false)
-            .await?
-        {
-            Sent::Answer(a) => Ok(*a),
-            Sent::Stream(_) => Err(ClientError::Config(
-                "internal: a stream for a plain request".into(),
-            )),
-        }
+        self.send(Endpoint::ChatCompletions, request, ctx).await
     }
 
     /// Sends an embeddings request through the same keys, budget and failover.
@@ -277,10 +329,18 @@ impl Client {
         request: ApiRequest,
         ctx: &RequestContext,
     ) -> Result<ApiResponse, ClientError> {
-        match self
-            .execute(Endpoint::Embeddings, request, ctx, false)
-            .await?
-        {
+        self.send(Endpoint::Embeddings, request, ctx).await
+    }
+
+    /// Sends a request to `endpoint` as [`chat_completion`](Self::chat_completion)
+    /// does; the answer is the upstream's body as it came.
+    pub async fn send(
+        &self,
+        endpoint: Endpoint,
+        request: ApiRequest,
+        ctx: &RequestContext,
+    ) -> Result<ApiResponse, ClientError> {
+        match self.execute(endpoint, request, ctx, false).await? {
             Sent::Answer(a) => Ok(*a),
             Sent::Stream(_) => Err(ClientError::Config(
                 "internal: a stream for a plain request".into(),
@@ -288,19 +348,36 @@ impl Client {
         }
     }
 
-    /// Streams a chat completion. Failures before the first chunk fail over
-    /// like [`chat_completion`](Self::chat_completion); after it, the stream
-    /// yields the error (a stream cannot be replayed). The final chunk's usage
-    /// settles the budget and the pool; dropping the stream early cancels both.
+    /// Streams a chat completion. Failures before the first output (content,
+    /// reasoning or a tool call, not a role-only delta) fail over like
+    /// [`chat_completion`](Self::chat_completion); after it, the stream
+    /// yields the error (a stream cannot be replayed). The final chunk's
+    /// usage settles the budget and the pool; dropping the stream early
+    /// cancels both.
     pub async fn chat_completion_stream(
         &self,
         request: ApiRequest,
         ctx: &RequestContext,
     ) -> Result<ClientStream, ClientError> {
-        match self
-            .execute(Endpoint::ChatCompletions, request, ctx, true)
-            .await?
-        {
+        self.send_stream(Endpoint::ChatCompletions, request, ctx)
+            .await
+    }
+
+    /// Streams a request to `endpoint` (chat, legacy completions, the
+    /// Responses API) as [`chat_completion_stream`](Self::chat_completion_stream)
+    /// does. Embeddings do not stream.
+    pub async fn send_stream(
+        &self,
+        endpoint: Endpoint,
+        request: ApiRequest,
+        ctx: &RequestContext,
+    ) -> Result<ClientStream, ClientError> {
+        if endpoint == Endpoint::Embeddings {
+            return Err(ClientError::InvalidRequest(
+                "embeddings do not stream".into(),
+            ));
+        }
+        match self.execute(endpoint, request, ctx, true).await? {
             Sent::Stream(s) => Ok(*s),
             Sent::Answer(_) => Err(ClientError::Config(
                 "internal: an answer for a stream".into(),
@@ -325,15 +402,14 @@ impl Client {
         let Some(first) = chain.first() else {
             return Err(ClientError::ModelNotFound { model });
         };
-        let input_estimate = match endpoint {
-            Endpoint::ChatCompletions => crate::context::chat_tokens(request.json()),
-            Endpoint::Embeddings => CharEstimator.estimate_chat(request.texts()),
-        };
+        let input_estimate = endpoint.input_estimate(&request);
+        let asked = request.max_output_tokens();
         let max_output = match endpoint {
-            Endpoint::ChatCompletions => request
-                .max_output_tokens()
-                .unwrap_or_else(|| self.model_max_output(first)),
             Endpoint::Embeddings => 0,
+            Endpoint::Completions => asked.unwrap_or(COMPLETIONS_DEFAULT_MAX_TOKENS),
+            Endpoint::ChatCompletions | Endpoint::Responses => {
+                asked.unwrap_or_else(|| self.model_max_output(first))
+            }
         };
         let mut work = Work {
             endpoint,
@@ -523,16 +599,17 @@ impl Client {
         );
         self.drain_ledger(&mut ledger);
         let r = r?;
+        let field = work.endpoint.cap_field();
         if r.output_tokens() < work.max_output {
             work.max_output = r.output_tokens();
             work.capped = Some(r.output_tokens());
-            work.request.set_max_output(r.output_tokens());
-        } else if work.endpoint == Endpoint::ChatCompletions
+            work.request.set_max_output(r.output_tokens(), field);
+        } else if work.endpoint != Endpoint::Embeddings
             && work.request.max_output_tokens().is_none()
         {
             // No cap asked for: the upstream is told the one reserved for,
             // so that no answer can cost more than its reservation.
-            work.request.set_max_output(r.output_tokens());
+            work.request.set_max_output(r.output_tokens(), field);
         }
         work.model = r.model().to_owned();
         work.degraded = r.degraded().cloned();
@@ -756,6 +833,7 @@ impl Client {
             .retry
             .attempt_timeout
             .min(left.max(Duration::from_millis(1)));
+        request.include_usage = work.endpoint != Endpoint::Responses;
         request
     }
 
@@ -801,8 +879,10 @@ impl Client {
         }
     }
 
-    /// Starts a stream: committed to this key on its first event; an error
-    /// before it (or an answer instead of events) is handed back with the lease.
+    /// Starts a stream: committed to this key on its first output (see
+    /// [`is_output`](crate::stream::is_output)) or its end; an error before
+    /// either (or an answer instead of events) is handed back with the
+    /// lease, and the events read so far are never seen by the caller.
     async fn start_stream(
         &self,
         work: &mut Work,
@@ -810,22 +890,14 @@ impl Client {
         lease: Lease,
         request: transport::Request,
     ) -> Started {
-        use futures_util::StreamExt;
         let mut events = match self.inner.transport.send_stream(request).await {
             Ok(StreamStart::Answered(a)) => return Started::Not(Ok(a), lease),
             Ok(StreamStart::Events { events, .. }) => events,
             Err(e) => return Started::Not(Err(e), lease),
         };
-        let first = match events.next().await {
-            Some(Ok(first)) => first,
-            Some(Err(e)) => return Started::Not(Err(e), lease),
-            None => {
-                let empty = transport::TransportError::new(
-                    transport::ErrorKind::Stream,
-                    "upstream stream was empty",
-                );
-                return Started::Not(Err(empty), lease);
-            }
+        let (held, done) = match hold_until_output(&mut events).await {
+            Ok(x) => x,
+            Err(e) => return Started::Not(Err(e), lease),
         };
         let provider = self.inner.providers.get(p).map(|p| p.name.clone());
         let meta = self.meta(
@@ -838,11 +910,7 @@ impl Client {
         let reservation = work.reservation.take();
         let (input, output) = (work.input_estimate, work.max_output);
         let guard = StreamGuard::new(self.clone(), p, lease, reservation, meta, input, output);
-        let (first, done) = match first {
-            StreamEvent::Chunk(c) => (Some(c), None),
-            StreamEvent::Done { usage } => (None, Some(usage)),
-        };
-        Started::Stream(Box::new(ClientStream::new(first, done, events, guard)))
+        Started::Stream(Box::new(ClientStream::new(held, done, events, guard)))
     }
 
     /// Classifies an upstream answer, tells the pool, and decides.

@@ -102,6 +102,52 @@ pub(crate) fn chat_tokens(body: &Value) -> u64 {
     messages + tools + PRIMING
 }
 
+/// The input tokens of a Responses API body: the instructions, the input
+/// (a string, or items: messages with their content, function calls with
+/// their arguments, their outputs, reasoning summaries), the tools.
+pub(crate) fn responses_tokens(body: &Value) -> u64 {
+    let instructions = body
+        .get("instructions")
+        .map_or(0, |v| content_cost(Some(v)));
+    let input = match body.get("input") {
+        Some(Value::Array(items)) => items.iter().map(item_tokens).sum(),
+        other => content_cost(other),
+    };
+    let tools = body.get("tools").map_or(0, json_cost);
+    instructions + input + tools + PRIMING
+}
+
+/// One input item of the Responses API.
+fn item_tokens(item: &Value) -> u64 {
+    if let Value::String(s) = item {
+        return text(s);
+    }
+    let extra: u64 = ["arguments", "output"]
+        .iter()
+        .filter_map(|f| item.get(*f))
+        .map(|v| v.as_str().map_or_else(|| json_cost(v), text))
+        .sum();
+    let summary = item.get("summary").map_or(0, |v| content_cost(Some(v)));
+    message_tokens(item) + extra + summary
+}
+
+/// The input tokens of a legacy completion: its `prompt`, a string, a list
+/// of strings, or token ids (one each).
+pub(crate) fn prompt_tokens(body: &Value) -> u64 {
+    let one = |v: &Value| match v {
+        Value::String(s) => text(s),
+        Value::Array(ids) => ids.len() as u64,
+        Value::Number(_) => 1,
+        other => json_cost(other),
+    };
+    let prompt = match body.get("prompt") {
+        Some(Value::Array(items)) => items.iter().map(one).sum(),
+        Some(v) => one(v),
+        None => 0,
+    };
+    prompt + PRIMING
+}
+
 fn role(m: &Value) -> Option<&str> {
     m.get("role").and_then(Value::as_str)
 }

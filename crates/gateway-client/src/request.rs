@@ -61,22 +61,22 @@ impl ApiRequest {
         }
     }
 
-    /// The most output tokens asked for (`max_completion_tokens` or `max_tokens`).
+    /// The most output tokens asked for (`max_completion_tokens`,
+    /// `max_tokens`, or the Responses API's `max_output_tokens`).
     pub fn max_output_tokens(&self) -> Option<u64> {
-        ["max_completion_tokens", "max_tokens"]
+        ["max_completion_tokens", "max_tokens", "max_output_tokens"]
             .iter()
             .find_map(|k| self.body.get(*k).and_then(serde_json::Value::as_u64))
     }
 
-    /// Caps the output at `tokens`: in `max_completion_tokens` if the
-    /// request uses it, else in `max_tokens`.
-    pub(crate) fn set_max_output(&mut self, tokens: u64) {
+    /// Caps the output at `tokens`: in the cap field the request uses, else
+    /// in `default_field` (the endpoint's).
+    pub(crate) fn set_max_output(&mut self, tokens: u64, default_field: &str) {
         if let Some(o) = Arc::make_mut(&mut self.body).as_object_mut() {
-            let field = if o.contains_key("max_completion_tokens") {
-                "max_completion_tokens"
-            } else {
-                "max_tokens"
-            };
+            let field = ["max_completion_tokens", "max_output_tokens", "max_tokens"]
+                .into_iter()
+                .find(|f| o.contains_key(*f))
+                .unwrap_or(default_field);
             o.insert(field.into(), serde_json::Value::from(tokens));
         }
     }

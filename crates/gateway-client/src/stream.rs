@@ -26,16 +26,27 @@ struct Delivered {
 }
 
 impl Delivered {
-    /// Counts what `chunk` (one event's JSON) carries.
+    /// Counts what `chunk` (one event's JSON) carries: chat deltas, legacy
+    /// completions' text, the Responses API's `*.delta` events.
     fn observe(&mut self, chunk: &str) {
         let Ok(v) = serde_json::from_str::<serde_json::Value>(chunk) else {
             self.unknown = true;
             return;
         };
-        if let Some(u) = v.get("usage").and_then(usage_of) {
+        if let Some(u) = transport::usage_of(&v) {
             self.usage = Some(u);
         }
+        if let Some(delta) = response_delta(&v) {
+            self.tokens += CharEstimator.estimate(delta);
+        }
         let choices = v.get("choices").and_then(serde_json::Value::as_array);
+        for text in choices
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.get("text")?.as_str())
+        {
+            self.tokens += CharEstimator.estimate(text);
+        }
         for delta in choices.into_iter().flatten().filter_map(|c| c.get("delta")) {
             let text = |field: &str| delta.get(field).and_then(serde_json::Value::as_str);
             for t in [text("content"), text("reasoning_content")]
@@ -70,10 +81,47 @@ impl Delivered {
     }
 }
 
-/// OpenAI's usage object (`prompt_tokens`, `completion_tokens`).
-fn usage_of(u: &serde_json::Value) -> Option<Usage> {
-    let n = |f: &str| u.get(f).and_then(serde_json::Value::as_u64);
-    Some(Usage::new(n("prompt_tokens")?, n("completion_tokens")?))
+/// The text of a Responses API delta event (`response.output_text.delta`,
+/// `response.function_call_arguments.delta`, `response.reasoning_*.delta`).
+fn response_delta(v: &serde_json::Value) -> Option<&str> {
+    let kind = v.get("type")?.as_str()?;
+    if !kind.starts_with("response.") || !kind.ends_with(".delta") {
+        return None;
+    }
+    v.get("delta")?.as_str()
+}
+
+/// Whether an event (one chunk's JSON text) is output the caller sees: a
+/// chat delta with content, reasoning or a tool call; a legacy completion's
+/// text; a Responses API delta. Until one arrives a stream is not committed
+/// to its key: a role-only delta or `response.created` may still be
+/// followed by an error, and the request goes to another key unseen.
+pub(crate) fn is_output(chunk: &str) -> bool {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(chunk) else {
+        // Unreadable: passed on as it came, so committed.
+        return true;
+    };
+    if response_delta(&v).is_some() {
+        return true;
+    }
+    let choices = v.get("choices").and_then(serde_json::Value::as_array);
+    choices.into_iter().flatten().any(|c| {
+        let said = |x: Option<&serde_json::Value>| match x {
+            Some(serde_json::Value::String(s)) => !s.is_empty(),
+            Some(serde_json::Value::Array(a)) => !a.is_empty(),
+            Some(serde_json::Value::Null) | None => false,
+            Some(_) => true,
+        };
+        let d = c.get("delta");
+        let field = |f: &str| d.and_then(|d| d.get(f));
+        said(c.get("text"))
+            || said(field("content"))
+            || said(field("tool_calls"))
+            || said(field("function_call"))
+            || said(field("reasoning_content"))
+            || said(field("reasoning"))
+            || said(field("refusal"))
+    })
 }
 
 /// Holds what a stream owes the pool and the budget until it ends. However
@@ -174,7 +222,8 @@ impl Drop for StreamGuard {
 /// Dropping it before the end books what was delivered, as
 /// [`cut_short`](Self::cut_short) does.
 pub struct ClientStream {
-    first: Option<String>,
+    /// Events read before the stream was committed, handed out first.
+    held: std::collections::VecDeque<String>,
     done: Option<Option<Usage>>,
     events: ChatStream,
     guard: StreamGuard,
@@ -192,13 +241,13 @@ impl fmt::Debug for ClientStream {
 
 impl ClientStream {
     pub(crate) fn new(
-        first: Option<String>,
+        held: Vec<String>,
         done: Option<Option<Usage>>,
         events: ChatStream,
         guard: StreamGuard,
     ) -> Self {
         ClientStream {
-            first,
+            held: held.into(),
             done,
             events,
             guard,
@@ -232,7 +281,7 @@ impl Stream for ClientStream {
         if this.finished {
             return Poll::Ready(None);
         }
-        if let Some(chunk) = this.first.take() {
+        if let Some(chunk) = this.held.pop_front() {
             this.guard.delivered.observe(&chunk);
             return Poll::Ready(Some(Ok(chunk)));
         }

@@ -196,11 +196,50 @@ async fn a_stream_failing_before_its_first_byte_fails_over() {
 }
 
 #[tokio::test]
-async fn a_stream_failing_after_its_first_chunk_surfaces_the_error() {
+async fn a_stream_failing_before_its_first_output_fails_over_unseen() {
+    let mock = MockTransport::new();
+    // A role-only delta, then a quota error: nothing the caller could use.
+    let role = r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}"#;
+    let quota =
+        r#"{"error":{"type":"insufficient_quota","code":"insufficient_quota","message":"spent"}}"#;
+    mock.script(
+        &secret(0),
+        [MockReply::stream(vec![role.into(), quota.into()], true)],
+    );
+    mock.script(&secret(1), [MockReply::chat_stream(&["a", "b"], 5, 2)]);
+    let c = client(&mock, 2, None);
+    let mut s = c
+        .chat_completion_stream(
+            ApiRequest::chat("gpt-4.1", &[("user", "hi")]),
+            &RequestContext::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((&*s.meta().key, s.meta().attempts), ("key-1", 2));
+    let mut chunks = Vec::new();
+    while let Some(chunk) = s.next().await {
+        chunks.push(chunk.unwrap());
+    }
+    assert!(
+        chunks.iter().all(|c| !c.contains("insufficient_quota")),
+        "{chunks:?}"
+    );
+    assert_eq!(chunks.len(), 3);
+    // The first key's quota is spent: told so by the error in its stream.
+    let keys = &c.snapshot().providers[0].pool.keys;
+    let state = keys[0].state.to_string();
+    assert!(state.starts_with("exhausted"), "{state}");
+}
+
+#[tokio::test]
+async fn a_stream_failing_after_its_first_output_surfaces_the_error() {
     let mock = MockTransport::new();
     mock.script(
         &secret(0),
-        [MockReply::stream(vec!["{\"choices\":[]}".into()], false)],
+        [MockReply::stream(
+            vec![r#"{"choices":[{"index":0,"delta":{"content":"x"}}]}"#.into()],
+            false,
+        )],
     );
     let c = client(&mock, 1, Some(ten_dollars_a_day()));
     let mut s = c
@@ -215,9 +254,10 @@ async fn a_stream_failing_after_its_first_chunk_surfaces_the_error() {
     assert!(matches!(err, ClientError::Stream(_)), "{err}");
     assert!(s.next().await.is_none());
     assert_eq!(c.snapshot().stats.total.failures, 1);
-    // The request happened: its prompt is booked, and nothing more was delivered.
-    assert_eq!(s.meta().usage.completion_tokens, 0);
-    assert_eq!(c.snapshot().budget[0].spent, Money::from_micros(8 * 8));
+    // The request happened: its prompt is booked, and the one token delivered
+    // (gpt-4.1: $2 and $8 a million tokens).
+    assert_eq!(s.meta().usage.completion_tokens, 1);
+    assert_eq!(c.snapshot().budget[0].spent, Money::from_micros(8 * 8 + 8));
     assert_eq!(c.snapshot().budget[0].reserved, Money::ZERO);
 }
 

@@ -32,5 +32,7 @@ mod processes;
 mod routing;
 /// Serving: answers, streams, errors, failover, shutdown.
 mod serving;
+/// Legacy completions and the Responses API.
+mod surfaces;
 /// Traces exported over OTLP.
 mod traces;

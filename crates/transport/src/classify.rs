@@ -204,6 +204,37 @@ pub fn classify(answer: &Answer, latency: Duration, now: SystemTime) -> Classifi
     }
 }
 
+/// What an error event in a stream says of the key: `{"error": …}` in a
+/// chat chunk, the Responses API's `{"type": "error", "code", …}` or
+/// `{"type": "response.failed", "response": {"error": …}}`, classified as
+/// if it had come with a status (429 for a rate limit, else 500), so a
+/// spent quota or a revoked key mid-stream counts as such.
+pub fn stream_error_outcome(event: &serde_json::Value, now: SystemTime) -> Outcome {
+    let error = event
+        .get("error")
+        .filter(|e| !e.is_null())
+        .or_else(|| event.get("response")?.get("error"))
+        .unwrap_or(event);
+    let said = |f: &str| {
+        error
+            .get(f)
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_default()
+            .contains("rate_limit")
+    };
+    let status = if said("code") || said("type") {
+        429
+    } else {
+        500
+    };
+    let answer = Answer {
+        status,
+        headers: HeaderMap::new(),
+        body: serde_json::json!({ "error": error }).to_string().into(),
+    };
+    classify(&answer, Duration::ZERO, now).outcome
+}
+
 /// Reads the `error` value of `{"error": {"type", "code", "message"}}`
 /// (OpenAI) or Anthropic's `{"type": "error", "error": {"type", "message"}}`;
 /// a bare string error too.
@@ -233,12 +264,18 @@ fn upstream_error(e: &serde_json::Value) -> Option<UpstreamError> {
     })
 }
 
-/// Usage from OpenAI's (`prompt_tokens`, `completion_tokens`,
-/// `prompt_tokens_details.cached_tokens`) or Anthropic's (`input_tokens`,
-/// `output_tokens`, `cache_read_input_tokens`) shape.
+/// Usage from a body or a stream event, at its top level (`usage`) or in
+/// the response an event of the Responses API carries (`response.usage`):
+/// in chat's shape (`prompt_tokens`, `completion_tokens`,
+/// `prompt_tokens_details.cached_tokens`), the Responses API's
+/// (`input_tokens`, `input_tokens_details.cached_tokens`, `output_tokens`)
+/// or Anthropic's (`input_tokens`, `output_tokens`, `cache_read_input_tokens`).
 pub fn usage_of(json: &serde_json::Value) -> Option<Usage> {
     use serde::Deserialize;
-    UsageProbe::deserialize(json.get("usage")?).ok()?.usage()
+    let usage = json
+        .get("usage")
+        .or_else(|| json.get("response")?.get("usage"))?;
+    UsageProbe::deserialize(usage).ok()?.usage()
 }
 
 fn mentions_context_length(message: &str) -> bool {

@@ -33,6 +33,8 @@ pub enum ErrorKind {
 pub struct TransportError {
     kind: ErrorKind,
     message: Box<str>,
+    /// What the upstream's own error in a stream says of the key.
+    outcome: Option<Outcome>,
     #[source]
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
@@ -49,8 +51,16 @@ impl TransportError {
         TransportError {
             kind,
             message: message.into().into_boxed_str(),
+            outcome: None,
             source: None,
         }
+    }
+
+    /// The upstream's error in a stream, which says what became of the key
+    /// (a quota spent, a rate limit, an overload).
+    pub(crate) fn with_outcome(mut self, outcome: Outcome) -> Self {
+        self.outcome = Some(outcome);
+        self
     }
 
     #[cfg_attr(not(any(feature = "reqwest", feature = "hyper")), allow(dead_code))]
@@ -103,6 +113,9 @@ impl TransportError {
 
     /// What the key pool should be told about the attempt.
     pub fn outcome(&self) -> Outcome {
+        if let Some(o) = self.outcome {
+            return o;
+        }
         match self.kind {
             ErrorKind::Timeout => Outcome::Timeout,
             ErrorKind::Connect => Outcome::Connect,

@@ -54,7 +54,7 @@ mod transport;
 
 pub use classify::{
     Answer, Class, Classification, RateLimits, UpstreamError, classify, parse_duration,
-    rate_limits, retry_after, usage_of,
+    rate_limits, retry_after, stream_error_outcome, usage_of,
 };
 pub use error::{ErrorKind, TransportError};
 #[cfg(any(feature = "reqwest", feature = "hyper"))]

@@ -106,6 +106,44 @@ impl MockReply {
         Self::stream(chunks, true)
     }
 
+    /// A Responses API answer (`POST /responses`): one output message with
+    /// `text`, and usage with `cached` of the `input` tokens from the cache.
+    pub fn response(text: &str, input: u64, cached: u64, output: u64) -> Self {
+        Self::json(
+            200,
+            &response_object(text, "completed", Some((input, cached, output))),
+        )
+    }
+
+    /// A streamed Responses API answer: `response.created`, one
+    /// `response.output_text.delta` per piece, and `response.completed`
+    /// with the usage; no `[DONE]` (the API sends none).
+    pub fn response_stream(pieces: &[&str], input: u64, cached: u64, output: u64) -> Self {
+        let text: String = pieces.concat();
+        let event = |kind: &str, extra: serde_json::Value| {
+            let mut e = serde_json::json!({"type": kind});
+            if let (Some(o), serde_json::Value::Object(x)) = (e.as_object_mut(), extra) {
+                o.extend(x);
+            }
+            e.to_string()
+        };
+        let mut chunks = vec![event(
+            "response.created",
+            serde_json::json!({"response": response_object("", "in_progress", None)}),
+        )];
+        chunks.extend(pieces.iter().map(|p| {
+            event(
+                "response.output_text.delta",
+                serde_json::json!({"item_id": "msg_mock", "output_index": 0, "content_index": 0, "delta": p}),
+            )
+        }));
+        chunks.push(event(
+            "response.completed",
+            serde_json::json!({"response": response_object(&text, "completed", Some((input, cached, output)))}),
+        ));
+        Self::stream(chunks, false)
+    }
+
     /// The attempt times out.
     pub fn timeout() -> Self {
         MockReply {
@@ -334,4 +372,26 @@ impl Transport for MockTransport {
             }
         }
     }
+}
+
+/// A Responses API `response` object with `text` as its output, and its
+/// usage `(input, cached, output)` once known.
+fn response_object(text: &str, status: &str, usage: Option<(u64, u64, u64)>) -> serde_json::Value {
+    let usage = usage.map(|(input, cached, output)| {
+        serde_json::json!({
+            "input_tokens": input,
+            "input_tokens_details": {"cached_tokens": cached},
+            "output_tokens": output,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": input + output,
+        })
+    });
+    serde_json::json!({
+        "id": "resp_mock",
+        "object": "response",
+        "status": status,
+        "output": [{"type": "message", "id": "msg_mock", "role": "assistant", "status": status,
+            "content": [{"type": "output_text", "text": text, "annotations": []}]}],
+        "usage": usage,
+    })
 }

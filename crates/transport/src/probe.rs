@@ -19,8 +19,10 @@ pub(crate) struct Probe {
 }
 
 /// The token counts of a `usage` object, in OpenAI's shape
-/// (`prompt_tokens`, `completion_tokens`, `prompt_tokens_details.cached_tokens`)
-/// or Anthropic's (`input_tokens`, `output_tokens`, `cache_read_input_tokens`).
+/// (`prompt_tokens`, `completion_tokens`, `prompt_tokens_details.cached_tokens`),
+/// the Responses API's (`input_tokens`, `input_tokens_details.cached_tokens`,
+/// `output_tokens`) or Anthropic's (`input_tokens`, `output_tokens`,
+/// `cache_read_input_tokens`).
 /// A count that is not a non-negative integer is absent.
 #[derive(Default)]
 pub(crate) struct UsageProbe {
@@ -30,6 +32,9 @@ pub(crate) struct UsageProbe {
     input_tokens: Option<u64>,
     output_tokens: Option<u64>,
     cache_read_input_tokens: Option<u64>,
+    /// The Responses API's `input_tokens_details.cached_tokens`; its
+    /// presence also says `input_tokens` counts the cached tokens.
+    input_cached_tokens: Option<Option<u64>>,
 }
 
 impl UsageProbe {
@@ -44,6 +49,14 @@ impl UsageProbe {
             });
         }
         let input = self.input_tokens?;
+        if let Some(cached) = self.input_cached_tokens {
+            // The Responses API: the input counts its cached part.
+            return Some(Usage {
+                prompt_tokens: input,
+                completion_tokens: self.output_tokens.unwrap_or(0),
+                cached_tokens: cached.unwrap_or(0).min(input),
+            });
+        }
         let cached = self.cache_read_input_tokens.unwrap_or(0);
         Some(Usage {
             prompt_tokens: input.saturating_add(cached),
@@ -177,13 +190,14 @@ impl<'de> Deserialize<'de> for Details {
 
 impl<'de> Deserialize<'de> for UsageProbe {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        const NAMES: [&str; 6] = [
+        const NAMES: [&str; 7] = [
             "prompt_tokens",
             "completion_tokens",
             "prompt_tokens_details",
             "input_tokens",
             "output_tokens",
             "cache_read_input_tokens",
+            "input_tokens_details",
         ];
         struct UsageVisitor;
         impl<'de> Visitor<'de> for UsageVisitor {
@@ -201,6 +215,7 @@ impl<'de> Deserialize<'de> for UsageProbe {
                         Some(3) => u.input_tokens = map.next_value::<Count>()?.0,
                         Some(4) => u.output_tokens = map.next_value::<Count>()?.0,
                         Some(5) => u.cache_read_input_tokens = map.next_value::<Count>()?.0,
+                        Some(6) => u.input_cached_tokens = Some(map.next_value::<Details>()?.0),
                         _ => {
                             map.next_value::<IgnoredAny>()?;
                         }

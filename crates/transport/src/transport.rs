@@ -9,7 +9,7 @@ use futures_util::{Stream, StreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use keypool_core::{Secret, Usage};
 
-use crate::classify::{Answer, usage_of};
+use crate::classify::{Answer, stream_error_outcome, usage_of};
 use crate::error::{ErrorKind, TransportError};
 
 /// The default largest body read from an upstream: 16 MiB.
@@ -31,6 +31,11 @@ pub struct Request {
     pub timeout: Duration,
     /// Extra headers (never logged).
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Whether a stream asks for its usage with
+    /// `stream_options.include_usage` (chat and legacy completions; the
+    /// Responses API reports usage in `response.completed` and refuses the
+    /// option). Default true.
+    pub include_usage: bool,
 }
 
 impl Request {
@@ -48,6 +53,7 @@ impl Request {
             body: body.into(),
             timeout: Duration::from_secs(60),
             headers: Vec::new(),
+            include_usage: true,
         }
     }
 
@@ -60,12 +66,16 @@ impl Request {
         )
     }
 
-    /// The body with `stream: true` and `stream_options.include_usage: true`,
-    /// so the final chunk carries the usage.
+    /// The body with `stream: true` and (with
+    /// [`include_usage`](Self::include_usage)) `stream_options.include_usage:
+    /// true`, so the final chunk carries the usage.
     pub fn streaming_body(&self) -> serde_json::Value {
         let mut body = (*self.body).clone();
         if let Some(obj) = body.as_object_mut() {
             obj.insert("stream".into(), serde_json::Value::Bool(true));
+            if !self.include_usage {
+                return body;
+            }
             let options = obj
                 .entry("stream_options")
                 .or_insert_with(|| serde_json::json!({}));
@@ -144,16 +154,24 @@ pub fn chat_stream(raw: RawEvents, idle: Duration, max_bytes: usize) -> ChatStre
         usage: Option<Usage>,
         bytes: usize,
         finished: bool,
+        /// A Responses stream's last event passed: `Done` comes next.
+        ended: bool,
     }
     let state = State {
         raw,
         usage: None,
         bytes: 0,
         finished: false,
+        ended: false,
     };
     let stream = futures_util::stream::unfold(state, move |mut st| async move {
         if st.finished {
             return None;
+        }
+        if st.ended {
+            st.finished = true;
+            let usage = st.usage;
+            return Some((Ok(StreamEvent::Done { usage }), st));
         }
         let fail = |mut st: State, kind, msg: &str| {
             st.finished = true;
@@ -188,16 +206,22 @@ pub fn chat_stream(raw: RawEvents, idle: Duration, max_bytes: usize) -> ChatStre
             return Some((Ok(StreamEvent::Done { usage }), st));
         }
         if let Ok(json) = serde_json::from_str::<serde_json::Value>(&data) {
-            if json.get("error").is_some_and(|e| !e.is_null()) {
-                return fail(
-                    st,
-                    ErrorKind::Stream,
-                    "upstream sent an error in the stream",
-                );
+            let kind = json.get("type").and_then(serde_json::Value::as_str);
+            if json.get("error").is_some_and(|e| !e.is_null())
+                || matches!(kind, Some("error" | "response.failed"))
+            {
+                st.finished = true;
+                let outcome = stream_error_outcome(&json, std::time::SystemTime::now());
+                let e =
+                    TransportError::new(ErrorKind::Stream, "upstream sent an error in the stream")
+                        .with_outcome(outcome);
+                return Some((Err(e), st));
             }
             if let Some(u) = usage_of(&json) {
                 st.usage = Some(u);
             }
+            // The Responses API ends its stream with its last event, not `[DONE]`.
+            st.ended = matches!(kind, Some("response.completed" | "response.incomplete"));
         }
         Some((Ok(StreamEvent::Chunk(data)), st))
     });

@@ -50,7 +50,9 @@ fn json() -> impl Strategy<Value = serde_json::Value> {
     ];
     let usage = prop_oneof![
         (tokens.clone(), tokens.clone(), tokens.clone()).prop_map(|(p, c, k)| json!({"prompt_tokens": p, "completion_tokens": c, "prompt_tokens_details": {"cached_tokens": k}})),
-        (tokens.clone(), tokens.clone(), tokens).prop_map(|(i, o, r)| json!({"input_tokens": i, "output_tokens": o, "cache_read_input_tokens": r})),
+        (tokens.clone(), tokens.clone(), tokens.clone()).prop_map(|(i, o, r)| json!({"input_tokens": i, "output_tokens": o, "cache_read_input_tokens": r})),
+        (tokens.clone(), tokens.clone(), tokens.clone()).prop_map(|(i, o, k)| json!({"input_tokens": i, "output_tokens": o, "input_tokens_details": {"cached_tokens": k}})),
+        (tokens.clone(), tokens).prop_map(|(i, o)| json!({"input_tokens": i, "output_tokens": o, "input_tokens_details": null})),
         leaf.clone(),
     ];
     let value = leaf.prop_recursive(3, 24, 4, |inner| {
@@ -62,14 +64,19 @@ fn json() -> impl Strategy<Value = serde_json::Value> {
     });
     (
         value.clone(),
-        prop::option::of(usage),
+        prop::option::of(usage.clone()),
         prop::option::of(value),
+        prop::option::of(usage),
     )
-        .prop_map(|(base, usage, error)| {
+        .prop_map(|(base, usage, error, in_response)| {
             let mut base = base;
             if let Some(o) = base.as_object_mut() {
                 if let Some(u) = usage {
                     o.insert("usage".into(), u);
+                }
+                // A Responses API event: the usage inside `response`.
+                if let Some(u) = in_response {
+                    o.insert("response".into(), json!({"usage": u}));
                 }
                 if let Some(e) = error {
                     o.insert("error".into(), e);
@@ -82,7 +89,18 @@ fn json() -> impl Strategy<Value = serde_json::Value> {
 /// The usage rule read off a JSON tree, the plain way: the oracle the
 /// streaming probes are checked against.
 fn reference_usage(json: &serde_json::Value) -> Option<keypool_core::Usage> {
-    let u = json.get("usage")?;
+    usage_at(json.get("usage")?)
+}
+
+/// [`reference_usage`], or the usage a Responses API event carries.
+fn reference_usage_anywhere(json: &serde_json::Value) -> Option<keypool_core::Usage> {
+    match json.get("usage") {
+        Some(u) => usage_at(u),
+        None => usage_at(json.get("response")?.get("usage")?),
+    }
+}
+
+fn usage_at(u: &serde_json::Value) -> Option<keypool_core::Usage> {
     let n = |v: Option<&serde_json::Value>| v.and_then(serde_json::Value::as_u64);
     if let Some(prompt) = n(u.get("prompt_tokens")) {
         return Some(keypool_core::Usage {
@@ -95,6 +113,13 @@ fn reference_usage(json: &serde_json::Value) -> Option<keypool_core::Usage> {
         });
     }
     let input = n(u.get("input_tokens"))?;
+    if let Some(details) = u.get("input_tokens_details") {
+        return Some(keypool_core::Usage {
+            prompt_tokens: input,
+            completion_tokens: n(u.get("output_tokens")).unwrap_or(0),
+            cached_tokens: n(details.get("cached_tokens")).unwrap_or(0).min(input),
+        });
+    }
     let cached = n(u.get("cache_read_input_tokens")).unwrap_or(0);
     Some(keypool_core::Usage {
         prompt_tokens: input.saturating_add(cached),
@@ -134,6 +159,6 @@ proptest! {
         let c = classify(&answer, Duration::from_millis(5), SystemTime::UNIX_EPOCH);
         prop_assert_eq!(c.class, Class::Success);
         prop_assert_eq!(c.usage, reference_usage(&v));
-        prop_assert_eq!(usage_of(&v), reference_usage(&v));
+        prop_assert_eq!(usage_of(&v), reference_usage_anywhere(&v));
     }
 }

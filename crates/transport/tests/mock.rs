@@ -115,3 +115,57 @@ async fn a_stream_that_goes_idle_times_out() {
     assert_eq!(got.len(), 1);
     assert!(got[0].as_ref().unwrap_err().is_timeout());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_responses_stream_ends_with_its_last_event_and_its_usage_counts_the_cache() {
+    let mock = MockTransport::new();
+    mock.script(
+        "sk-r",
+        [MockReply::response_stream(&["Hel", "lo"], 100, 80, 2)],
+    );
+    mock.script(
+        "sk-failed",
+        [MockReply::stream(
+            vec![
+                r#"{"type":"response.created","response":{"usage":null}}"#.into(),
+                r#"{"type":"response.failed","response":{"error":{"code":"server_error"}}}"#.into(),
+            ],
+            false,
+        )],
+    );
+    let mut r = req("sk-r");
+    r.path = "/responses".into();
+    r.include_usage = false;
+    let StreamStart::Events { events, .. } = mock.send_stream(r).await.unwrap() else {
+        panic!()
+    };
+    let got: Vec<StreamEvent> = events.map(Result::unwrap).collect().await;
+    assert_eq!(
+        got.len(),
+        5,
+        "created, two deltas, completed, done: {got:?}"
+    );
+    assert_eq!(
+        got[4],
+        StreamEvent::Done {
+            usage: Some(Usage {
+                prompt_tokens: 100,
+                completion_tokens: 2,
+                cached_tokens: 80
+            })
+        }
+    );
+    let sent = &mock.requests()[0].body;
+    assert_eq!(sent["stream"], true);
+    assert!(
+        sent.get("stream_options").is_none(),
+        "the Responses API refuses it"
+    );
+    let StreamStart::Events { events, .. } = mock.send_stream(req("sk-failed")).await.unwrap()
+    else {
+        panic!()
+    };
+    let got: Vec<_> = events.collect().await;
+    assert_eq!(got.len(), 2);
+    assert!(got[1].as_ref().unwrap_err().is_stream());
+}

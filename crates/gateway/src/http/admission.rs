@@ -23,6 +23,9 @@ pub(super) fn surface(endpoint: Endpoint) -> (&'static str, &'static str) {
     match endpoint {
         Endpoint::ChatCompletions => ("chat", CHAT_WRITE),
         Endpoint::Embeddings => ("embeddings", EMBEDDINGS_READ),
+        // They write, as chat does.
+        Endpoint::Completions => ("completions", CHAT_WRITE),
+        Endpoint::Responses => ("responses", CHAT_WRITE),
     }
 }
 

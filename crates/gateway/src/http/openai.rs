@@ -1,5 +1,6 @@
-//! The OpenAI routes: `/v1/chat/completions` (plain and streamed),
-//! `/v1/embeddings` and `/v1/models` (what is servable, aliases included).
+//! The OpenAI routes: `/v1/chat/completions`, `/v1/completions` (legacy)
+//! and `/v1/responses` (plain and streamed), `/v1/embeddings`, and
+//! `/v1/models` (what is servable, aliases included).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,6 +29,8 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/embeddings", post(embeddings))
+        .route("/v1/completions", post(completions))
+        .route("/v1/responses", post(responses))
 }
 
 /// `GET /v1/models`.
@@ -74,6 +77,26 @@ async fn embeddings(
     with_request_id(&headers, r)
 }
 
+async fn completions(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    caller: Result<Caller, ApiError>,
+    body: Result<Body, ApiError>,
+) -> Response {
+    let r = serve(s, &headers, caller, body, Endpoint::Completions).await;
+    with_request_id(&headers, r)
+}
+
+async fn responses(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    caller: Result<Caller, ApiError>,
+    body: Result<Body, ApiError>,
+) -> Response {
+    let r = serve(s, &headers, caller, body, Endpoint::Responses).await;
+    with_request_id(&headers, r)
+}
+
 fn with_request_id(headers: &HeaderMap, mut response: Response) -> Response {
     response
         .headers_mut()
@@ -105,13 +128,9 @@ async fn serve(
         }
     };
     let model = admitted.request.model().to_owned();
-    let operation = match endpoint {
-        Endpoint::ChatCompletions => "chat",
-        Endpoint::Embeddings => "embeddings",
-    };
-    let span = crate::telemetry::request_span(operation, &model, admitted.ctx.team.as_deref());
-    let result = if admitted.stream && endpoint == Endpoint::ChatCompletions {
-        stream::serve(&s, admitted, span.clone())
+    let span = crate::telemetry::request_span(name, &model, admitted.ctx.team.as_deref());
+    let result = if admitted.stream && endpoint != Endpoint::Embeddings {
+        stream::serve(&s, admitted, endpoint, span.clone())
             .instrument(span.clone())
             .await
     } else {
@@ -143,10 +162,7 @@ async fn answer(
     a: Admitted,
     endpoint: Endpoint,
 ) -> Result<(Response, ResponseMeta), ApiError> {
-    let answer = match endpoint {
-        Endpoint::ChatCompletions => s.client.chat_completion(a.request, &a.ctx).await?,
-        Endpoint::Embeddings => s.client.embeddings(a.request, &a.ctx).await?,
-    };
+    let answer = s.client.send(endpoint, a.request, &a.ctx).await?;
     s.record_usage(a.key.as_deref(), &answer.meta).await;
     let mut r = ([(header::CONTENT_TYPE, "application/json")], answer.raw).into_response();
     meta_headers(&mut r, &answer.meta, true);

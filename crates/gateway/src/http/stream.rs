@@ -1,5 +1,6 @@
-//! A streamed chat completion passed through as server-sent events, with
-//! its usage committed before the client sees `[DONE]`.
+//! A streamed answer (chat, legacy completions, the Responses API) passed
+//! through as server-sent events, with its usage committed before the
+//! client sees its end (`[DONE]`, or the Responses API's last event).
 
 use std::sync::Arc;
 
@@ -7,7 +8,7 @@ use axum::body::Body;
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use futures_util::StreamExt;
-use gateway_client::{ClientStream, ResponseMeta};
+use gateway_client::{ClientStream, Endpoint, ResponseMeta};
 use serde::Serialize;
 
 use super::admission::Admitted;
@@ -22,9 +23,10 @@ use crate::state::AppState;
 pub(super) async fn serve(
     s: &Arc<AppState>,
     a: Admitted,
+    endpoint: Endpoint,
     span: tracing::Span,
 ) -> Result<(Response, ResponseMeta), ApiError> {
-    let stream = s.client.chat_completion_stream(a.request, &a.ctx).await?;
+    let stream = s.client.send_stream(endpoint, a.request, &a.ctx).await?;
     let meta = stream.meta().clone();
     let mut response = Response::new(Body::empty());
     meta_headers(&mut response, &meta, false);
@@ -33,6 +35,7 @@ pub(super) async fn serve(
         app: s.clone(),
         key: a.key,
         span,
+        typed: endpoint == Endpoint::Responses,
     };
     *response.body_mut() = Body::from_stream(futures_util::stream::unfold(state, next_chunk));
     let h = response.headers_mut();
@@ -52,6 +55,9 @@ struct Passing {
     key: Option<Arc<ClientKey>>,
     /// The request's span, ended with the stream.
     span: tracing::Span,
+    /// Events named by their `type` (`event: response.output_text.delta`),
+    /// and no `[DONE]`: the Responses API's framing.
+    typed: bool,
 }
 
 impl Drop for Passing {
@@ -91,7 +97,13 @@ async fn next_chunk(
 ) -> Option<(Result<bytes::Bytes, std::convert::Infallible>, Passing)> {
     let stream = st.stream.as_mut()?;
     match stream.next().await {
-        Some(Ok(data)) => Some((Ok(bytes::Bytes::from(format!("data: {data}\n\n"))), st)),
+        Some(Ok(data)) => {
+            let frame = match event_type(&data).filter(|_| st.typed) {
+                Some(kind) => format!("event: {kind}\ndata: {data}\n\n"),
+                None => format!("data: {data}\n\n"),
+            };
+            Some((Ok(bytes::Bytes::from(frame)), st))
+        }
         Some(Err(e)) => {
             let err = StreamError {
                 error: StreamErrorInner {
@@ -101,7 +113,11 @@ async fn next_chunk(
                 },
             };
             let text = serde_json::to_string(&err).unwrap_or_default();
-            Some((Ok(bytes::Bytes::from(format!("data: {text}\n\n"))), st))
+            let name = if st.typed { "event: error\n" } else { "" };
+            Some((
+                Ok(bytes::Bytes::from(format!("{name}data: {text}\n\n"))),
+                st,
+            ))
         }
         None => {
             // Saved before the client sees the end of the answer, whether it
@@ -109,7 +125,23 @@ async fn next_chunk(
             let ended = st.stream.take()?;
             crate::telemetry::answered(&st.span, 200, Some(ended.meta()));
             st.app.record_usage(st.key.as_deref(), ended.meta()).await;
+            if st.typed {
+                // The Responses API ends with its last event: nothing follows.
+                return Some((Ok(bytes::Bytes::new()), st));
+            }
             Some((Ok(bytes::Bytes::from_static(b"data: [DONE]\n\n")), st))
         }
     }
+}
+
+/// An event's `type`, read without building the rest of it; `None` if it
+/// has none or it would not fit on an `event:` line.
+fn event_type(data: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Typed {
+        #[serde(rename = "type")]
+        kind: String,
+    }
+    let t: Typed = serde_json::from_str(data).ok()?;
+    (!t.kind.is_empty() && !t.kind.contains(['\r', '\n'])).then_some(t.kind)
 }

@@ -14,6 +14,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
 
+mod surfaces;
+
 /// How a demo key behaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Behavior {
@@ -129,6 +131,8 @@ pub async fn start_on(
     let app = Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/embeddings", post(embeddings))
+        .route("/v1/completions", post(surfaces::completions))
+        .route("/v1/responses", post(surfaces::responses))
         .route(
             "/v1/models",
             get(|| async { axum::Json(serde_json::json!({"object": "list", "data": []})) }),
