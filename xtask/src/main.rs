@@ -2,8 +2,9 @@
 //!
 //! - `lint`: rustfmt check, clippy with warnings denied, rustdoc with warnings denied;
 //! - `test`: every unit, property, integration and doc test, with all features
-//!   and with none, with Chromium installed and a Postgres server found or
-//!   started (`postgres.rs`), so that no test skips;
+//!   and with none, with Chromium installed, the official SDKs installed
+//!   under `target/sdk/` (`sdk.rs`) and a Postgres server found or started
+//!   (`postgres.rs`), so that no test skips;
 //! - `ci`: `lint` then `test` (what `.ci/run` runs);
 //! - `bench`: the criterion benchmarks and the memory measurement, written as
 //!   a table to `docs/benchmarks.md`;
@@ -14,6 +15,7 @@
 //!   `--traces`: what exporting traces costs, printed;
 //!   `KEYPOOL_BENCH_BIN=path` measures another build, for an A/B run, and
 //!   `KEYPOOL_BENCH_NO_POSTGRES=1` leaves the Postgres rows out for a build without them);
+//! - `sdk`: installs the official SDKs the tests use and prints where;
 //! - `postgres`: prints the URL of the Postgres server the tests use,
 //!   starting a throwaway cluster when none answers (kept until Enter);
 //! - `forward UPSTREAM KEY`: the bare forwarder `bench-gateway` measures
@@ -29,6 +31,7 @@ use std::{env, fs};
 
 mod load;
 mod postgres;
+mod sdk;
 
 type Result<T> = std::result::Result<T, String>;
 
@@ -39,6 +42,10 @@ fn main() -> ExitCode {
         "test" => test(),
         "ci" => lint().and_then(|()| test()),
         "bench" => bench(),
+        "sdk" => sdk::install().map(|s| {
+            println!("KEYPOOL_SDK_PYTHON={}", s.python.display());
+            println!("KEYPOOL_SDK_NODE_PATH={}", s.node_modules.display());
+        }),
         "postgres" => postgres::server().map(|pg| {
             println!("{}", pg.url);
             // Kept running until the user presses Enter.
@@ -55,7 +62,7 @@ fn main() -> ExitCode {
             _ => bench_gateway(load::Only::Everything),
         },
         _ => Err(format!(
-            "unknown job {job:?}\nusage: cargo xtask <lint|test|ci|bench|bench-gateway [--quick|--store|--traces]|postgres|forward UPSTREAM KEY>"
+            "unknown job {job:?}\nusage: cargo xtask <lint|test|ci|sdk|bench|bench-gateway [--quick|--store|--traces]|postgres|forward UPSTREAM KEY>"
         )),
     };
     match result {
@@ -161,12 +168,20 @@ fn browser_tools() -> Result<()> {
 
 fn test() -> Result<()> {
     browser_tools()?;
+    let sdks = sdk::install()?;
+    let (python, node_modules) = (
+        sdks.python.display().to_string(),
+        sdks.node_modules.display().to_string(),
+    );
     // Kept until the tests end: a throwaway cluster stops when dropped.
     let pg = postgres::server()?;
     let envs = [
-        // The browser and Postgres tests skip where their tools are
+        // The browser, SDK and Postgres tests skip where their tools are
         // missing, except here, where they were installed or started.
         ("KEYPOOL_REQUIRE_BROWSER", "1"),
+        ("KEYPOOL_REQUIRE_SDK", "1"),
+        ("KEYPOOL_SDK_PYTHON", python.as_str()),
+        ("KEYPOOL_SDK_NODE_PATH", node_modules.as_str()),
         ("KEYPOOL_REQUIRE_POSTGRES", "1"),
         ("KEYPOOL_TEST_POSTGRES_URL", pg.url.as_str()),
     ];

@@ -30,6 +30,8 @@ mod operators;
 mod processes;
 /// Model routing: providers' models and aliases, keys' models, fallbacks.
 mod routing;
+/// The official SDKs as users run them.
+mod sdks;
 /// Serving: answers, streams, errors, failover, shutdown.
 mod serving;
 /// Legacy completions and the Responses API.
