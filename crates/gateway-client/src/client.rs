@@ -15,7 +15,7 @@ use transport::{Class, RateLimits, StreamEvent, StreamStart, Transport, classify
 use crate::clock::Clock;
 use crate::error::ClientError;
 use crate::policy::{ContextPolicy, RetryPolicy};
-use crate::request::{ApiRequest, ApiResponse, ArmInfo, RequestContext, ResponseMeta};
+use crate::request::{ApiRequest, ApiResponse, ArmInfo, Pinned, RequestContext, ResponseMeta};
 use crate::routing::{Catalog, Fallbacks};
 use crate::stats::{Finished, Stats};
 use crate::stream::{ClientStream, StreamGuard};
@@ -216,8 +216,23 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn ts(t: SystemTime) -> Timestamp {
+pub(crate) fn ts(t: SystemTime) -> Timestamp {
     Timestamp::from_system_time(t)
+}
+
+/// A pinned request whose key cannot serve says so, naming the id.
+pub(crate) fn pinned_error(e: ClientError, pinned: Option<&Pinned>) -> ClientError {
+    match (e, pinned) {
+        (ClientError::NoKeyAvailable { detail, retry_at }, Some(p)) => {
+            ClientError::PinnedKeyUnavailable {
+                id: p.id.clone(),
+                key: p.key.clone(),
+                detail,
+                retry_at,
+            }
+        }
+        (e, _) => e,
+    }
 }
 
 /// The most events held back before a stream's first output; past it the
@@ -253,11 +268,22 @@ async fn hold_until_output(
     }
 }
 
+/// What a key is leased for.
+pub(crate) struct Want<'a> {
+    /// The model (by the client's name): only providers serving it, only
+    /// keys allowed it. `None`: any provider, any key.
+    pub(crate) model: Option<&'a str>,
+    /// Tokens the request is expected to use.
+    pub(crate) estimate: u64,
+    /// The key an id the request names belongs to: that key only.
+    pub(crate) pinned: Option<&'a Pinned>,
+}
+
 /// Keys no provider can lend now.
-struct NoKeys {
-    detail: String,
-    retry_at: Option<SystemTime>,
-    only_excluded: bool,
+pub(crate) struct NoKeys {
+    pub(crate) detail: String,
+    pub(crate) retry_at: Option<SystemTime>,
+    pub(crate) only_excluded: bool,
 }
 
 /// A request being worked on: what the attempts share.
@@ -276,6 +302,8 @@ struct Work {
     context_retried: bool,
     attempts: u32,
     started: tokio::time::Instant,
+    /// The key an id the request names belongs to.
+    pinned: Option<Pinned>,
 }
 
 /// What an attempt loop produced.
@@ -398,7 +426,11 @@ impl Client {
             return Err(ClientError::InvalidRequest("missing \"model\"".into()));
         }
         let (model, arm) = self.route(&model_requested, ctx)?;
-        let chain = self.servable_chain(&model);
+        // A pinned request stays with its key's model: no fallback.
+        let chain = match &ctx.pinned {
+            Some(_) => vec![model.clone()],
+            None => self.servable_chain(&model),
+        };
         let Some(first) = chain.first() else {
             return Err(ClientError::ModelNotFound { model });
         };
@@ -425,10 +457,14 @@ impl Client {
             context_retried: false,
             attempts: 0,
             started,
+            pinned: ctx.pinned.clone(),
         };
         // A refusal here is not an upstream request: not counted.
         self.reserve_covered(&mut work, ctx).await?;
-        let result = self.along_chain(&mut work, ctx, stream, &chain).await;
+        let result = self
+            .along_chain(&mut work, ctx, stream, &chain)
+            .await
+            .map_err(|e| pinned_error(e, work.pinned.as_ref()));
         if result.is_err() {
             self.cancel(work.reservation.take());
             self.record(&work, false, None, 0);
@@ -734,7 +770,12 @@ impl Client {
             if spent(work) {
                 break;
             }
-            let (p, lease) = match self.acquire(&excluded, work) {
+            let want = Want {
+                model: Some(&work.model),
+                estimate: work.input_estimate,
+                pinned: work.pinned.as_ref(),
+            };
+            let (p, lease) = match self.acquire(&excluded, &want) {
                 Ok(x) => x,
                 Err(no) if fall_back => {
                     return Err(ClientError::NoKeyAvailable {
@@ -966,7 +1007,7 @@ impl Client {
     }
 
     /// Sleeps a full-jitter backoff; false if it would pass the deadline.
-    async fn back_off(&self, retry: u32, deadline: SystemTime) -> bool {
+    pub(crate) async fn back_off(&self, retry: u32, deadline: SystemTime) -> bool {
         let draw = {
             let mut state = lock(&self.inner.jitter);
             *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -1003,29 +1044,46 @@ impl Client {
         Ok(true)
     }
 
-    /// Leases a key for `work.model` from the first provider (by priority)
-    /// that serves it and has one.
-    fn acquire(&self, excluded: &[(usize, KeyId)], work: &Work) -> Result<(usize, Lease), NoKeys> {
+    /// Leases a key for `want` from the first provider (by priority) that
+    /// serves its model and has one: the pinned key only, when the request
+    /// is pinned.
+    pub(crate) fn acquire(
+        &self,
+        excluded: &[(usize, KeyId)],
+        want: &Want<'_>,
+    ) -> Result<(usize, Lease), NoKeys> {
         let now = ts(self.inner.clock.now());
         let mut detail = Vec::new();
         let mut retry_at: Option<SystemTime> = None;
         let mut only_excluded = !excluded.is_empty();
         for (i, provider) in self.inner.providers.iter().enumerate() {
-            if !provider.catalog.serves(&work.model) {
+            if want.pinned.is_some_and(|p| *p.provider != *provider.name)
+                || want.model.is_some_and(|m| !provider.catalog.serves(m))
+            {
                 continue;
             }
-            let names = provider.names(&work.model);
+            let names = want.model.map(|m| provider.names(m)).unwrap_or_default();
             let exclude: Vec<KeyId> = excluded
                 .iter()
                 .filter(|(p, _)| *p == i)
                 .map(|(_, k)| *k)
                 .collect();
+            let mut pool = lock(&provider.pool);
+            let only = want.pinned.map(|p| pool.find(&p.key));
+            if only == Some(None) {
+                detail.push(format!(
+                    "{}: key {:?} is gone",
+                    provider.name,
+                    want.pinned.map_or("", |p| &p.key)
+                ));
+                continue;
+            }
             let opts = AcquireOptions {
-                estimated_tokens: work.input_estimate,
+                estimated_tokens: want.estimate,
                 exclude: &exclude,
                 model: &names,
+                only: only.flatten(),
             };
-            let mut pool = lock(&provider.pool);
             let r = pool.acquire_with(now, &opts);
             self.drain_pool(provider, &mut pool);
             match r {
@@ -1041,7 +1099,11 @@ impl Client {
             }
         }
         if detail.is_empty() {
-            detail.push(format!("no provider serves {:?}", work.model));
+            detail.push(match (want.pinned, want.model) {
+                (Some(p), _) => format!("provider {:?} is gone", p.provider),
+                (None, Some(m)) => format!("no provider serves {m:?}"),
+                (None, None) => "no provider".to_owned(),
+            });
         }
         Err(NoKeys {
             detail: detail.join("; "),

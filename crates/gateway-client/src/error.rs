@@ -22,6 +22,20 @@ pub enum ClientError {
         /// The model asked for (after the canary's choice).
         model: String,
     },
+    /// The key an id the request names belongs to cannot serve (disabled,
+    /// cooling down, exhausted, removed): no other key can, as the id is
+    /// the other key's.
+    #[error("the key that made {id:?} ({key}) cannot serve now: {detail}")]
+    PinnedKeyUnavailable {
+        /// The id.
+        id: String,
+        /// The key, by name.
+        key: String,
+        /// Why.
+        detail: String,
+        /// When it may serve again, if known.
+        retry_at: Option<SystemTime>,
+    },
     /// A budget limit refuses the request.
     #[error(transparent)]
     Budget(#[from] budget::BudgetError),

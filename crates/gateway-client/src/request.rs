@@ -150,6 +150,20 @@ pub struct RequestContext {
     pub tags: Vec<(String, String)>,
     /// Request headers, for canary rules on headers.
     pub headers: Vec<(String, String)>,
+    /// The key an upstream id the request names belongs to (a response, a
+    /// file, a batch): the request goes to that key only.
+    pub pinned: Option<Pinned>,
+}
+
+/// An upstream key by provider and name, and the id that pins a request to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pinned {
+    /// The provider.
+    pub provider: String,
+    /// The key, by name.
+    pub key: String,
+    /// The id (`resp_…`, `file-…`).
+    pub id: String,
 }
 
 impl RequestContext {

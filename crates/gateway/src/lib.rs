@@ -48,6 +48,7 @@ mod keys;
 mod lifecycle;
 mod local_transport;
 mod metrics;
+mod pins;
 pub mod runtime;
 pub mod secrets;
 mod settings;

@@ -5,7 +5,8 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use transport::{
-    Answer, HttpConfig, HyperTransport, Request, StreamStart, Transport, TransportError,
+    Answer, HttpConfig, HyperTransport, RawAnswer, RawRequest, Request, StreamStart, Transport,
+    TransportError,
 };
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
@@ -71,6 +72,10 @@ impl Transport for ThreadLocalHyper {
 
     async fn send_stream(&self, request: Request) -> Result<StreamStart, TransportError> {
         self.local()?.send_stream(request).await
+    }
+
+    async fn send_raw(&self, request: RawRequest) -> Result<RawAnswer, TransportError> {
+        self.local()?.send_raw(request).await
     }
 }
 

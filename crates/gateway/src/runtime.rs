@@ -149,9 +149,7 @@ pub async fn start_with(
         opened.store,
         state_options,
     ));
-    if let Some(days) = config.storage.usage_retention_days {
-        lifecycle::prune(&state, days).await;
-    }
+    lifecycle::prune(&state, config.storage.usage_retention_days).await;
     lifecycle::restore(&state, loaded).await?;
     let cluster = match opened.shared {
         Some(shared) => Some(join_cluster(config, shared, &state).await?),
@@ -215,9 +213,8 @@ fn spawn_services(
             .client
             .spawn_monitor_gated(Duration::from_secs(60), leads.clone()),
     );
-    if let Some(days) = config.storage.usage_retention_days {
-        running.keep(lifecycle::spawn_pruner(state.clone(), days, leads));
-    }
+    let days = config.storage.usage_retention_days;
+    running.keep(lifecycle::spawn_pruner(state.clone(), days, leads));
 }
 
 /// A gateway running in this process.

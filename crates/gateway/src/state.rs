@@ -39,6 +39,8 @@ pub(crate) struct AppState {
     pub(crate) keys: KeyDirectory,
     /// Seals the secrets of keys added or rotated in at runtime.
     pub(crate) sealer: Option<Sealer>,
+    /// Which key made each stateful upstream id.
+    pub(crate) pins: crate::pins::Pins,
 }
 
 /// What [`AppState::new`] is given besides the layers.
@@ -98,6 +100,7 @@ impl AppState {
             auth,
             metrics: Metrics::new(models.clone()),
             models,
+            pins: crate::pins::Pins::new(store.clone()),
             store,
             activity: Mutex::new(Activity::default()),
             changes: tokio::sync::Mutex::new(()),

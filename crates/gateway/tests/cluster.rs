@@ -552,3 +552,47 @@ async fn a_budget_limit_set_through_one_instance_holds_on_the_other() {
     assert_eq!(model["limit_micros"], 1);
     assert!(model["spent_micros"].as_u64().unwrap() > 0, "{model}");
 }
+
+/// A response made through one instance is followed up through the other,
+/// on the key that made it: the id's key is shared through Postgres.
+#[tokio::test]
+async fn a_response_made_through_one_instance_is_followed_up_through_the_other() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let dir = TempDir::new("cluster-pins");
+    let keys = [
+        ("alpha", "sk-sim-alpha-00000000000000001", Behavior::Healthy),
+        ("beta", "sk-sim-beta-000000000000000002", Behavior::Healthy),
+    ];
+    let upstream = sim::start(&keys).await.unwrap();
+    let start = |name: &str| {
+        Setup::new(&keys)
+            .upstream(upstream.base_url())
+            .postgres(db.url(), &dir.join(name))
+            .configure(|c| c.canary.clear())
+            .start()
+    };
+    let (a, b) = (start("a").await, start("b").await);
+    let r = a
+        .post(
+            "/v1/responses",
+            None,
+            &json!({"model": "gpt-4o-mini", "input": "hi"}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let key = r.headers()["x-gateway-key"].to_str().unwrap().to_owned();
+    let id = r.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Without the pin, b's least-used choice would alternate between the
+    // keys, and the other key's follow-ups would not find the response.
+    for _ in 0..4 {
+        let body = json!({"model": "gpt-4o-mini", "input": "more", "previous_response_id": id});
+        let r = b.post("/v1/responses", None, &body).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["x-gateway-key"], key.as_str());
+    }
+}

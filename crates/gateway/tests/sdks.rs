@@ -7,7 +7,15 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::harness::{Gateway, HEALTHY, REVOKED, Setup};
+use gateway::sim::Behavior;
+
+use crate::harness::{Gateway, HEALTHY, REVOKED, Setup, SimKey};
+
+const SECOND: SimKey = (
+    "second",
+    "sk-sim-second-0000000000000009",
+    Behavior::Healthy,
+);
 
 /// How to run one SDK: the program, and the environment it needs.
 struct Runner {
@@ -111,9 +119,11 @@ fn check(sdk: &str, out: &Value) {
 }
 
 /// The gateway every SDK test runs against: a revoked key first, so every
-/// surface fails over once, unseen by the SDK.
+/// surface fails over once, unseen by the SDK; then two healthy keys picked
+/// by least use, so follow-ups and file reads find their ids only if they
+/// reach the key that made them.
 async fn gateway() -> Gateway {
-    Setup::new(&[REVOKED, HEALTHY])
+    Setup::new(&[REVOKED, HEALTHY, SECOND])
         .configure(|c| c.canary.clear())
         .start()
         .await
@@ -132,7 +142,11 @@ async fn the_openai_python_package_works_through_the_gateway() {
         return;
     };
     check("python", &out);
-    assert_eq!(requests(&gw).await, 6, "each of the six calls booked once");
+    assert_eq!(
+        requests(&gw).await,
+        11,
+        "each of the eleven calls booked once"
+    );
 }
 
 #[tokio::test]
@@ -142,5 +156,9 @@ async fn the_openai_node_package_works_through_the_gateway() {
         return;
     };
     check("node", &out);
-    assert_eq!(requests(&gw).await, 6, "each of the six calls booked once");
+    assert_eq!(
+        requests(&gw).await,
+        11,
+        "each of the eleven calls booked once"
+    );
 }

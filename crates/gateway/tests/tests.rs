@@ -34,6 +34,8 @@ mod routing;
 mod sdks;
 /// Serving: answers, streams, errors, failover, shutdown.
 mod serving;
+/// Everything else under /v1/ passed through; ids kept on their keys.
+mod stateful;
 /// Legacy completions and the Responses API.
 mod surfaces;
 /// Traces exported over OTLP.

@@ -245,6 +245,9 @@ pub struct AcquireOptions<'a> {
     /// upstream's): keys added with [`NewKey::models`] that list none of
     /// them are skipped. Empty: every key may serve.
     pub model: &'a [&'a str],
+    /// Only this key (a request pinned to the key that made an id it
+    /// names): leased if it can serve, else none. `O(1)`.
+    pub only: Option<KeyId>,
 }
 
 /// A key's health, apart from limits. Cooling keys' end time is `Entry::until`.

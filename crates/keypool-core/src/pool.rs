@@ -737,7 +737,14 @@ impl KeyPool {
         opts: &AcquireOptions<'_>,
     ) -> Result<Lease, NoKeyAvailable> {
         self.advance(now);
-        let Some(id) = self.pick(opts).and_then(|slot| self.id_of_slot(slot)) else {
+        let picked = match opts.only {
+            Some(id) => (self.entry(id).is_some()
+                && self.index.contains(id.slot)
+                && !self.skipped(id.slot, opts))
+            .then_some(id),
+            None => self.pick(opts).and_then(|slot| self.id_of_slot(slot)),
+        };
+        let Some(id) = picked else {
             return Err(self.no_key(opts));
         };
         let reserved = u32::try_from(opts.estimated_tokens).unwrap_or(u32::MAX);
@@ -908,7 +915,7 @@ impl KeyPool {
                 if !self.index.contains(id.slot) {
                     continue;
                 }
-                if opts.exclude.contains(&id) {
+                if opts.exclude.contains(&id) || opts.only.is_some_and(|o| o != id) {
                     unavailable.excluded += 1;
                 } else if !self.serves(id.slot, opts.model) {
                     unavailable.other_models += 1;

@@ -417,3 +417,32 @@ fn a_pool_may_serve_a_model_while_one_of_its_keys_may() {
         "the unrestricted key serves it"
     );
 }
+
+#[test]
+fn a_pinned_request_gets_its_key_or_none() {
+    for strategy in ALL {
+        let mut sim = sim(strategy);
+        let [a, b] = sim.keys(["a", "b"]);
+        for _ in 0..3 {
+            let opts = AcquireOptions {
+                only: Some(b),
+                ..AcquireOptions::default()
+            };
+            let lease = sim.pool.acquire_with(sim.now, &opts).expect("b serves");
+            assert_eq!(lease.key(), b, "{strategy:?}");
+            sim.report(lease, ok(10, 1));
+        }
+        sim.pool.disable(b, sim.now).expect("known");
+        let opts = AcquireOptions {
+            only: Some(b),
+            ..AcquireOptions::default()
+        };
+        let no = sim
+            .pool
+            .acquire_with(sim.now, &opts)
+            .expect_err("b is disabled");
+        assert_eq!(no.unavailable.disabled, 1, "{strategy:?}");
+        assert_eq!(no.unavailable.excluded, 1, "a is not b: {strategy:?}");
+        let _ = a;
+    }
+}

@@ -19,6 +19,7 @@ use rustls::pki_types::pem::PemObject;
 use crate::classify::Answer;
 use crate::error::{ErrorKind, TransportError};
 use crate::http_config::{HttpConfig, read_ca_bundle, sse_chat_stream};
+use crate::raw::{RawAnswer, RawRequest, idle_limited};
 use crate::transport::{Request, StreamStart, Transport};
 
 type Connector = HttpsConnector<HttpConnector>;
@@ -153,6 +154,34 @@ impl HyperTransport {
         Ok(r)
     }
 
+    /// A request passed on as the client made it, with the key's authorization.
+    fn build_raw(
+        &self,
+        request: &RawRequest,
+    ) -> Result<http::Request<Full<Bytes>>, TransportError> {
+        let invalid = |what: &str| TransportError::new(ErrorKind::Request, what.to_owned());
+        let uri: Uri = request
+            .url()
+            .parse()
+            .map_err(|_| invalid("invalid upstream URL"))?;
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err(invalid("the upstream URL must not hold credentials"));
+        }
+        let mut auth = HeaderValue::try_from(format!("Bearer {}", request.secret.expose()))
+            .map_err(|_| invalid("the key is not a valid header value"))?;
+        auth.set_sensitive(true);
+        let mut r = http::Request::new(Full::new(request.body.clone()));
+        *r.method_mut() = request.method.clone();
+        *r.uri_mut() = uri;
+        let headers = r.headers_mut();
+        for (name, value) in &request.headers {
+            headers.append(name, value.clone());
+        }
+        headers.insert(AUTHORIZATION, auth);
+        headers.insert(USER_AGENT, self.user_agent.clone());
+        Ok(r)
+    }
+
     async fn exchange(
         &self,
         request: http::Request<Full<Bytes>>,
@@ -249,6 +278,23 @@ impl Transport for HyperTransport {
             status,
             headers: parts.headers,
             events,
+        })
+    }
+
+    async fn send_raw(&self, request: RawRequest) -> Result<RawAnswer, TransportError> {
+        let http_request = self.build_raw(&request)?;
+        let response = tokio::time::timeout(request.timeout, self.exchange(http_request))
+            .await
+            .map_err(|_| TransportError::new(ErrorKind::Timeout, "upstream timed out"))??;
+        let (parts, body) = response.into_parts();
+        let body = idle_limited(BodyDataStream::new(body), request.timeout, |e| {
+            TransportError::new(ErrorKind::Body, "could not read the upstream's answer")
+                .with_source(e)
+        });
+        Ok(RawAnswer {
+            status: parts.status.as_u16(),
+            headers: parts.headers,
+            body,
         })
     }
 }

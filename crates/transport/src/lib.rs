@@ -1,8 +1,9 @@
 //! The I/O boundary: sends requests to OpenAI-compatible upstreams, and the
 //! one function that turns their answers into outcomes the key pool understands.
 //!
-//! - [`Transport`]: an async trait that sends one request ([`Transport::send`])
-//!   or a stream ([`Transport::send_stream`]). Backends: [`HyperTransport`]
+//! - [`Transport`]: an async trait that sends one request ([`Transport::send`]),
+//!   a stream ([`Transport::send_stream`]), or a request passed on as the
+//!   client made it ([`Transport::send_raw`]). Backends: [`HyperTransport`]
 //!   (feature `hyper`: hyper-util's pooled client, the leanest per request;
 //!   no proxy support), [`ReqwestTransport`] (feature `reqwest`: proxies from
 //!   the environment), both set up by one [`HttpConfig`], and
@@ -48,6 +49,7 @@ mod hyper_backend;
 #[cfg(feature = "mock")]
 mod mock;
 mod probe;
+mod raw;
 #[cfg(feature = "reqwest")]
 mod reqwest_backend;
 mod transport;
@@ -63,6 +65,7 @@ pub use http_config::HttpConfig;
 pub use hyper_backend::{HyperTransport, tls_client_config};
 #[cfg(feature = "mock")]
 pub use mock::{MockReply, MockTransport, Recorded};
+pub use raw::{ByteStream, RawAnswer, RawRequest, passes_upstream};
 #[cfg(feature = "reqwest")]
 pub use reqwest_backend::ReqwestTransport;
 pub use transport::{

@@ -11,6 +11,7 @@ use keypool_core::Secret;
 
 use crate::classify::Answer;
 use crate::error::{ErrorKind, TransportError};
+use crate::raw::{RawAnswer, RawRequest};
 use crate::transport::{DEFAULT_MAX_BODY, Request, StreamStart, Transport, chat_stream};
 
 /// One scripted reply.
@@ -209,6 +210,8 @@ pub struct Recorded {
     pub body: serde_json::Value,
     /// Whether it was a streaming request.
     pub stream: bool,
+    /// The method (`POST` but for requests passed through).
+    pub method: http::Method,
 }
 
 #[derive(Default)]
@@ -291,6 +294,7 @@ impl MockTransport {
             url: request.url(),
             body,
             stream,
+            method: request.method.clone(),
         });
         let reply = match state.scripts.get_mut(request.secret.expose()) {
             Some(Script::Sequence(replies)) => {
@@ -343,6 +347,22 @@ impl Transport for MockTransport {
         }
     }
 
+    async fn send_raw(&self, raw: RawRequest) -> Result<RawAnswer, TransportError> {
+        // The scripts see it as a request: its path, and its body when JSON.
+        let body = serde_json::from_slice(&raw.body).unwrap_or(serde_json::Value::Null);
+        let mut request = Request::new(raw.base_url.clone(), raw.path.clone(), raw.secret, body);
+        request.method = raw.method;
+        request.timeout = raw.timeout;
+        let reply = self.next_reply(&request, (*request.body).clone(), false);
+        wait(&reply, &request).await?;
+        let (status, headers, body) = raw_body(reply.kind)?;
+        Ok(RawAnswer {
+            status,
+            headers,
+            body: Box::pin(futures_util::stream::once(async move { Ok(body) })),
+        })
+    }
+
     async fn send_stream(&self, request: Request) -> Result<StreamStart, TransportError> {
         let reply = self.next_reply(&request, request.streaming_body(), true);
         wait(&reply, &request).await?;
@@ -370,6 +390,27 @@ impl Transport for MockTransport {
                     events,
                 })
             }
+        }
+    }
+}
+
+/// A passed-through answer's body: the reply's, in one chunk (a stream's
+/// events as server-sent events).
+fn raw_body(kind: ReplyKind) -> Result<(u16, HeaderMap, bytes::Bytes), TransportError> {
+    match kind {
+        ReplyKind::Answer(a) => Ok((a.status, a.headers, a.body)),
+        ReplyKind::Error(kind) => Err(error(kind)),
+        ReplyKind::Stream {
+            headers,
+            chunks,
+            done,
+            ..
+        } => {
+            let mut text: String = chunks.iter().map(|c| format!("data: {c}\n\n")).collect();
+            if done {
+                text.push_str("data: [DONE]\n\n");
+            }
+            Ok((200, headers, text.into()))
         }
     }
 }

@@ -5,6 +5,7 @@ use http::header::{ACCEPT, CONTENT_TYPE};
 use crate::classify::Answer;
 use crate::error::{ErrorKind, TransportError};
 use crate::http_config::{HttpConfig, read_ca_bundle, sse_chat_stream};
+use crate::raw::{RawAnswer, RawRequest, idle_limited};
 use crate::transport::{Request, StreamStart, Transport};
 
 /// Sends requests with one shared [`reqwest::Client`]: connection pooling,
@@ -151,6 +152,31 @@ impl Transport for ReqwestTransport {
             status,
             headers,
             events,
+        })
+    }
+
+    async fn send_raw(&self, request: RawRequest) -> Result<RawAnswer, TransportError> {
+        let mut rb = self
+            .client
+            .request(request.method.clone(), request.url())
+            .body(request.body.clone());
+        for (name, value) in &request.headers {
+            rb = rb.header(name, value);
+        }
+        let rb = rb.bearer_auth(request.secret.expose());
+        let response = tokio::time::timeout(request.timeout, rb.send())
+            .await
+            .map_err(|_| TransportError::new(ErrorKind::Timeout, "upstream timed out"))??;
+        let (status, headers) = (response.status().as_u16(), response.headers().clone());
+        let body = idle_limited(
+            response.bytes_stream(),
+            request.timeout,
+            TransportError::from,
+        );
+        Ok(RawAnswer {
+            status,
+            headers,
+            body,
         })
     }
 }

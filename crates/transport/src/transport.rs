@@ -11,6 +11,7 @@ use keypool_core::{Secret, Usage};
 
 use crate::classify::{Answer, stream_error_outcome, usage_of};
 use crate::error::{ErrorKind, TransportError};
+use crate::raw::{RawAnswer, RawRequest};
 
 /// The default largest body read from an upstream: 16 MiB.
 pub const DEFAULT_MAX_BODY: usize = 16 * 1024 * 1024;
@@ -31,6 +32,11 @@ pub struct Request {
     pub timeout: Duration,
     /// Extra headers (never logged).
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// The method: `POST` for every API call the client makes itself (the
+    /// backends send [`send`](Transport::send) and
+    /// [`send_stream`](Transport::send_stream) as `POST`); what a passed
+    /// through request used, as the mock's scripts see it.
+    pub method: http::Method,
     /// Whether a stream asks for its usage with
     /// `stream_options.include_usage` (chat and legacy completions; the
     /// Responses API reports usage in `response.completed` and refuses the
@@ -54,6 +60,7 @@ impl Request {
             timeout: Duration::from_secs(60),
             headers: Vec::new(),
             include_usage: true,
+            method: http::Method::POST,
         }
     }
 
@@ -144,6 +151,17 @@ pub trait Transport: Send + Sync + fmt::Debug {
     /// Sends a streaming request ([`Request::streaming_body`]) and returns
     /// chunks as they arrive.
     async fn send_stream(&self, request: Request) -> Result<StreamStart, TransportError>;
+
+    /// Sends a request as the client made it and returns the answer's head
+    /// once it arrives, its body as it comes. A transport that cannot
+    /// answers with an error of kind [`ErrorKind::Request`].
+    async fn send_raw(&self, request: RawRequest) -> Result<RawAnswer, TransportError> {
+        let _ = request;
+        Err(TransportError::new(
+            ErrorKind::Request,
+            "this transport does not pass requests through",
+        ))
+    }
 }
 
 /// Wraps raw SSE data into a [`ChatStream`]: tracks `[DONE]` and the usage,

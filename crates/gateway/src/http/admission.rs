@@ -50,31 +50,55 @@ pub(super) fn admit(
     let request = ApiRequest::from_json(json)
         .map_err(|e| ApiError::bad_request("missing_model", e.to_string()))?;
     if let Some(k) = &key {
-        check_key(k, scope, request.model())?;
+        check_key(k, scope, Some(request.model()))?;
         k.check_rate().map_err(|wait| over_rate(k, wait))?;
     }
-    let ctx = RequestContext {
-        user: user.or_else(|| {
-            headers
-                .get("x-user-id")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        }),
-        key_name: key.as_ref().map(|k| k.name.clone()),
-        team: key.as_ref().and_then(|k| k.team.clone()),
-        headers: headers
-            .iter()
-            .filter(|(n, _)| n.as_str().starts_with("x-") && n.as_str() != "x-request-id")
-            .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
-            .collect(),
-        ..RequestContext::default()
-    };
+    let ctx = context(headers, key.as_deref(), user);
     Ok(Admitted {
         request,
         ctx,
         stream,
         key,
     })
+}
+
+/// Checks the caller of a request passed through (which may name no
+/// model): the scope, the model if named, the rate.
+pub(super) fn admit_caller(
+    key: Option<&ClientKey>,
+    scope: &str,
+    model: Option<&str>,
+) -> Result<(), ApiError> {
+    if let Some(k) = key {
+        check_key(k, scope, model)?;
+        k.check_rate().map_err(|wait| over_rate(k, wait))?;
+    }
+    Ok(())
+}
+
+/// Who a request is for: its user (the body's `user`, else `x-user-id`),
+/// the client key's name and team, and the `x-` headers canary rules read.
+pub(super) fn context(
+    headers: &HeaderMap,
+    key: Option<&ClientKey>,
+    user: Option<String>,
+) -> RequestContext {
+    RequestContext {
+        user: user.or_else(|| {
+            headers
+                .get("x-user-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        }),
+        key_name: key.map(|k| k.name.clone()),
+        team: key.and_then(|k| k.team.clone()),
+        headers: headers
+            .iter()
+            .filter(|(n, _)| n.as_str().starts_with("x-") && n.as_str() != "x-request-id")
+            .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+            .collect(),
+        ..RequestContext::default()
+    }
 }
 
 /// Where instances share their client keys, takes one request from the
@@ -100,8 +124,8 @@ fn over_rate(k: &ClientKey, wait: std::time::Duration) -> ApiError {
     .retry_after(wait)
 }
 
-/// What a client key must allow: the scope and the model.
-fn check_key(k: &ClientKey, scope: &str, model: &str) -> Result<(), ApiError> {
+/// What a client key must allow: the scope and the model (if named).
+fn check_key(k: &ClientKey, scope: &str, model: Option<&str>) -> Result<(), ApiError> {
     if !k.has_scope(scope) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -110,7 +134,7 @@ fn check_key(k: &ClientKey, scope: &str, model: &str) -> Result<(), ApiError> {
             format!("key {:?} lacks the {scope} scope", k.name),
         ));
     }
-    if !k.allows_model(model) {
+    if let Some(model) = model.filter(|m| !k.allows_model(m)) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "permission_error",

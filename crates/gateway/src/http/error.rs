@@ -133,6 +133,18 @@ impl From<&ClientError> for ApiError {
                 )
                 .retry_after(wait)
             }
+            ClientError::PinnedKeyUnavailable { retry_at, .. } => {
+                let e = Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "api_error",
+                    "pinned_key_unavailable",
+                    msg,
+                );
+                match retry_at.and_then(|t| t.duration_since(SystemTime::now()).ok()) {
+                    Some(wait) => e.retry_after(wait),
+                    None => e,
+                }
+            }
             // OpenAI's own answer for a model it does not have.
             ClientError::ModelNotFound { model } => Self::new(
                 StatusCode::NOT_FOUND,

@@ -11,6 +11,7 @@ mod extract;
 mod meta;
 mod openai;
 mod ops;
+mod pass;
 mod stream;
 
 use std::sync::Arc;

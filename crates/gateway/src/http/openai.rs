@@ -9,7 +9,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{any, post};
 use gateway_client::{Endpoint, ResponseMeta};
 use serde::Serialize;
 use tracing::Instrument as _;
@@ -31,6 +31,7 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/completions", post(completions))
         .route("/v1/responses", post(responses))
+        .route("/v1/{*rest}", any(super::pass::passthrough))
 }
 
 /// `GET /v1/models`.
@@ -120,13 +121,19 @@ async fn serve(
         },
         Err(e) => Err(e),
     };
-    let admitted = match admitted {
+    let mut admitted = match admitted {
         Ok(a) => a,
         Err(e) => {
             s.count_request(name, "", e.status.as_u16(), started.elapsed(), None);
             return e.into_response();
         }
     };
+    // An id the body names (`previous_response_id`, a `file_id`) goes to
+    // the key that made it.
+    let ids = crate::pins::in_body(admitted.request.json());
+    if !ids.is_empty() {
+        admitted.ctx.pinned = s.pins.find(ids, s.now_ms()).await;
+    }
     let model = admitted.request.model().to_owned();
     let span = crate::telemetry::request_span(name, &model, admitted.ctx.team.as_deref());
     let result = if admitted.stream && endpoint != Endpoint::Embeddings {
@@ -163,6 +170,12 @@ async fn answer(
     endpoint: Endpoint,
 ) -> Result<(Response, ResponseMeta), ApiError> {
     let answer = s.client.send(endpoint, a.request, &a.ctx).await?;
+    if endpoint == Endpoint::Responses
+        && let Some(id) = crate::pins::made_by(&answer.raw)
+    {
+        let m = &answer.meta;
+        s.pins.learn(id, &m.provider, &m.key, s.now_ms()).await;
+    }
     s.record_usage(a.key.as_deref(), &answer.meta).await;
     let mut r = ([(header::CONTENT_TYPE, "application/json")], answer.raw).into_response();
     meta_headers(&mut r, &answer.meta, true);

@@ -97,13 +97,21 @@ async fn next_chunk(
 ) -> Option<(Result<bytes::Bytes, std::convert::Infallible>, Passing)> {
     let stream = st.stream.as_mut()?;
     match stream.next().await {
-        Some(Ok(data)) => {
-            let frame = match event_type(&data).filter(|_| st.typed) {
-                Some(kind) => format!("event: {kind}\ndata: {data}\n\n"),
+        Some(Ok(data)) if st.typed => {
+            let frame = match typed(&data) {
+                Some(event) => {
+                    if let Some(id) = event.made() {
+                        let meta = stream.meta();
+                        let now = st.app.now_ms();
+                        st.app.pins.learn(id, &meta.provider, &meta.key, now).await;
+                    }
+                    format!("event: {}\ndata: {data}\n\n", event.kind)
+                }
                 None => format!("data: {data}\n\n"),
             };
             Some((Ok(bytes::Bytes::from(frame)), st))
         }
+        Some(Ok(data)) => Some((Ok(bytes::Bytes::from(format!("data: {data}\n\n"))), st)),
         Some(Err(e)) => {
             let err = StreamError {
                 error: StreamErrorInner {
@@ -134,14 +142,30 @@ async fn next_chunk(
     }
 }
 
-/// An event's `type`, read without building the rest of it; `None` if it
-/// has none or it would not fit on an `event:` line.
-fn event_type(data: &str) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Typed {
-        #[serde(rename = "type")]
-        kind: String,
+/// A Responses API event's `type`, and the id of the response it carries.
+#[derive(serde::Deserialize)]
+struct Typed {
+    #[serde(rename = "type")]
+    kind: String,
+    response: Option<Made>,
+}
+
+#[derive(serde::Deserialize)]
+struct Made {
+    id: Option<String>,
+}
+
+impl Typed {
+    /// The stateful id `response.created` announces.
+    fn made(&self) -> Option<String> {
+        let id = self.response.as_ref()?.id.as_deref()?;
+        (self.kind == "response.created" && crate::pins::is_stateful(id)).then(|| id.to_owned())
     }
+}
+
+/// An event read without building the rest of it; `None` if it has no
+/// `type`, or one that would not fit on an `event:` line.
+fn typed(data: &str) -> Option<Typed> {
     let t: Typed = serde_json::from_str(data).ok()?;
-    (!t.kind.is_empty() && !t.kind.contains(['\r', '\n'])).then_some(t.kind)
+    (!t.kind.is_empty() && !t.kind.contains(['\r', '\n'])).then_some(t)
 }

@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
 
+mod stateful;
 mod surfaces;
 
 /// How a demo key behaves.
@@ -64,6 +65,8 @@ struct Sim {
     keys: HashMap<String, (Behavior, AtomicU64)>,
     /// Models answered with 503 whatever the key.
     down: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// What each key made (responses, files): only that key can use it.
+    owned: std::sync::Mutex<HashMap<String, stateful::Owned>>,
 }
 
 /// A running simulated upstream.
@@ -127,12 +130,25 @@ pub async fn start_on(
             .map(|(_, s, b)| ((*s).to_owned(), (*b, AtomicU64::new(0))))
             .collect(),
         down: std::sync::Mutex::default(),
+        owned: std::sync::Mutex::default(),
     });
     let app = Router::new()
         .route("/v1/chat/completions", post(chat))
         .route("/v1/embeddings", post(embeddings))
         .route("/v1/completions", post(surfaces::completions))
         .route("/v1/responses", post(surfaces::responses))
+        .route(
+            "/v1/responses/{id}",
+            get(stateful::get_response).delete(stateful::delete),
+        )
+        .route("/v1/responses/{id}/cancel", post(stateful::cancel_response))
+        .route("/v1/responses/{id}/input_items", get(stateful::input_items))
+        .route("/v1/files", post(stateful::upload_file))
+        .route(
+            "/v1/files/{id}",
+            get(stateful::get_file).delete(stateful::delete),
+        )
+        .route("/v1/files/{id}/content", get(stateful::file_content))
         .route(
             "/v1/models",
             get(|| async { axum::Json(serde_json::json!({"object": "list", "data": []})) }),
@@ -148,6 +164,14 @@ pub async fn start_on(
 
 fn error(status: StatusCode, kind: &str, code: &str, message: &str) -> Response {
     (status, axum::Json(serde_json::json!({"error": {"message": message, "type": kind, "param": null, "code": code}}))).into_response()
+}
+
+/// The key a request carries.
+fn token(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
 }
 
 /// Applies the key's behaviour; `None` means answer normally.

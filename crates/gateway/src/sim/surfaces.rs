@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::stateful::{keep, mine};
 use super::{Behavior, Sim, VERBOSE_TOKENS, behavior, error, misbehave, model_down};
 
 /// `v[k]`, or null.
@@ -160,6 +161,13 @@ pub(super) async fn responses(
         Ok(x) => x,
         Err(r) => return *r,
     };
+    // A previous response only its own key can read: another key's is not
+    // found, as upstream.
+    if let Some(previous) = at(&req, "previous_response_id").as_str()
+        && let Err(r) = mine(&sim, &headers, previous)
+    {
+        return *r;
+    }
     let input_chars = chars(at(&req, "input")) + chars(at(&req, "instructions"));
     let a = ask(&req, input_chars, "max_output_tokens", b);
     let id = format!(
@@ -167,8 +175,16 @@ pub(super) async fn responses(
         NEXT_RESPONSE.fetch_add(1, Ordering::Relaxed)
     );
     let text = format!("Simulated response from {}.", a.model);
+    let done = response_object(&id, &a, &text, "completed", &req);
+    let items = match at(&req, "input") {
+        Value::String(s) => {
+            json!([{"type": "message", "role": "user", "content": [{"type": "input_text", "text": s}]}])
+        }
+        other => other.clone(),
+    };
+    keep(&sim, &headers, &done, items.to_string().into());
     if !a.stream {
-        return axum::Json(response_object(&id, &a, &text, "completed", &req)).into_response();
+        return axum::Json(done).into_response();
     }
     sse(&response_events(&id, &a, &text, &req))
 }

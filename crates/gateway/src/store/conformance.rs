@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 use keypool_core::{DisableCause, KeyState, SavedKey, Timestamp};
 
 use super::records::{
-    AuditEntry, KeyOrigin, KeySettings, RolloutRecord, SettingKind, SettingRecord, StoredClientKey,
-    UpstreamKeyRecord, UsageQuery, UsageRecord, config_key_id,
+    AuditEntry, KeyOrigin, KeySettings, PinRecord, RolloutRecord, SettingKind, SettingRecord,
+    StoredClientKey, UpstreamKeyRecord, UsageQuery, UsageRecord, config_key_id,
 };
 use super::{HOUR_MS, Store};
 
@@ -19,6 +19,7 @@ pub(crate) async fn run(store: &dyn Store) {
     upstream_keys(store).await;
     rollouts(store).await;
     settings(store).await;
+    pins(store).await;
     usage(store).await;
     audit(store).await;
     concurrent_appends(store).await;
@@ -185,6 +186,36 @@ async fn settings(store: &dyn Store) {
     let mut loaded = store.load().await.unwrap().settings;
     loaded.sort_by_key(|s| (s.kind, s.name.clone()));
     assert_eq!(loaded, vec![removed, other]);
+}
+
+async fn pins(store: &dyn Store) {
+    let pin = |id: &str, key: &str, at: i64| PinRecord {
+        id: id.into(),
+        provider: "relay".into(),
+        key: key.into(),
+        at,
+    };
+    store.save_pin(pin("resp_1", "k1", 1_000)).await.unwrap();
+    store.save_pin(pin("file-2", "k2", 2_000)).await.unwrap();
+    assert_eq!(
+        store.find_pin("resp_1", 0).await.unwrap(),
+        Some(pin("resp_1", "k1", 1_000))
+    );
+    assert_eq!(
+        store.find_pin("resp_1", 1_001).await.unwrap(),
+        None,
+        "too old"
+    );
+    assert_eq!(store.find_pin("nope", 0).await.unwrap(), None);
+    // The newest record of an id wins.
+    store.save_pin(pin("resp_1", "k3", 3_000)).await.unwrap();
+    assert_eq!(
+        store.find_pin("resp_1", 0).await.unwrap().unwrap().key,
+        "k3"
+    );
+    assert_eq!(store.prune_pins(2_500).await.unwrap(), 1, "file-2 went");
+    assert_eq!(store.find_pin("file-2", 0).await.unwrap(), None);
+    assert!(store.find_pin("resp_1", 0).await.unwrap().is_some());
 }
 
 async fn usage(store: &dyn Store) {

@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::records::{
-    AuditEntry, Loaded, RolloutRecord, SettingKind, SettingRecord, SpendLine, StoredClientKey,
-    Totals, UpstreamKeyRecord, UsageLine, UsageQuery, UsageRecord,
+    AuditEntry, Loaded, PinRecord, RolloutRecord, SettingKind, SettingRecord, SpendLine,
+    StoredClientKey, Totals, UpstreamKeyRecord, UsageLine, UsageQuery, UsageRecord,
 };
 use super::{HOUR_MS, Store, StoreError};
 
@@ -36,6 +36,7 @@ struct State {
     upstream_keys: BTreeMap<String, UpstreamKeyRecord>,
     rollouts: BTreeMap<String, RolloutRecord>,
     settings: BTreeMap<(SettingKind, String), SettingRecord>,
+    pins: std::collections::HashMap<String, PinRecord>,
     usage: BTreeMap<UsageKey, Totals>,
     audit: VecDeque<AuditEntry>,
 }
@@ -158,6 +159,22 @@ impl Store for MemoryStore {
         let key = (setting.kind, setting.name.clone());
         self.state().settings.insert(key, setting);
         Ok(())
+    }
+
+    async fn save_pin(&self, pin: PinRecord) -> Result<(), StoreError> {
+        self.state().pins.insert(pin.id.clone(), pin);
+        Ok(())
+    }
+
+    async fn find_pin(&self, id: &str, since: i64) -> Result<Option<PinRecord>, StoreError> {
+        Ok(self.state().pins.get(id).filter(|p| p.at >= since).cloned())
+    }
+
+    async fn prune_pins(&self, before: i64) -> Result<u64, StoreError> {
+        let mut state = self.state();
+        let was = state.pins.len();
+        state.pins.retain(|_, p| p.at >= before);
+        Ok((was - state.pins.len()) as u64)
     }
 
     async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageLine>, StoreError> {

@@ -33,9 +33,9 @@ pub use memory::MemoryStore;
 pub(crate) use postgres::{Listener, Notice, SpendScope};
 pub use postgres::{PostgresOptions, PostgresStore};
 pub use records::{
-    AuditEntry, FactKind, KeyFact, KeyOrigin, KeySettings, Loaded, RolloutRecord, SettingKind,
-    SettingRecord, SpendLine, StoredClientKey, Totals, UpstreamKeyRecord, UsageLine, UsageQuery,
-    UsageRecord, config_key_id,
+    AuditEntry, FactKind, KeyFact, KeyOrigin, KeySettings, Loaded, PinRecord, RolloutRecord,
+    SettingKind, SettingRecord, SpendLine, StoredClientKey, Totals, UpstreamKeyRecord, UsageLine,
+    UsageQuery, UsageRecord, config_key_id,
 };
 pub use sqlite::SqliteStore;
 
@@ -67,6 +67,16 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     /// Saves an operator's change to the configuration (by kind and name).
     async fn save_setting(&self, setting: SettingRecord) -> Result<(), StoreError>;
+
+    /// Records which key made an upstream id (replacing an older record).
+    async fn save_pin(&self, pin: PinRecord) -> Result<(), StoreError>;
+
+    /// The key that made `id`, if recorded at `since` (Unix milliseconds)
+    /// or later.
+    async fn find_pin(&self, id: &str, since: i64) -> Result<Option<PinRecord>, StoreError>;
+
+    /// Forgets the ids made before `before` (Unix milliseconds); how many.
+    async fn prune_pins(&self, before: i64) -> Result<u64, StoreError>;
 
     /// Usage totals per client key, team and model matching `query`,
     /// dearest first (then by model). Reports have an hour's resolution: a

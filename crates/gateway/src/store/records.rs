@@ -273,6 +273,20 @@ pub struct SettingRecord {
     pub at: i64,
 }
 
+/// Which upstream key made an upstream id (`resp_…`, `file-…`, `batch_…`,
+/// `vs_…`): a request naming the id goes to that key, which alone can use it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PinRecord {
+    /// The id.
+    pub id: String,
+    /// The key's provider.
+    pub provider: String,
+    /// The key, by name.
+    pub key: String,
+    /// When the id was made (Unix milliseconds).
+    pub at: i64,
+}
+
 /// What a store holds that the gateway applies at start-up.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Loaded {

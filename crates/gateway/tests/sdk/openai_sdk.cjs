@@ -1,7 +1,7 @@
 // The official `openai` Node package against the gateway, as users run it.
 // Reads OPENAI_BASE_URL and OPENAI_API_KEY; prints what each call gave as
 // one JSON object, which the Rust test checks.
-const { OpenAI } = require('openai');
+const { OpenAI, toFile } = require('openai');
 
 async function main() {
   const client = new OpenAI({ maxRetries: 0 });
@@ -23,6 +23,16 @@ async function main() {
   out.response_id = response.id;
   out.response_output_tokens = response.usage.output_tokens;
 
+  // Follow-ups reach the key that made the response (another key's
+  // upstream account would not find it).
+  out.follow_ups = [];
+  for (let i = 0; i < 3; i++) {
+    const follow = await client.responses.create({
+      model: 'gpt-4o-mini', input: 'And then?', previous_response_id: response.id,
+    });
+    out.follow_ups.push(follow.output_text);
+  }
+
   const kinds = [];
   text = '';
   const events = await client.responses.create({ model: 'gpt-4o-mini', input: 'Say hello.', stream: true });
@@ -39,6 +49,12 @@ async function main() {
 
   const completion = await client.completions.create({ model: 'gpt-4o-mini', prompt: 'Say hello.', max_tokens: 5 });
   out.completion = completion.choices[0].text;
+
+  const uploaded = await client.files.create({
+    file: await toFile(Buffer.from('the notes'), 'notes.txt'), purpose: 'assistants',
+  });
+  out.file_id = uploaded.id;
+  out.file_content = await (await client.files.content(uploaded.id)).text();
 
   console.log(JSON.stringify(out));
 }

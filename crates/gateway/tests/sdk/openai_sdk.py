@@ -24,6 +24,15 @@ out["response"] = response.output_text
 out["response_id"] = response.id
 out["response_output_tokens"] = response.usage.output_tokens
 
+# Follow-ups reach the key that made the response (another key's upstream
+# account would not find it).
+out["follow_ups"] = [
+    client.responses.create(
+        model="gpt-4o-mini", input="And then?", previous_response_id=response.id
+    ).output_text
+    for _ in range(3)
+]
+
 kinds, text = [], ""
 for event in client.responses.create(model="gpt-4o-mini", input="Say hello.", stream=True):
     kinds.append(event.type)
@@ -39,5 +48,9 @@ out["embedding"] = len(embedding.data[0].embedding)
 
 completion = client.completions.create(model="gpt-4o-mini", prompt="Say hello.", max_tokens=5)
 out["completion"] = completion.choices[0].text
+
+uploaded = client.files.create(file=("notes.txt", b"the notes"), purpose="assistants")
+out["file_id"] = uploaded.id
+out["file_content"] = client.files.content(uploaded.id).text
 
 print(json.dumps(out))

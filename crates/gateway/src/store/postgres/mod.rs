@@ -29,7 +29,7 @@ pub(crate) use self::budget::SpendScope;
 use self::connect::Target;
 pub(crate) use self::connect::{Listener, Notice};
 use super::records::{
-    AuditEntry, Loaded, RolloutRecord, SettingRecord, SpendLine, StoredClientKey,
+    AuditEntry, Loaded, PinRecord, RolloutRecord, SettingRecord, SpendLine, StoredClientKey,
     UpstreamKeyRecord, UsageLine, UsageQuery, UsageRecord,
 };
 use super::sqlite::{Entry, Outbox};
@@ -326,6 +326,41 @@ impl Store for PostgresStore {
     async fn save_setting(&self, setting: SettingRecord) -> Result<(), StoreError> {
         self.inner
             .with(async |c| write::setting(c, &setting).await.map_err(StoreError::from))
+            .await
+    }
+
+    async fn save_pin(&self, pin: PinRecord) -> Result<(), StoreError> {
+        self.inner
+            .with(async |c| write::pin(c, &pin).await.map_err(StoreError::from))
+            .await
+    }
+
+    async fn find_pin(&self, id: &str, since: i64) -> Result<Option<PinRecord>, StoreError> {
+        self.inner
+            .with(async |c| {
+                let row = c
+                    .query_opt(
+                        "SELECT provider, key, at FROM pins WHERE id = $1 AND at >= $2",
+                        &[&id, &since],
+                    )
+                    .await?;
+                Ok(row.map(|r| PinRecord {
+                    id: id.to_owned(),
+                    provider: r.get(0),
+                    key: r.get(1),
+                    at: r.get(2),
+                }))
+            })
+            .await
+    }
+
+    async fn prune_pins(&self, before: i64) -> Result<u64, StoreError> {
+        self.inner
+            .with(async |c| {
+                c.execute("DELETE FROM pins WHERE at < $1", &[&before])
+                    .await
+                    .map_err(StoreError::from)
+            })
             .await
     }
 

@@ -20,15 +20,16 @@ use crate::store::StoreError;
 const MIGRATION_LOCK: i64 = 0x006b_6579_706f_6f6c;
 
 /// The newest schema version this gateway knows.
-pub(crate) const LATEST: i32 = 5;
+pub(crate) const LATEST: i32 = 6;
 
 /// Each version's statements, in order.
-const MIGRATIONS: [(i32, &str); 5] = [
+const MIGRATIONS: [(i32, &str); 6] = [
     (1, V1),
     (2, V2_BUDGET_SHARES),
     (3, V3_MEMBERS_AND_RATES),
     (4, V4_MOVES_SERIALIZED),
     (5, V5_SETTINGS),
+    (6, V6_PINS),
 ];
 
 const V1: &str = "
@@ -287,6 +288,18 @@ CREATE TABLE settings (
 );
 CREATE TRIGGER settings_changed AFTER INSERT OR UPDATE ON settings
     FOR EACH STATEMENT EXECUTE FUNCTION keypool_notify();
+";
+
+/// Which key made each upstream id, kept 30 days; read by id when an
+/// instance meets an id another made.
+const V6_PINS: &str = "
+CREATE TABLE pins (
+    id TEXT PRIMARY KEY,
+    provider TEXT NOT NULL,
+    key TEXT NOT NULL,
+    at BIGINT NOT NULL
+);
+CREATE INDEX pins_at ON pins (at);
 ";
 
 /// Brings the database to [`LATEST`]: each migration with its version bump

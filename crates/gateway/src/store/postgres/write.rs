@@ -5,7 +5,9 @@ use tokio_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
 
 use crate::store::columns;
-use crate::store::records::{RolloutRecord, SettingRecord, StoredClientKey, UpstreamKeyRecord};
+use crate::store::records::{
+    PinRecord, RolloutRecord, SettingRecord, StoredClientKey, UpstreamKeyRecord,
+};
 use crate::store::sqlite::Waiting;
 
 type Result<T> = std::result::Result<T, tokio_postgres::Error>;
@@ -90,6 +92,17 @@ pub(super) async fn setting(c: &impl GenericClient, s: &SettingRecord) -> Result
          ON CONFLICT (kind, name) DO UPDATE SET value = $3, at = $4,
          version = nextval('keypool_changes')",
         &[&s.kind.as_str(), &s.name, &value, &s.at],
+    )
+    .await
+    .map(drop)
+}
+
+/// Records which key made an upstream id.
+pub(super) async fn pin(c: &impl GenericClient, p: &PinRecord) -> Result<()> {
+    c.execute(
+        "INSERT INTO pins (id, provider, key, at) VALUES ($1, $2, $3, $4)
+         ON CONFLICT (id) DO UPDATE SET provider = $2, key = $3, at = $4",
+        &[&p.id, &p.provider, &p.key, &p.at],
     )
     .await
     .map(drop)

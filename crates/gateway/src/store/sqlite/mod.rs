@@ -16,7 +16,7 @@ use rusqlite::{Connection, OpenFlags};
 use self::group::Writer;
 use self::write::Write;
 use super::records::{
-    AuditEntry, Loaded, RolloutRecord, SettingRecord, SpendLine, StoredClientKey,
+    AuditEntry, Loaded, PinRecord, RolloutRecord, SettingRecord, SpendLine, StoredClientKey,
     UpstreamKeyRecord, UsageLine, UsageQuery, UsageRecord,
 };
 use super::{Store, StoreError};
@@ -174,6 +174,28 @@ impl Store for SqliteStore {
 
     async fn save_setting(&self, setting: SettingRecord) -> Result<(), StoreError> {
         self.inner.writer.write(Write::Setting(setting)).await
+    }
+
+    async fn save_pin(&self, pin: PinRecord) -> Result<(), StoreError> {
+        self.inner.writer.write(Write::Pin(pin)).await
+    }
+
+    async fn find_pin(&self, id: &str, since: i64) -> Result<Option<PinRecord>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |c| read::pin(c, &id, since)).await
+    }
+
+    async fn prune_pins(&self, before: i64) -> Result<u64, StoreError> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let n = inner.writer.with_connection(|c| {
+                c.prepare_cached("DELETE FROM pins WHERE at < ?1")?
+                    .execute([before])
+            })?;
+            Ok(n as u64)
+        })
+        .await
+        .map_err(|_| StoreError::Stopped)?
     }
 
     async fn usage(&self, query: &UsageQuery) -> Result<Vec<UsageLine>, StoreError> {

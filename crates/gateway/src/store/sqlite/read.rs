@@ -4,7 +4,7 @@ use rusqlite::{Connection, Row, params};
 
 use crate::store::columns;
 use crate::store::records::{
-    AuditEntry, KeySettings, Loaded, RolloutRecord, SpendLine, StoredClientKey, Totals,
+    AuditEntry, KeySettings, Loaded, PinRecord, RolloutRecord, SpendLine, StoredClientKey, Totals,
     UpstreamKeyRecord, UsageLine, UsageQuery,
 };
 use crate::store::{HOUR_MS, StoreError};
@@ -309,4 +309,23 @@ pub(super) fn audit(conn: &Connection, limit: usize) -> Result<Vec<AuditEntry>, 
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// The key that made `id`, recorded at `since` or later.
+pub(super) fn pin(
+    conn: &Connection,
+    id: &str,
+    since: i64,
+) -> Result<Option<PinRecord>, StoreError> {
+    let mut stmt =
+        conn.prepare_cached("SELECT provider, key, at FROM pins WHERE id = ?1 AND at >= ?2")?;
+    let mut rows = stmt.query_map(rusqlite::params![id, since], |r| {
+        Ok(PinRecord {
+            id: id.to_owned(),
+            provider: r.get(0)?,
+            key: r.get(1)?,
+            at: r.get(2)?,
+        })
+    })?;
+    Ok(rows.next().transpose()?)
 }

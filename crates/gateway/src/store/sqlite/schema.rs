@@ -16,7 +16,7 @@ struct Migration {
     up: fn(&Transaction<'_>) -> Result<(), StoreError>,
 }
 
-const MIGRATIONS: [Migration; 4] = [
+const MIGRATIONS: [Migration; 5] = [
     Migration {
         version: 1,
         up: v1_base,
@@ -33,10 +33,14 @@ const MIGRATIONS: [Migration; 4] = [
         version: 4,
         up: v4_settings,
     },
+    Migration {
+        version: 5,
+        up: v5_pins,
+    },
 ];
 
 /// The newest schema version this gateway knows.
-pub(super) const LATEST: u32 = 4;
+pub(super) const LATEST: u32 = 5;
 
 /// Brings the database to [`LATEST`], one migration at a time.
 pub(super) fn migrate(conn: &mut Connection, what: &str) -> Result<(), StoreError> {
@@ -223,6 +227,20 @@ fn v4_settings(tx: &Transaction<'_>) -> Result<(), StoreError> {
             at INTEGER NOT NULL,
             PRIMARY KEY (kind, name)
         );",
+    )?;
+    Ok(())
+}
+
+/// Which key made each upstream id, kept 30 days.
+fn v5_pins(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    tx.execute_batch(
+        "CREATE TABLE pins (
+            id TEXT PRIMARY KEY,
+            provider TEXT NOT NULL,
+            key TEXT NOT NULL,
+            at INTEGER NOT NULL
+        );
+        CREATE INDEX pins_at ON pins (at);",
     )?;
     Ok(())
 }

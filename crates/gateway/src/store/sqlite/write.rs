@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use crate::store::HOUR_MS;
 use crate::store::columns;
 use crate::store::records::{
-    AuditEntry, RolloutRecord, SettingRecord, StoredClientKey, Totals, UpstreamKeyRecord,
-    UsageRecord,
+    AuditEntry, PinRecord, RolloutRecord, SettingRecord, StoredClientKey, Totals,
+    UpstreamKeyRecord, UsageRecord,
 };
 
 /// One write, queued for the next group commit.
@@ -20,6 +20,7 @@ pub(super) enum Write {
     UpstreamKey(Box<UpstreamKeyRecord>),
     Rollout(RolloutRecord),
     Setting(SettingRecord),
+    Pin(PinRecord),
 }
 
 /// Applies a whole batch in one transaction.
@@ -51,6 +52,7 @@ pub(super) fn apply(tx: &Transaction<'_>, w: &Write) -> rusqlite::Result<()> {
         Write::UpstreamKey(k) => upstream_key(tx, k),
         Write::Rollout(r) => rollout(tx, r),
         Write::Setting(s) => setting(tx, s),
+        Write::Pin(p) => pin(tx, p),
     }
 }
 
@@ -236,6 +238,15 @@ pub(super) fn rollout(tx: &Transaction<'_>, r: &RolloutRecord) -> rusqlite::Resu
         ])?;
     }
     Ok(())
+}
+
+fn pin(tx: &Transaction<'_>, p: &PinRecord) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO pins (id, provider, key, at) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(id) DO UPDATE SET provider = ?2, key = ?3, at = ?4",
+    )?
+    .execute(params![p.id, p.provider, p.key, p.at])
+    .map(drop)
 }
 
 fn setting(tx: &Transaction<'_>, s: &SettingRecord) -> rusqlite::Result<()> {
