@@ -865,3 +865,57 @@ async fn each_rollout_is_judged_at_its_own_interval_by_its_own_gates() {
         "its analysis is off: {all:?}"
     );
 }
+
+#[tokio::test]
+async fn a_response_stream_failing_after_response_created_fails_over_unseen() {
+    let mock = MockTransport::new();
+    let created = r#"{"type":"response.created","response":{"id":"resp_x","usage":null}}"#;
+    let overloaded = r#"{"type":"error","code":"server_error","message":"overloaded"}"#;
+    mock.script(
+        &secret(0),
+        [MockReply::stream(
+            vec![created.into(), overloaded.into()],
+            false,
+        )],
+    );
+    mock.script(
+        &secret(1),
+        [MockReply::response_stream(&["Hel", "lo"], 100, 80, 2)],
+    );
+    let c = client(&mock, 2, None);
+    let body = serde_json::json!({"model": "gpt-4.1", "input": "hi"});
+    let mut s = c
+        .send_stream(
+            gateway_client::Endpoint::Responses,
+            ApiRequest::from_json(body).unwrap(),
+            &RequestContext::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!((&*s.meta().key, s.meta().attempts), ("key-1", 2));
+    let mut events = Vec::new();
+    while let Some(e) = s.next().await {
+        events.push(e.unwrap());
+    }
+    assert!(
+        events.iter().all(|e| !e.contains("overloaded")),
+        "{events:?}"
+    );
+    assert_eq!(
+        events.len(),
+        4,
+        "created, two deltas, completed: {events:?}"
+    );
+    let usage = s.meta().usage;
+    assert_eq!(
+        (
+            usage.prompt_tokens,
+            usage.cached_tokens,
+            usage.completion_tokens
+        ),
+        (100, 80, 2)
+    );
+    // The Responses API is not asked for stream_options.
+    let sent = mock.requests();
+    assert!(sent.iter().all(|r| r.body.get("stream_options").is_none()));
+}

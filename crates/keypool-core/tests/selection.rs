@@ -402,8 +402,8 @@ fn a_rotated_key_keeps_its_models() {
 fn a_pool_may_serve_a_model_while_one_of_its_keys_may() {
     let mut sim = sim(Strategy::LeastUsed);
     assert!(
-        !sim.pool.may_serve(&["gpt-4.1"]),
-        "an empty pool serves nothing"
+        sim.pool.may_serve(&["gpt-4.1"]),
+        "an empty pool has lost its keys; it is not for other models"
     );
     let secret = sim.fresh_secret();
     let mini = sim.add(NewKey::new("mini", secret).models(["gpt-4o-mini"]));

@@ -25,6 +25,18 @@ pub enum ErrorKind {
     Config,
 }
 
+/// What an upstream's error event in a stream said of the key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Said {
+    RateLimited,
+    QuotaExhausted,
+    Unauthorized,
+    Forbidden,
+    ClientError,
+    Timeout,
+    ServerError,
+}
+
 /// An error sending a request or reading its answer.
 ///
 /// `Send + Sync`, small, and free of secrets: it carries a kind, a short
@@ -33,8 +45,9 @@ pub enum ErrorKind {
 pub struct TransportError {
     kind: ErrorKind,
     message: Box<str>,
-    /// What the upstream's own error in a stream says of the key.
-    outcome: Option<Outcome>,
+    /// What the upstream's own error in a stream says of the key (one byte:
+    /// the error stays small).
+    said: Option<Said>,
     #[source]
     source: Option<Box<dyn std::error::Error + Send + Sync>>,
 }
@@ -51,15 +64,24 @@ impl TransportError {
         TransportError {
             kind,
             message: message.into().into_boxed_str(),
-            outcome: None,
+            said: None,
             source: None,
         }
     }
 
     /// The upstream's error in a stream, which says what became of the key
-    /// (a quota spent, a rate limit, an overload).
+    /// (a quota spent, a rate limit, an overload). A rate limit's wait is
+    /// not kept: an error event carries none.
     pub(crate) fn with_outcome(mut self, outcome: Outcome) -> Self {
-        self.outcome = Some(outcome);
+        self.said = Some(match outcome {
+            Outcome::RateLimited { .. } => Said::RateLimited,
+            Outcome::QuotaExhausted => Said::QuotaExhausted,
+            Outcome::Unauthorized => Said::Unauthorized,
+            Outcome::Forbidden => Said::Forbidden,
+            Outcome::ClientError => Said::ClientError,
+            Outcome::Timeout => Said::Timeout,
+            _ => Said::ServerError,
+        });
         self
     }
 
@@ -113,8 +135,16 @@ impl TransportError {
 
     /// What the key pool should be told about the attempt.
     pub fn outcome(&self) -> Outcome {
-        if let Some(o) = self.outcome {
-            return o;
+        if let Some(said) = self.said {
+            return match said {
+                Said::RateLimited => Outcome::RateLimited { retry_after: None },
+                Said::QuotaExhausted => Outcome::QuotaExhausted,
+                Said::Unauthorized => Outcome::Unauthorized,
+                Said::Forbidden => Outcome::Forbidden,
+                Said::ClientError => Outcome::ClientError,
+                Said::Timeout => Outcome::Timeout,
+                Said::ServerError => Outcome::ServerError,
+            };
         }
         match self.kind {
             ErrorKind::Timeout => Outcome::Timeout,
