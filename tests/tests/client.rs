@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use budget::{Ledger, LedgerConfig, Limit, Money, Period, PriceTable, Scope};
+use budget::{Ledger, LedgerConfig, Limit, Money, Period, Scope};
 use canary::{Rollout, Share};
 use gateway_client::{ApiRequest, Client, ClientError, ManualClock, RequestContext, RetryPolicy};
 use keypool_core::{CooldownCause, DisableCause, KeyState, NewKey, PoolConfig, Timestamp};
@@ -84,6 +84,7 @@ fn builder(
 ) -> gateway_client::ClientBuilder {
     Client::builder()
         .provider("relay", format!("{}/v1", server.uri()), 0, pool(keys))
+        .prices(budget::testing::blended_prices())
         .transport(transport())
         .clock(Arc::new(clock.clone()))
 }
@@ -331,7 +332,12 @@ async fn a_budget_refusal_and_the_degradation_path() {
     let limit = Limit::new(Scope::Global, Period::Daily, Money::from_dollars(10))
         .soft(0.5)
         .fallback("gpt-4o-mini");
-    let ledger = Ledger::new(LedgerConfig::default(), PriceTable::defaults(), vec![limit]).unwrap();
+    let ledger = Ledger::new(
+        LedgerConfig::default(),
+        budget::testing::blended_prices(),
+        vec![limit],
+    )
+    .unwrap();
     let c = builder(&server, &[key("k")], &clock)
         .ledger(ledger)
         .build()
@@ -648,7 +654,7 @@ async fn a_stream_whose_usage_settles_the_budget() {
 fn daily_limit(limit: Money) -> Ledger {
     Ledger::new(
         LedgerConfig::default(),
-        PriceTable::defaults(),
+        budget::testing::blended_prices(),
         vec![Limit::new(Scope::Global, Period::Daily, limit)],
     )
     .unwrap()

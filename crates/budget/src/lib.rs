@@ -28,13 +28,16 @@
 //! let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_322_452);
 //! let team = Scopes { team: Some("search"), key: Some("prod-app") };
 //!
-//! // Hold the worst case: 2 000 tokens in, up to 1 000 out, at gpt-4.1's $8 per million.
+//! // Hold the worst case: 2 000 tokens in, up to 1 000 out, at gpt-4.1's
+//! // $2 in and $8 out per million.
 //! let reservation = ledger.reserve(&team, "gpt-4.1", 2_000, 1_000, now)?;
-//! assert_eq!(reservation.amount().to_string(), "$0.024");
+//! assert_eq!(reservation.amount().to_string(), "$0.012");
 //!
-//! // The answer used fewer tokens: the real cost is booked, the rest released.
-//! let settled = ledger.settle(reservation, Tokens::new(1_800, 400), now);
-//! assert_eq!(settled.cost.to_string(), "$0.0176");
+//! // The answer used fewer tokens, 1 200 of its input from the provider's
+//! // cache ($0.50 a million): the real cost is booked, the rest released.
+//! let used = Tokens { prompt: 1_800, completion: 400, cached: 1_200 };
+//! let settled = ledger.settle(reservation, used, now);
+//! assert_eq!(settled.cost.to_string(), "$0.005");
 //!
 //! // A request whose worst case would pass $100 today is refused.
 //! let refused = ledger.reserve(&team, "claude-sonnet-4.5", 1_000, 7_000_000, now);
@@ -51,6 +54,7 @@ mod ledger;
 mod limits;
 mod money;
 mod price;
+pub mod testing;
 
 pub use allowance::{AllowanceConfig, Allowances, Move, MoveKind};
 pub use calendar::{Calendar, Weekday};

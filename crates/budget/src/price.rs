@@ -132,29 +132,50 @@ impl PriceTable {
         PriceTable::default()
     }
 
-    /// The built-in defaults: the models the seed documents name, each with its
-    /// blended list price per million tokens used for input, output and cached
-    /// input alike. **These are defaults to override** with real per-direction
-    /// prices (from TOML or the `LiteLLM` list):
+    /// The built-in defaults: the models the seed documents name, at their
+    /// list prices per million tokens for input, cached input and output
+    /// (November 2026). **Defaults to override** with your providers' own
+    /// prices (from TOML or the `LiteLLM` list): a relay's differ.
     ///
-    /// | model | $/1M tokens | context window |
-    /// |---|---|---|
-    /// | gpt-4.1 | 8.00 | 1 047 576 |
-    /// | claude-sonnet-4.5 | 15.00 | 200 000 |
-    /// | gemini-2.5-flash | 2.50 | 1 048 576 |
-    /// | deepseek-v3.2 (alias deepseek-chat) | 0.42 | 128 000 |
-    /// | gpt-4o-mini | 0.15 | 128 000 |
+    /// | model | input | cached input | output | context window |
+    /// |---|---|---|---|---|
+    /// | gpt-4.1 | 2.00 | 0.50 | 8.00 | 1 047 576 |
+    /// | claude-sonnet-4.5 | 3.00 | 0.30 | 15.00 | 200 000 |
+    /// | gemini-2.5-flash | 0.30 | 0.075 | 2.50 | 1 048 576 |
+    /// | deepseek-v3.2 (alias deepseek-chat) | 0.28 | 0.028 | 0.42 | 128 000 |
+    /// | gpt-4o-mini | 0.15 | 0.075 | 0.60 | 128 000 |
     pub fn defaults() -> Self {
         let mut t = PriceTable::new();
-        for (model, cents_x100, window, max_output) in [
-            ("gpt-4.1", 8_000_000, 1_047_576, 32_768),
-            ("claude-sonnet-4.5", 15_000_000, 200_000, 64_000),
-            ("gemini-2.5-flash", 2_500_000, 1_048_576, 65_536),
-            ("deepseek-v3.2", 420_000, 128_000, 8_192),
-            ("gpt-4o-mini", 150_000, 128_000, 16_384),
+        // Micro-dollars per million tokens: input, cached input, output.
+        for (model, input, cached, output, window, max_output) in [
+            ("gpt-4.1", 2_000_000, 500_000, 8_000_000, 1_047_576, 32_768),
+            (
+                "claude-sonnet-4.5",
+                3_000_000,
+                300_000,
+                15_000_000,
+                200_000,
+                64_000,
+            ),
+            (
+                "gemini-2.5-flash",
+                300_000,
+                75_000,
+                2_500_000,
+                1_048_576,
+                65_536,
+            ),
+            ("deepseek-v3.2", 280_000, 28_000, 420_000, 128_000, 8_192),
+            ("gpt-4o-mini", 150_000, 75_000, 600_000, 128_000, 16_384),
         ] {
-            let price = ModelPrice::blended(Money::from_micros(cents_x100), Some(window));
-            t.set(model, price.with_max_output(max_output));
+            let price = ModelPrice {
+                input_per_mtok: Money::from_micros(input),
+                output_per_mtok: Money::from_micros(output),
+                cached_input_per_mtok: Money::from_micros(cached),
+                context_window: Some(window),
+                max_output_tokens: Some(max_output),
+            };
+            t.set(model, price);
         }
         t.alias("deepseek-chat", "deepseek-v3.2");
         t
@@ -387,8 +408,18 @@ mod tests {
         let r = t.resolve("deepseek-chat").unwrap();
         assert_eq!(
             (r.model, r.price.input_per_mtok, r.defaulted),
-            ("deepseek-v3.2", Money::from_micros(420_000), false)
+            ("deepseek-v3.2", Money::from_micros(280_000), false)
         );
+        // A cached input token of gpt-4.1 costs a quarter of a fresh one.
+        let gpt = t.resolve("gpt-4.1").unwrap().price;
+        assert_eq!(gpt.cached_input_per_mtok, Money::from_cents(50));
+        let turn = Tokens {
+            prompt: 100_000,
+            completion: 1_000,
+            cached: 90_000,
+        };
+        // 10 000 × $2 + 90 000 × $0.50 + 1 000 × $8, a million each.
+        assert_eq!(gpt.cost(turn), Money::from_micros(20_000 + 45_000 + 8_000));
         assert_eq!(
             t.resolve("gpt-4.1").unwrap().price.output_per_mtok,
             Money::from_dollars(8)

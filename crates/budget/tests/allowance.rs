@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use budget::{
     AllowanceConfig, Allowances, BudgetError, Ledger, LedgerConfig, Limit, Money, Move, MoveKind,
-    Period, PriceTable, Reservation, Scope, Scopes, Tokens,
+    Period, Reservation, Scope, Scopes, Tokens,
 };
 use proptest::prelude::*;
 
@@ -72,7 +72,7 @@ struct Member {
 const PRICE_PER_MTOK: u64 = 1_000_000; // $1 per million tokens: a token is 1 µ$
 
 fn new_ledger(limit: u64) -> Ledger {
-    let mut prices = PriceTable::defaults();
+    let mut prices = crate::prices();
     prices.set(
         "m",
         budget::ModelPrice::blended(Money::from_micros(PRICE_PER_MTOK), None),

@@ -1,13 +1,11 @@
-use budget::{
-    BudgetError, Ledger, LedgerConfig, Limit, Money, Period, PriceTable, Scope, Scopes, Tokens,
-};
+use budget::{BudgetError, Ledger, LedgerConfig, Limit, Money, Period, Scope, Scopes, Tokens};
 use proptest::prelude::*;
 
 use crate::t0;
 
 fn ledger(hard: Money) -> Ledger {
     let limits = vec![Limit::new(Scope::Global, Period::Daily, hard)];
-    Ledger::new(LedgerConfig::default(), PriceTable::defaults(), limits).unwrap()
+    Ledger::new(LedgerConfig::default(), crate::prices(), limits).unwrap()
 }
 
 #[test]

@@ -1,8 +1,7 @@
 use std::time::Duration;
 
 use budget::{
-    Event, Ledger, LedgerConfig, Limit, Money, Period, PriceTable, ReportFilter, Scope, Scopes,
-    Tokens,
+    Event, Ledger, LedgerConfig, Limit, Money, Period, ReportFilter, Scope, Scopes, Tokens,
 };
 
 use crate::{at, t0};
@@ -23,7 +22,7 @@ fn anomalies(l: &mut Ledger) -> Vec<Event> {
 fn thresholds_are_announced_once_per_period_at_50_75_90_and_100_percent() {
     let mut l = Ledger::new(
         LedgerConfig::default(),
-        PriceTable::defaults(),
+        crate::prices(),
         vec![Limit::new(
             Scope::Global,
             Period::Daily,
@@ -47,7 +46,7 @@ fn thresholds_are_announced_once_per_period_at_50_75_90_and_100_percent() {
 
 #[test]
 fn an_anomaly_is_today_above_150_percent_of_the_trailing_average_at_the_same_hour() {
-    let mut l = Ledger::new(LedgerConfig::default(), PriceTable::defaults(), vec![]).unwrap();
+    let mut l = Ledger::new(LedgerConfig::default(), crate::prices(), vec![]).unwrap();
     let none = Scopes::default();
     let day0 = 1_795_305_600; // 2026-11-22T00:00:00Z
     let spend = |l: &mut Ledger, secs: u64, tokens: u64| {
@@ -83,7 +82,7 @@ fn an_anomaly_is_today_above_150_percent_of_the_trailing_average_at_the_same_hou
 
 /// A ledger with a day of spend by two teams, and a little the next day.
 fn two_teams_spend() -> Ledger {
-    let mut l = Ledger::new(LedgerConfig::default(), PriceTable::defaults(), vec![]).unwrap();
+    let mut l = Ledger::new(LedgerConfig::default(), crate::prices(), vec![]).unwrap();
     let a = Scopes {
         team: Some("search"),
         key: Some("web"),
@@ -183,7 +182,7 @@ fn reports_give_spend_and_tokens_per_key_team_and_model_with_a_total() {
 fn the_anomaly_baseline_is_rebuilt_from_restored_usage() {
     let day0 = 1_795_305_600; // 2026-11-22T00:00:00Z
     let day7 = day0 + 7 * 86_400;
-    let mut l = Ledger::new(LedgerConfig::default(), PriceTable::defaults(), vec![]).unwrap();
+    let mut l = Ledger::new(LedgerConfig::default(), crate::prices(), vec![]).unwrap();
     let none = Scopes::default();
     for d in 0..7 {
         for hour in [9, 20] {

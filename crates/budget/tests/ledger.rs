@@ -1,8 +1,8 @@
 use std::time::Duration;
 
 use budget::{
-    BudgetError, Event, Ledger, LedgerConfig, Limit, ModelPrice, Money, Period, PriceTable, Scope,
-    Scopes, Tokens, UnknownModel,
+    BudgetError, Event, Ledger, LedgerConfig, Limit, ModelPrice, Money, Period, Scope, Scopes,
+    Tokens, UnknownModel,
 };
 
 use crate::t0;
@@ -12,7 +12,7 @@ fn dollars(d: u64) -> Money {
 }
 
 fn ledger(limits: Vec<Limit>) -> Ledger {
-    Ledger::new(LedgerConfig::default(), PriceTable::defaults(), limits).unwrap()
+    Ledger::new(LedgerConfig::default(), crate::prices(), limits).unwrap()
 }
 
 fn drain(l: &mut Ledger) -> Vec<Event> {
@@ -155,7 +155,7 @@ fn above_the_soft_limit_expensive_models_degrade_and_the_hard_limit_refuses() {
 
 #[test]
 fn models_cheaper_than_the_fallback_are_not_degraded() {
-    let mut prices = PriceTable::defaults();
+    let mut prices = crate::prices();
     prices.set(
         "tiny",
         ModelPrice::blended(Money::from_micros(10_000), None),
@@ -215,7 +215,7 @@ fn an_expired_reservation_is_booked_in_full_and_a_late_settlement_corrects_it() 
     };
     let mut l = Ledger::new(
         cfg,
-        PriceTable::defaults(),
+        crate::prices(),
         vec![Limit::new(Scope::Global, Period::Daily, dollars(10))],
     )
     .unwrap();
@@ -252,7 +252,7 @@ fn unknown_models_are_rejected_or_charged_a_default_said_once() {
             model: "mystery-1".into()
         }
     );
-    let mut prices = PriceTable::defaults();
+    let mut prices = crate::prices();
     let default = ModelPrice::blended(dollars(20), None);
     prices.on_unknown(UnknownModel::Charge(default));
     let mut l = Ledger::new(LedgerConfig::default(), prices, vec![]).unwrap();
@@ -274,7 +274,7 @@ fn unknown_models_are_rejected_or_charged_a_default_said_once() {
 fn bad_configuration_is_a_clear_error() {
     let zero = Ledger::new(
         LedgerConfig::default(),
-        PriceTable::defaults(),
+        crate::prices(),
         vec![Limit::new(Scope::Global, Period::Daily, Money::ZERO)],
     );
     assert_eq!(
@@ -282,12 +282,7 @@ fn bad_configuration_is_a_clear_error() {
         "invalid budget config: global daily limit must be more than $0"
     );
     let fallback = Limit::new(Scope::Global, Period::Daily, dollars(1)).fallback("nope");
-    let err = Ledger::new(
-        LedgerConfig::default(),
-        PriceTable::defaults(),
-        vec![fallback],
-    )
-    .unwrap_err();
+    let err = Ledger::new(LedgerConfig::default(), crate::prices(), vec![fallback]).unwrap_err();
     assert_eq!(
         err.to_string(),
         "invalid budget config: global daily limit: fallback model \"nope\" has no price"

@@ -1,12 +1,11 @@
 use budget::{
-    BudgetError, Event, Ledger, LedgerConfig, Limit, Money, Period, PriceTable, Scope, Scopes,
-    Tokens,
+    BudgetError, Event, Ledger, LedgerConfig, Limit, Money, Period, Scope, Scopes, Tokens,
 };
 
 use crate::t0;
 
 fn ledger() -> Ledger {
-    Ledger::new(LedgerConfig::default(), PriceTable::defaults(), vec![]).unwrap()
+    Ledger::new(LedgerConfig::default(), crate::prices(), vec![]).unwrap()
 }
 
 const ENG: Scopes<'static> = Scopes {

@@ -1,8 +1,7 @@
 use std::time::Duration;
 
 use budget::{
-    Calendar, Event, Ledger, LedgerConfig, Limit, Money, Period, PriceTable, Scope, Scopes, Tokens,
-    Weekday,
+    Calendar, Event, Ledger, LedgerConfig, Limit, Money, Period, Scope, Scopes, Tokens, Weekday,
 };
 
 use crate::at;
@@ -20,7 +19,7 @@ fn bangkok(limits: Vec<Limit>, week_start: Weekday) -> Ledger {
         },
         ..LedgerConfig::default()
     };
-    Ledger::new(cfg, PriceTable::defaults(), limits).unwrap()
+    Ledger::new(cfg, crate::prices(), limits).unwrap()
 }
 
 fn spend(l: &mut Ledger, now: std::time::SystemTime) {

@@ -1,8 +1,6 @@
 use std::time::Duration;
 
-use budget::{
-    Calendar, Ledger, LedgerConfig, Limit, Money, Period, PriceTable, Scope, Scopes, Tokens,
-};
+use budget::{Calendar, Ledger, LedgerConfig, Limit, Money, Period, Scope, Scopes, Tokens};
 use proptest::prelude::*;
 
 use crate::t0;
@@ -53,7 +51,7 @@ proptest! {
             Limit::new(Scope::Team("t".into()), Period::Weekly, Money::from_dollars(9)),
             Limit::new(Scope::Model("deepseek-v3.2".into()), Period::Monthly, Money::from_cents(30)),
         ];
-        let mut l = Ledger::new(cfg, PriceTable::defaults(), limits).unwrap();
+        let mut l = Ledger::new(cfg, crate::prices(), limits).unwrap();
         let mut now = t0();
         let mut held = Vec::new();
         for op in ops {
@@ -96,8 +94,8 @@ proptest! {
     /// the report's total equals it too.
     #[test]
     fn settled_costs_sum_exactly(requests in prop::collection::vec((0usize..3, 0u64..2_000_000, 0u64..500_000, 0u64..1000), 1..60)) {
-        let mut l = Ledger::new(LedgerConfig::default(), PriceTable::defaults(), vec![]).unwrap();
-        let prices = PriceTable::defaults();
+        let mut l = Ledger::new(LedgerConfig::default(), crate::prices(), vec![]).unwrap();
+        let prices = crate::prices();
         let mut expected = Money::ZERO;
         let mut booked = Money::ZERO;
         for (model, input, output, cached) in requests {
@@ -121,7 +119,7 @@ proptest! {
             Limit::new(Scope::Global, Period::Weekly, Money::from_dollars(1_000_000)),
             Limit::new(Scope::Global, Period::Monthly, Money::from_dollars(1_000_000)),
         ];
-        let mut l = Ledger::new(cfg, PriceTable::defaults(), limits).unwrap();
+        let mut l = Ledger::new(cfg, crate::prices(), limits).unwrap();
         let mut now = t0();
         let mut expected = [0u64; 3];
         for step in steps {

@@ -38,3 +38,8 @@ pub fn at(secs: u64) -> SystemTime {
 pub fn t0() -> SystemTime {
     at(T0_SECS)
 }
+
+/// The blended prices these tests' figures are worked out with.
+pub fn prices() -> budget::PriceTable {
+    budget::testing::blended_prices()
+}

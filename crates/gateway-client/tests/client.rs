@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use budget::{Ledger, LedgerConfig, Limit, Money, Period, PriceTable, Scope};
+use budget::{Ledger, LedgerConfig, Limit, Money, Period, Scope};
 use futures_util::StreamExt;
 use gateway_client::{
     ApiRequest, Client, ClientError, ContextPolicy, ManualClock, RequestContext, RetryPolicy,
@@ -43,6 +43,7 @@ fn pool(n: usize) -> KeyPool {
 fn client(mock: &MockTransport, keys: usize, ledger: Option<Ledger>) -> Client {
     let mut b = Client::builder()
         .provider("relay", "http://relay/v1", 0, pool(keys))
+        .prices(budget::testing::blended_prices())
         .transport(Arc::new(mock.clone()))
         .clock(Arc::new(ManualClock::new(t0())));
     if let Some(l) = ledger {
@@ -57,7 +58,7 @@ async fn a_thousand_concurrent_requests_with_exact_counts() {
     mock.fallback(|_| MockReply::chat("ok", 100, 10).latency(Duration::from_millis(1)));
     let ledger = Ledger::new(
         LedgerConfig::default(),
-        PriceTable::defaults(),
+        budget::testing::blended_prices(),
         vec![Limit::new(
             Scope::Global,
             Period::Daily,
@@ -121,7 +122,7 @@ async fn a_thousand_concurrent_requests_at_a_hard_limit() {
     let limit = Money::from_micros(28_000);
     let ledger = Ledger::new(
         LedgerConfig::default(),
-        PriceTable::defaults(),
+        budget::testing::blended_prices(),
         vec![Limit::new(Scope::Global, Period::Daily, limit)],
     )
     .unwrap();
@@ -264,7 +265,7 @@ async fn a_stream_failing_after_its_first_output_surfaces_the_error() {
 fn ten_dollars_a_day() -> Ledger {
     Ledger::new(
         LedgerConfig::default(),
-        PriceTable::defaults(),
+        budget::testing::blended_prices(),
         vec![Limit::new(
             Scope::Global,
             Period::Daily,
@@ -655,7 +656,7 @@ async fn the_dashboard_shows_keys_totals_canary_and_budget() {
     mock.fallback(|_| MockReply::chat("ok", 1000, 0));
     let ledger = Ledger::new(
         LedgerConfig::default(),
-        PriceTable::defaults(),
+        budget::testing::blended_prices(),
         vec![Limit::new(
             Scope::Global,
             Period::Daily,
