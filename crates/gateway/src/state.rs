@@ -189,6 +189,7 @@ impl AppState {
             prompt_tokens: meta.usage.prompt_tokens,
             completion_tokens: meta.usage.completion_tokens,
             cost_micros: meta.cost.micros(),
+            cached_tokens: meta.usage.cached_tokens,
         };
         if let Err(e) = self.store.append_usage(record).await {
             tracing::error!("a settled request was not recorded: {e}");

@@ -280,6 +280,9 @@ pub(crate) struct UsageLineView {
     model: String,
     requests: u64,
     prompt_tokens: u64,
+    /// Of the prompt tokens, those the provider served from its cache
+    /// (charged at the cached-input rate).
+    cached_tokens: u64,
     completion_tokens: u64,
     total_tokens: u64,
     estimated_cost: DollarsView,
@@ -307,6 +310,7 @@ impl UsageView {
                     model: l.model,
                     requests: l.totals.requests,
                     prompt_tokens: l.totals.prompt_tokens,
+                    cached_tokens: l.totals.cached_tokens,
                     completion_tokens: l.totals.completion_tokens,
                     total_tokens: l.totals.prompt_tokens + l.totals.completion_tokens,
                     estimated_cost: DollarsView(Money::from_micros(l.totals.cost_micros)),

@@ -608,6 +608,7 @@ async fn old_usage_goes_after_its_retention_and_short_retentions_are_refused() {
                 prompt_tokens: 1,
                 completion_tokens: 1,
                 cost_micros: 1,
+                cached_tokens: 0,
             };
             store.append_usage(record).await.unwrap();
         }

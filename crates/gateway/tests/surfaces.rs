@@ -150,3 +150,53 @@ async fn bad_bodies_on_the_new_surfaces_are_400s_and_no_key_pays() {
         .unwrap();
     assert!(untouched);
 }
+
+/// What `usage` costs at gpt-4o-mini's list prices ($0.15 input, $0.075
+/// cached input, $0.60 output a million tokens), in micro-dollars, rounded
+/// up as the gateway rounds.
+fn mini_cost(usage: &Value) -> u64 {
+    let n = |v: &Value| v.as_u64().unwrap();
+    let input = n(&usage["input_tokens"]);
+    let cached = n(&usage["input_tokens_details"]["cached_tokens"]);
+    let output = n(&usage["output_tokens"]);
+    ((input - cached) * 150_000 + cached * 75_000 + output * 600_000).div_ceil(1_000_000)
+}
+
+#[tokio::test]
+async fn a_conversation_that_hits_the_cache_is_billed_at_the_cached_rate() {
+    let gw = Setup::new(&[HEALTHY]).start().await;
+    let history = "An agent's long history of tool calls and their results. ".repeat(400);
+    let first = json!({"model": "gpt-4o-mini", "input": history, "max_output_tokens": 8});
+    let r = gw.post("/v1/responses", None, &first).await;
+    let first: Value = r.json().await.unwrap();
+    let body = json!({"model": "gpt-4o-mini", "input": "and now?",
+                      "previous_response_id": first["id"], "max_output_tokens": 8});
+    let r = gw.post("/v1/responses", None, &body).await;
+    assert_eq!(r.status(), 200);
+    let cost = r.headers()["x-gateway-cost-usd"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let follow: Value = r.json().await.unwrap();
+    let cached = follow["usage"]["input_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        cached > 5_000,
+        "the history was read from the cache: {follow}"
+    );
+    let expected = mini_cost(&follow["usage"]);
+    let full_rate = follow["usage"]["input_tokens"].as_u64().unwrap() * 150_000 / 1_000_000;
+    assert!(
+        expected > 0 && expected < full_rate,
+        "{expected} µ$ vs {full_rate} µ$ uncached"
+    );
+    assert_eq!(cost, budget::Money::from_micros(expected).decimal());
+    let row = usage_row(&gw).await;
+    assert_eq!(row["cached_tokens"], cached, "{row}");
+    assert_eq!(
+        row["estimated_cost_micros"],
+        mini_cost(&first["usage"]) + expected,
+        "both turns booked at their rates: {row}"
+    );
+}

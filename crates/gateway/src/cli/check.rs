@@ -59,6 +59,7 @@ pub(super) async fn fill_usage(db: &Path, records: u64) -> Result<()> {
             prompt_tokens: 100 + i % 900,
             completion_tokens: 20 + i % 300,
             cost_micros: 50 + i % 5_000,
+            cached_tokens: i % 90,
         }
     };
     let mut i = 0;

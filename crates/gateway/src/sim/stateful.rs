@@ -17,7 +17,7 @@ pub(super) struct Owned {
     /// The secret of the key that made it.
     secret: String,
     /// Its object (a response, a file's metadata).
-    object: Value,
+    pub(super) object: Value,
     /// A response's input items, a file's content.
     content: bytes::Bytes,
 }

@@ -29,6 +29,8 @@ fn with(mut base: Value, k: &str, value: Value) -> Value {
 struct Ask {
     model: String,
     input_tokens: u64,
+    /// Of the input, what the key's cache holds (a conversation's history).
+    cached_tokens: u64,
     output_tokens: u64,
     stream: bool,
 }
@@ -39,6 +41,7 @@ fn ask(body: &Value, text_chars: usize, cap_field: &str, b: Option<Behavior>) ->
     Ask {
         model: at(body, "model").as_str().unwrap_or("unknown").to_owned(),
         input_tokens: (text_chars / 4 + 8) as u64,
+        cached_tokens: 0,
         output_tokens: match b {
             Some(Behavior::Verbose) => cap.unwrap_or(VERBOSE_TOKENS),
             _ => cap.map_or(8, |c| c.min(8)),
@@ -129,7 +132,7 @@ fn response_object(id: &str, a: &Ask, text: &str, status: &str, req: &Value) -> 
     let usage = done.then(|| {
         json!({
             "input_tokens": a.input_tokens,
-            "input_tokens_details": {"cached_tokens": 0},
+            "input_tokens_details": {"cached_tokens": a.cached_tokens},
             "output_tokens": a.output_tokens,
             "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": a.input_tokens + a.output_tokens,
@@ -163,13 +166,23 @@ pub(super) async fn responses(
     };
     // A previous response only its own key can read: another key's is not
     // found, as upstream.
-    if let Some(previous) = at(&req, "previous_response_id").as_str()
-        && let Err(r) = mine(&sim, &headers, previous)
-    {
-        return *r;
+    // The history a follow-up continues is in its key's cache: read again,
+    // and reported as cached input.
+    let mut history = 0;
+    if let Some(previous) = at(&req, "previous_response_id").as_str() {
+        match mine(&sim, &headers, previous) {
+            Ok(o) => {
+                let usage = at(&o.object, "usage");
+                let tokens = |k: &str| at(usage, k).as_u64().unwrap_or(0);
+                history = tokens("input_tokens") + tokens("output_tokens");
+            }
+            Err(r) => return *r,
+        }
     }
     let input_chars = chars(at(&req, "input")) + chars(at(&req, "instructions"));
-    let a = ask(&req, input_chars, "max_output_tokens", b);
+    let mut a = ask(&req, input_chars, "max_output_tokens", b);
+    a.input_tokens += history;
+    a.cached_tokens = history;
     let id = format!(
         "resp_sim{:06}",
         NEXT_RESPONSE.fetch_add(1, Ordering::Relaxed)

@@ -52,6 +52,8 @@ pub(crate) fn usage_record(at: i64, key: &str, model: &str, cost: u64) -> UsageR
         prompt_tokens: 10,
         completion_tokens: 5,
         cost_micros: cost,
+        // Some of every prompt from the provider's cache.
+        cached_tokens: cost % 7,
     }
 }
 
@@ -228,7 +230,7 @@ async fn usage(store: &dyn Store) {
         store.append_usage(r).await.unwrap();
     }
     let all = store.usage(&UsageQuery::default()).await.unwrap();
-    let shape: Vec<(&str, &str, u64, u64)> = all
+    let shape: Vec<(&str, &str, u64, u64, u64)> = all
         .iter()
         .map(|l| {
             let key = l.key_id.as_deref().unwrap_or_default();
@@ -237,15 +239,16 @@ async fn usage(store: &dyn Store) {
                 l.model.as_str(),
                 l.totals.requests,
                 l.totals.cost_micros,
+                l.totals.cached_tokens,
             )
         })
         .collect();
     assert_eq!(
         shape,
         vec![
-            ("key_1", "gpt-4o", 2, 500),
-            ("key_1", "gpt-4o-mini", 1, 7),
-            ("key_2", "gpt-4o-mini", 1, 7)
+            ("key_1", "gpt-4o", 2, 500, 300 % 7 + 200 % 7),
+            ("key_1", "gpt-4o-mini", 1, 7, 0),
+            ("key_2", "gpt-4o-mini", 1, 7, 0)
         ],
         "dearest first, then by model"
     );
@@ -279,9 +282,17 @@ async fn usage(store: &dyn Store) {
     })
     .await;
     assert_eq!(early.iter().map(|l| l.totals.requests).sum::<u64>(), 2);
+    spend_and_prune(store).await;
+}
 
+/// After [`usage`]'s records: spend by the hour, and pruning.
+async fn spend_and_prune(store: &dyn Store) {
     let spend = store.spend_since(0).await.unwrap();
     assert_eq!(spend.iter().map(|s| s.totals.cost_micros).sum::<u64>(), 514);
+    assert_eq!(
+        spend.iter().map(|s| s.totals.cached_tokens).sum::<u64>(),
+        300 % 7 + 200 % 7
+    );
     assert_eq!(spend.iter().map(|s| s.totals.requests).sum::<u64>(), 4);
     assert!(
         spend.windows(2).all(|w| w[0].hour <= w[1].hour),

@@ -50,6 +50,8 @@ pub struct UsageRecord {
     pub completion_tokens: u64,
     /// Cost in micro-dollars.
     pub cost_micros: u64,
+    /// Of the prompt tokens, those the provider served from its cache.
+    pub cached_tokens: u64,
 }
 
 /// Requests, tokens and cost added up.
@@ -63,6 +65,8 @@ pub struct Totals {
     pub completion_tokens: u64,
     /// Cost in micro-dollars.
     pub cost_micros: u64,
+    /// Of the prompt tokens, those the provider served from its cache.
+    pub cached_tokens: u64,
 }
 
 impl Totals {
@@ -74,6 +78,7 @@ impl Totals {
             .completion_tokens
             .saturating_add(other.completion_tokens);
         self.cost_micros = self.cost_micros.saturating_add(other.cost_micros);
+        self.cached_tokens = self.cached_tokens.saturating_add(other.cached_tokens);
     }
 }
 
@@ -84,6 +89,7 @@ impl From<&UsageRecord> for Totals {
             prompt_tokens: u.prompt_tokens,
             completion_tokens: u.completion_tokens,
             cost_micros: u.cost_micros,
+            cached_tokens: u.cached_tokens,
         }
     }
 }

@@ -215,6 +215,7 @@ fn totals(r: &Row, first: usize) -> Result<Totals> {
         prompt_tokens: n(1)?,
         completion_tokens: n(2)?,
         cost_micros: n(3)?,
+        cached_tokens: n(4)?,
     })
 }
 
@@ -227,7 +228,8 @@ pub(super) async fn usage(c: &impl GenericClient, q: &UsageQuery) -> Result<Vec<
         .query(
             "SELECT nullif(key_id, ''), nullif(key_name, ''), nullif(team, ''), model,
                     SUM(requests)::bigint, SUM(prompt_tokens)::bigint,
-                    SUM(completion_tokens)::bigint, SUM(cost_micros)::bigint
+                    SUM(completion_tokens)::bigint, SUM(cost_micros)::bigint,
+                    SUM(cached_tokens)::bigint
              FROM usage_hours
              WHERE ($1::text IS NULL OR key_id = $1) AND ($2::text IS NULL OR team = $2)
                AND ($3::text IS NULL OR model = $3) AND ($4::bigint IS NULL OR hour > $4)
@@ -257,7 +259,8 @@ pub(super) async fn spend_since(c: &impl GenericClient, from: i64) -> Result<Vec
         .query(
             "SELECT hour, provider, upstream_key, nullif(key_name, ''), nullif(team, ''), model,
                     SUM(requests)::bigint, SUM(prompt_tokens)::bigint,
-                    SUM(completion_tokens)::bigint, SUM(cost_micros)::bigint
+                    SUM(completion_tokens)::bigint, SUM(cost_micros)::bigint,
+                    SUM(cached_tokens)::bigint
              FROM usage_hours WHERE hour > $1
              GROUP BY hour, provider, upstream_key, key_name, team, model
              ORDER BY hour",

@@ -20,16 +20,17 @@ use crate::store::StoreError;
 const MIGRATION_LOCK: i64 = 0x006b_6579_706f_6f6c;
 
 /// The newest schema version this gateway knows.
-pub(crate) const LATEST: i32 = 6;
+pub(crate) const LATEST: i32 = 7;
 
 /// Each version's statements, in order.
-const MIGRATIONS: [(i32, &str); 6] = [
+const MIGRATIONS: [(i32, &str); 7] = [
     (1, V1),
     (2, V2_BUDGET_SHARES),
     (3, V3_MEMBERS_AND_RATES),
     (4, V4_MOVES_SERIALIZED),
     (5, V5_SETTINGS),
     (6, V6_PINS),
+    (7, V7_CACHED_TOKENS),
 ];
 
 const V1: &str = "
@@ -300,6 +301,13 @@ CREATE TABLE pins (
     at BIGINT NOT NULL
 );
 CREATE INDEX pins_at ON pins (at);
+";
+
+/// The prompt tokens a provider served from its cache, per record and per
+/// hour (0 for what was recorded before).
+const V7_CACHED_TOKENS: &str = "
+ALTER TABLE usage ADD COLUMN cached_tokens BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE usage_hours ADD COLUMN cached_tokens BIGINT NOT NULL DEFAULT 0;
 ";
 
 /// Brings the database to [`LATEST`]: each migration with its version bump

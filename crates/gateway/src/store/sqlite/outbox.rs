@@ -25,7 +25,7 @@ use crate::store::columns;
 use crate::store::records::{AuditEntry, UsageRecord};
 
 /// The outbox's schema version (`PRAGMA user_version`).
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 /// One record waiting to be shipped.
 #[derive(Clone, Debug)]
@@ -203,7 +203,11 @@ fn set_up(conn: &mut Connection) -> Result<String, SetUp> {
         return Err(SetUp::TooNew(found));
     }
     let tx = conn.transaction()?;
-    if found < VERSION {
+    if found == 1 {
+        // Version 2 keeps the prompt tokens served from a provider's cache.
+        tx.execute_batch("ALTER TABLE usage ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0")?;
+        tx.pragma_update(None, "user_version", VERSION)?;
+    } else if found < VERSION {
         tx.execute_batch(
             "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
              CREATE TABLE usage (
@@ -211,7 +215,7 @@ fn set_up(conn: &mut Connection) -> Result<String, SetUp> {
                  at INTEGER NOT NULL, key_id TEXT, key_name TEXT, team TEXT,
                  provider TEXT NOT NULL, upstream_key TEXT NOT NULL, model TEXT NOT NULL,
                  prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
-                 cost_micros INTEGER NOT NULL);
+                 cost_micros INTEGER NOT NULL, cached_tokens INTEGER NOT NULL DEFAULT 0);
              CREATE TABLE audit (
                  seq INTEGER PRIMARY KEY AUTOINCREMENT,
                  at INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
@@ -250,7 +254,7 @@ fn read_waiting(c: &mut Connection, limit: usize) -> rusqlite::Result<Waiting> {
     let limit = columns::int(limit as u64);
     let mut stmt = c.prepare_cached(
         "SELECT seq, at, key_id, key_name, team, provider, upstream_key, model,
-                prompt_tokens, completion_tokens, cost_micros
+                prompt_tokens, completion_tokens, cost_micros, cached_tokens
          FROM usage ORDER BY seq LIMIT ?1",
     )?;
     let usage = stmt
@@ -268,6 +272,7 @@ fn read_waiting(c: &mut Connection, limit: usize) -> rusqlite::Result<Waiting> {
                     prompt_tokens: columns::count(r.get(8)?),
                     completion_tokens: columns::count(r.get(9)?),
                     cost_micros: columns::count(r.get(10)?),
+                    cached_tokens: columns::count(r.get(11)?),
                 },
             ))
         })?
@@ -297,6 +302,51 @@ fn read_waiting(c: &mut Connection, limit: usize) -> rusqlite::Result<Waiting> {
 mod tests {
     use super::*;
     use crate::store::conformance::usage_record;
+
+    #[tokio::test]
+    async fn an_outbox_of_the_first_version_keeps_its_records_and_gains_cached_tokens() {
+        let dir =
+            std::env::temp_dir().join(format!("outbox-{}", crate::ids::random_hex::<8>().unwrap()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("outbox.db");
+        {
+            // A version 1 outbox, as an earlier gateway left it, with a record waiting.
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+                 INSERT INTO meta VALUES ('origin', 'ob_old');
+                 CREATE TABLE usage (seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                     at INTEGER NOT NULL, key_id TEXT, key_name TEXT, team TEXT,
+                     provider TEXT NOT NULL, upstream_key TEXT NOT NULL, model TEXT NOT NULL,
+                     prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
+                     cost_micros INTEGER NOT NULL);
+                 CREATE TABLE audit (seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                     at INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+                     target TEXT NOT NULL, before TEXT, after TEXT);
+                 INSERT INTO usage (at, provider, upstream_key, model, prompt_tokens,
+                     completion_tokens, cost_micros) VALUES (7, 'relay', 'k', 'm', 10, 2, 30);
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        }
+        let outbox = Outbox::open(&path).unwrap();
+        assert_eq!(outbox.origin(), "ob_old");
+        let mut r = usage_record(9, "key_1", "m", 5);
+        r.cached_tokens = 4;
+        outbox.append(Entry::Usage(r.clone())).await.unwrap();
+        let waiting = outbox.waiting(10).await.unwrap();
+        assert_eq!(waiting.usage.len(), 2);
+        assert_eq!(
+            (
+                waiting.usage[0].1.prompt_tokens,
+                waiting.usage[0].1.cached_tokens
+            ),
+            (10, 0)
+        );
+        assert_eq!(waiting.usage[1].1, r);
+        drop(outbox);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[tokio::test]
     async fn records_keep_their_numbers_and_the_origin_outlives_a_reopen() {

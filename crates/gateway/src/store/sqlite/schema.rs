@@ -16,7 +16,7 @@ struct Migration {
     up: fn(&Transaction<'_>) -> Result<(), StoreError>,
 }
 
-const MIGRATIONS: [Migration; 5] = [
+const MIGRATIONS: [Migration; 6] = [
     Migration {
         version: 1,
         up: v1_base,
@@ -37,10 +37,14 @@ const MIGRATIONS: [Migration; 5] = [
         version: 5,
         up: v5_pins,
     },
+    Migration {
+        version: 6,
+        up: v6_cached_tokens,
+    },
 ];
 
 /// The newest schema version this gateway knows.
-pub(super) const LATEST: u32 = 5;
+pub(super) const LATEST: u32 = 6;
 
 /// Brings the database to [`LATEST`], one migration at a time.
 pub(super) fn migrate(conn: &mut Connection, what: &str) -> Result<(), StoreError> {
@@ -241,6 +245,16 @@ fn v5_pins(tx: &Transaction<'_>) -> Result<(), StoreError> {
             at INTEGER NOT NULL
         );
         CREATE INDEX pins_at ON pins (at);",
+    )?;
+    Ok(())
+}
+
+/// The prompt tokens a provider served from its cache, per record and per
+/// hour (0 for what was recorded before).
+fn v6_cached_tokens(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    tx.execute_batch(
+        "ALTER TABLE usage ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE usage_hours ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0;",
     )?;
     Ok(())
 }
