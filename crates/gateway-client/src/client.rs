@@ -897,7 +897,6 @@ impl Client {
         work.request
             .set_model(provider.catalog.upstream_name(&work.model));
         let request = self.upstream_request(work, provider, &lease, deadline);
-        let key_name = lease.name().clone();
         let sent_at = tokio::time::Instant::now();
         let (answer, lease) = if stream {
             match self.start_stream(work, p, lease, request).await {
@@ -909,15 +908,32 @@ impl Client {
         };
         match answer {
             Ok(answer) => self.on_answer(work, ctx, p, lease, answer, sent_at),
-            Err(e) => {
-                crate::trace::failed(&e);
-                self.report(p, lease, e.outcome(), None);
-                if e.is_request() {
-                    return Err(ClientError::InvalidRequest(e.to_string()));
-                }
-                Ok(Step::Retry(format!("{}/{key_name}: {e}", provider.name)))
-            }
+            Err(e) => self.failed(p, lease, &e).map(Step::Retry),
         }
+    }
+
+    /// An attempt that got no answer: the pool is told; a request the
+    /// transport could not even build is the caller's error, anything else
+    /// is a reason to try another key (returned, naming the key).
+    pub(crate) fn failed(
+        &self,
+        p: usize,
+        lease: Lease,
+        e: &transport::TransportError,
+    ) -> Result<String, ClientError> {
+        crate::trace::failed(e);
+        let key_name = lease.name().clone();
+        self.report(p, lease, e.outcome(), None);
+        if e.is_request() {
+            return Err(ClientError::InvalidRequest(e.to_string()));
+        }
+        let provider = self
+            .inner
+            .providers
+            .get(p)
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
+        Ok(format!("{provider}/{key_name}: {e}"))
     }
 
     /// Starts a stream: committed to this key on its first output (see

@@ -223,16 +223,9 @@ impl Client {
                 .min(left.max(Duration::from_millis(1))),
         };
         let sent_at = tokio::time::Instant::now();
-        let key_name = lease.name().clone();
         match self.inner.transport.send_raw(request).await {
             Ok(answer) => self.passed(work, p, lease, answer, sent_at).await,
-            Err(e) => {
-                self.report(p, lease, e.outcome(), None);
-                if e.is_request() {
-                    return Err(ClientError::InvalidRequest(e.to_string()));
-                }
-                Ok(Tried::Retry(format!("{}/{key_name}: {e}", provider.name)))
-            }
+            Err(e) => self.failed(p, lease, &e).map(Tried::Retry),
         }
     }
 

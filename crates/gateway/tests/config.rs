@@ -5,21 +5,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::harness::build_config as build;
 use gateway::config::Config;
-
-/// Builds the layers from a config with a mock transport, as `gateway check` does.
-fn build(
-    config: &Config,
-    env: &HashMap<String, String>,
-) -> Result<gateway::config::Built, gateway::config::ConfigError> {
-    gateway::config::build(
-        config,
-        env,
-        std::sync::Arc::new(transport::MockTransport::new()),
-        None,
-    )
-}
-
 #[test]
 fn the_issue_config_works_as_written() {
     let text = r#"

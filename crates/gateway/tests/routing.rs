@@ -9,7 +9,7 @@ use gateway::config::Config;
 use gateway::sim::{self, Behavior};
 use serde_json::Value;
 
-use crate::harness::{Setup, SimKey, chat, error_code};
+use crate::harness::{Setup, SimKey, build_config, chat, error_code};
 
 /// The issue's example, as written.
 const ROUTING: &str = r#"
@@ -52,13 +52,7 @@ fn the_issues_routing_config_loads_as_written() {
     let env: HashMap<String, String> = (1..=3)
         .map(|i| (format!("KEY_{i}"), format!("sk-relay-key-{i:020}")))
         .collect();
-    let built = gateway::config::build(
-        &config,
-        &env,
-        std::sync::Arc::new(transport::MockTransport::new()),
-        None,
-    )
-    .unwrap();
+    let built = build_config(&config, &env).unwrap();
     let text = built.understood.lines.join("\n");
     assert!(
         text.contains("provider relay alias deepseek-v3.2 → deepseek-chat"),
@@ -102,13 +96,7 @@ fn routing_mistakes_name_their_field() {
     for (tail, field) in cases {
         let text = format!("[[providers]]\nname = \"p\"\nbase_url = \"http://x/v1\"\n{tail}\n");
         let config = Config::parse(&text, Path::new("g.toml")).unwrap();
-        let e = gateway::config::build(
-            &config,
-            &env,
-            std::sync::Arc::new(transport::MockTransport::new()),
-            None,
-        )
-        .unwrap_err();
+        let e = build_config(&config, &env).unwrap_err();
         assert_eq!(e.context, field, "{text}: {e}");
     }
 }
@@ -199,14 +187,10 @@ async fn a_model_nobody_serves_is_a_404_in_openais_shape_and_no_key_is_touched()
     let body: Value = r.json().await.unwrap();
     assert_eq!(error_code(&body), "model_not_found");
     assert_eq!(body["error"]["type"], "invalid_request_error");
-    let untouched = gw
-        .running()
-        .client()
-        .read_pool("relay", |p| {
-            p.snapshot().keys.iter().all(|k| k.requests_today == 0)
-        })
-        .unwrap();
-    assert!(untouched, "no key was leased for a model nobody serves");
+    assert!(
+        gw.no_key_leased("relay"),
+        "no key was leased for a model nobody serves"
+    );
     let models = gw.json("/v1/models").await;
     let ids: Vec<&str> = models["data"]
         .as_array()

@@ -45,6 +45,20 @@ impl std::fmt::Debug for HyperTransport {
     }
 }
 
+/// The upstream's URI, checked (no credentials in it), and the key's
+/// `Authorization` header, marked sensitive.
+fn target(url: &str, secret: &keypool_core::Secret) -> Result<(Uri, HeaderValue), TransportError> {
+    let invalid = |what: &str| TransportError::new(ErrorKind::Request, what.to_owned());
+    let uri: Uri = url.parse().map_err(|_| invalid("invalid upstream URL"))?;
+    if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+        return Err(invalid("the upstream URL must not hold credentials"));
+    }
+    let mut auth = HeaderValue::try_from(format!("Bearer {}", secret.expose()))
+        .map_err(|_| invalid("the key is not a valid header value"))?;
+    auth.set_sensitive(true);
+    Ok((uri, auth))
+}
+
 fn config_error(message: String) -> TransportError {
     TransportError::new(ErrorKind::Config, message)
 }
@@ -125,19 +139,10 @@ impl HyperTransport {
         body: &serde_json::Value,
         stream: bool,
     ) -> Result<http::Request<Full<Bytes>>, TransportError> {
-        let invalid = |what: &str| TransportError::new(ErrorKind::Request, what.to_owned());
-        let uri: Uri = request
-            .url()
-            .parse()
-            .map_err(|_| invalid("invalid upstream URL"))?;
-        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-            return Err(invalid("the upstream URL must not hold credentials"));
-        }
-        let body =
-            serde_json::to_vec(body).map_err(|_| invalid("request body is not serializable"))?;
-        let mut auth = HeaderValue::try_from(format!("Bearer {}", request.secret.expose()))
-            .map_err(|_| invalid("the key is not a valid header value"))?;
-        auth.set_sensitive(true);
+        let (uri, auth) = target(&request.url(), &request.secret)?;
+        let body = serde_json::to_vec(body).map_err(|_| {
+            TransportError::new(ErrorKind::Request, "request body is not serializable")
+        })?;
         let mut r = http::Request::new(Full::new(Bytes::from(body)));
         *r.method_mut() = Method::POST;
         *r.uri_mut() = uri;
@@ -159,17 +164,7 @@ impl HyperTransport {
         &self,
         request: &RawRequest,
     ) -> Result<http::Request<Full<Bytes>>, TransportError> {
-        let invalid = |what: &str| TransportError::new(ErrorKind::Request, what.to_owned());
-        let uri: Uri = request
-            .url()
-            .parse()
-            .map_err(|_| invalid("invalid upstream URL"))?;
-        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
-            return Err(invalid("the upstream URL must not hold credentials"));
-        }
-        let mut auth = HeaderValue::try_from(format!("Bearer {}", request.secret.expose()))
-            .map_err(|_| invalid("the key is not a valid header value"))?;
-        auth.set_sensitive(true);
+        let (uri, auth) = target(&request.url(), &request.secret)?;
         let mut r = http::Request::new(Full::new(request.body.clone()));
         *r.method_mut() = request.method.clone();
         *r.uri_mut() = uri;

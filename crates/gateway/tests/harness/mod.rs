@@ -287,6 +287,16 @@ impl Gateway {
         self._sim.as_ref().unwrap()
     }
 
+    /// Whether no key of `provider` has been leased today.
+    pub fn no_key_leased(&self, provider: &str) -> bool {
+        self.running()
+            .client()
+            .read_pool(provider, |p| {
+                p.snapshot().keys.iter().all(|k| k.requests_today == 0)
+            })
+            .unwrap()
+    }
+
     /// The running gateway.
     pub fn running(&self) -> &gateway::Running {
         self.running.as_ref().unwrap()
@@ -409,6 +419,15 @@ where
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Builds the layers from a config with a mock transport, as `gateway
+/// check` does.
+pub fn build_config(
+    config: &Config,
+    env: &HashMap<String, String>,
+) -> Result<gateway::config::Built, gateway::config::ConfigError> {
+    gateway::config::build(config, env, Arc::new(transport::MockTransport::new()), None)
 }
 
 /// The error code of an OpenAI-shaped error body.
