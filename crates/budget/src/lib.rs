@@ -35,7 +35,7 @@
 //!
 //! // The answer used fewer tokens, 1 200 of its input from the provider's
 //! // cache ($0.50 a million): the real cost is booked, the rest released.
-//! let used = Tokens { prompt: 1_800, completion: 400, cached: 1_200 };
+//! let used = Tokens { prompt: 1_800, completion: 400, cached: 1_200, cache_write: 0 };
 //! let settled = ledger.settle(reservation, used, now);
 //! assert_eq!(settled.cost.to_string(), "$0.005");
 //!

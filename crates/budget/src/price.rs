@@ -17,6 +17,8 @@ pub struct Tokens {
     pub completion: u64,
     /// Of the input tokens, those served from the upstream's cache.
     pub cached: u64,
+    /// Of the input tokens, those the upstream wrote to its cache.
+    pub cache_write: u64,
 }
 
 impl Tokens {
@@ -26,6 +28,7 @@ impl Tokens {
             prompt,
             completion,
             cached: 0,
+            cache_write: 0,
         }
     }
 }
@@ -40,6 +43,9 @@ pub struct ModelPrice {
     pub output_per_mtok: Money,
     /// Per million cached input tokens.
     pub cached_input_per_mtok: Money,
+    /// Per million input tokens written to the provider's cache (Anthropic
+    /// charges more for them than for plain input).
+    pub cache_write_per_mtok: Money,
     /// The context window in tokens, if known.
     pub context_window: Option<u64>,
     /// The most output tokens one answer may have, if known; see
@@ -59,6 +65,7 @@ impl ModelPrice {
             input_per_mtok: per_mtok,
             output_per_mtok: per_mtok,
             cached_input_per_mtok: per_mtok,
+            cache_write_per_mtok: per_mtok,
             context_window,
             max_output_tokens: None,
         }
@@ -78,11 +85,16 @@ impl ModelPrice {
         self.max_output_tokens.unwrap_or(DEFAULT_MAX_OUTPUT_TOKENS)
     }
 
-    /// The cost of `tokens`, rounded up to the micro-dollar (never under-charged).
+    /// The cost of `tokens`, rounded up to the micro-dollar (never under-charged):
+    /// cached input at the cached rate, input written to the cache at the
+    /// cache-write rate, the rest of the input at the input rate.
     pub fn cost(&self, tokens: Tokens) -> Money {
         let cached = tokens.cached.min(tokens.prompt);
-        let pico = u128::from(tokens.prompt - cached) * u128::from(self.input_per_mtok.micros())
+        let written = tokens.cache_write.min(tokens.prompt - cached);
+        let fresh = tokens.prompt - cached - written;
+        let pico = u128::from(fresh) * u128::from(self.input_per_mtok.micros())
             + u128::from(cached) * u128::from(self.cached_input_per_mtok.micros())
+            + u128::from(written) * u128::from(self.cache_write_per_mtok.micros())
             + u128::from(tokens.completion) * u128::from(self.output_per_mtok.micros());
         Money::from_micros(u64::try_from(pico.div_ceil(1_000_000)).unwrap_or(u64::MAX))
     }
@@ -140,7 +152,7 @@ impl PriceTable {
     /// | model | input | cached input | output | context window |
     /// |---|---|---|---|---|
     /// | gpt-4.1 | 2.00 | 0.50 | 8.00 | 1 047 576 |
-    /// | claude-sonnet-4.5 | 3.00 | 0.30 | 15.00 | 200 000 |
+    /// | claude-sonnet-4.5 | 3.00 | 0.30 (cache writes 3.75) | 15.00 | 200 000 |
     /// | gemini-2.5-flash | 0.30 | 0.075 | 2.50 | 1 048 576 |
     /// | deepseek-v3.2 (alias deepseek-chat) | 0.28 | 0.028 | 0.42 | 128 000 |
     /// | gpt-4o-mini | 0.15 | 0.075 | 0.60 | 128 000 |
@@ -168,10 +180,18 @@ impl PriceTable {
             ("deepseek-v3.2", 280_000, 28_000, 420_000, 128_000, 8_192),
             ("gpt-4o-mini", 150_000, 75_000, 600_000, 128_000, 16_384),
         ] {
+            // Anthropic charges a quarter more for input it writes to its
+            // cache; the others, the input rate.
+            let write = if model.starts_with("claude") {
+                input / 4 * 5
+            } else {
+                input
+            };
             let price = ModelPrice {
                 input_per_mtok: Money::from_micros(input),
                 output_per_mtok: Money::from_micros(output),
                 cached_input_per_mtok: Money::from_micros(cached),
+                cache_write_per_mtok: Money::from_micros(write),
                 context_window: Some(window),
                 max_output_tokens: Some(max_output),
             };
@@ -248,6 +268,7 @@ impl PriceTable {
     /// input_per_mtok = "2.00"        # dollars per million tokens: a string or a number
     /// output_per_mtok = 8.00
     /// cached_input_per_mtok = "0.50" # defaults to the input price
+    /// cache_write_per_mtok = "2.00"  # defaults to the input price
     /// context_window = 1047576
     /// max_output_tokens = 32768     # what a request without a cap reserves
     /// aliases = ["gpt-4.1-2025-04-14"]
@@ -275,6 +296,7 @@ impl PriceTable {
             input_per_mtok: Dollars,
             output_per_mtok: Dollars,
             cached_input_per_mtok: Option<Dollars>,
+            cache_write_per_mtok: Option<Dollars>,
             context_window: Option<u64>,
             max_output_tokens: Option<u64>,
             #[serde(default)]
@@ -293,6 +315,7 @@ impl PriceTable {
                 input_per_mtok: e.input_per_mtok.0,
                 output_per_mtok: e.output_per_mtok.0,
                 cached_input_per_mtok: e.cached_input_per_mtok.unwrap_or(e.input_per_mtok).0,
+                cache_write_per_mtok: e.cache_write_per_mtok.unwrap_or(e.input_per_mtok).0,
                 context_window: e.context_window,
                 max_output_tokens: e.max_output_tokens,
             };
@@ -355,6 +378,7 @@ impl PriceTable {
                 continue;
             };
             let cached = per_mtok(entry.get("cache_read_input_token_cost")).unwrap_or(input);
+            let write = per_mtok(entry.get("cache_creation_input_token_cost")).unwrap_or(input);
             let field = |f: &str| entry.get(f).and_then(serde_json::Value::as_u64);
             let window = field("max_input_tokens");
             table.set(
@@ -363,6 +387,7 @@ impl PriceTable {
                     input_per_mtok: input,
                     output_per_mtok: output,
                     cached_input_per_mtok: cached,
+                    cache_write_per_mtok: write,
                     context_window: window,
                     max_output_tokens: field("max_output_tokens"),
                 },
@@ -390,16 +415,24 @@ mod tests {
             input_per_mtok: Money::from_dollars(2),
             output_per_mtok: Money::from_dollars(8),
             cached_input_per_mtok: Money::from_cents(50),
+            cache_write_per_mtok: Money::from_cents(250),
             context_window: None,
             max_output_tokens: None,
         };
         // 1000 input of which 400 cached, 500 output: 600×2 + 400×0.5 + 500×8 = 5400 µ$.
-        let t = Tokens {
+        let mut t = Tokens {
             prompt: 1000,
             completion: 500,
             cached: 400,
+            cache_write: 0,
         };
         assert_eq!(split.cost(t), Money::from_micros(5_400));
+        // 100 of the others written to the cache: 500×2 + 100×2.5 + 400×0.5 + 500×8.
+        t.cache_write = 100;
+        assert_eq!(split.cost(t), Money::from_micros(5_450));
+        // More written than there is input left is bounded by it.
+        t.cache_write = 5_000;
+        assert_eq!(split.cost(t), Money::from_micros(600 * 5 / 2 + 200 + 4_000));
     }
 
     #[test]
@@ -417,6 +450,7 @@ mod tests {
             prompt: 100_000,
             completion: 1_000,
             cached: 90_000,
+            cache_write: 0,
         };
         // 10 000 × $2 + 90 000 × $0.50 + 1 000 × $8, a million each.
         assert_eq!(gpt.cost(turn), Money::from_micros(20_000 + 45_000 + 8_000));

@@ -99,7 +99,7 @@ proptest! {
         let mut expected = Money::ZERO;
         let mut booked = Money::ZERO;
         for (model, input, output, cached) in requests {
-            let tokens = Tokens { prompt: input, completion: output, cached: cached.min(input) };
+            let tokens = Tokens { prompt: input, completion: output, cached: cached.min(input), cache_write: 0 };
             expected += prices.resolve(MODELS[model]).unwrap().price.cost(tokens);
             let r = l.reserve(&Scopes::default(), MODELS[model], input, output, t0()).unwrap();
             booked += l.settle(r, tokens, t0()).cost;

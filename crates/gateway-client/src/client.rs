@@ -713,6 +713,7 @@ impl Client {
                 prompt: u.prompt_tokens,
                 completion: u.completion_tokens,
                 cached: u.cached_tokens,
+                cache_write: u.cache_write_tokens,
             },
             None => Tokens::new(input_estimate, max_output),
         };

@@ -190,6 +190,8 @@ impl AppState {
             completion_tokens: meta.usage.completion_tokens,
             cost_micros: meta.cost.micros(),
             cached_tokens: meta.usage.cached_tokens,
+            cache_write_tokens: meta.usage.cache_write_tokens,
+            reasoning_tokens: meta.usage.reasoning_tokens,
         };
         if let Err(e) = self.store.append_usage(record).await {
             tracing::error!("a settled request was not recorded: {e}");

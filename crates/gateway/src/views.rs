@@ -283,7 +283,12 @@ pub(crate) struct UsageLineView {
     /// Of the prompt tokens, those the provider served from its cache
     /// (charged at the cached-input rate).
     cached_tokens: u64,
+    /// Of the prompt tokens, those the provider wrote to its cache
+    /// (charged at the cache-write rate).
+    cache_write_tokens: u64,
     completion_tokens: u64,
+    /// Of the completion tokens, those spent reasoning.
+    reasoning_tokens: u64,
     total_tokens: u64,
     estimated_cost: DollarsView,
     estimated_cost_micros: u64,
@@ -311,7 +316,9 @@ impl UsageView {
                     requests: l.totals.requests,
                     prompt_tokens: l.totals.prompt_tokens,
                     cached_tokens: l.totals.cached_tokens,
+                    cache_write_tokens: l.totals.cache_write_tokens,
                     completion_tokens: l.totals.completion_tokens,
+                    reasoning_tokens: l.totals.reasoning_tokens,
                     total_tokens: l.totals.prompt_tokens + l.totals.completion_tokens,
                     estimated_cost: DollarsView(Money::from_micros(l.totals.cost_micros)),
                     estimated_cost_micros: l.totals.cost_micros,

@@ -609,6 +609,8 @@ async fn old_usage_goes_after_its_retention_and_short_retentions_are_refused() {
                 completion_tokens: 1,
                 cost_micros: 1,
                 cached_tokens: 0,
+                cache_write_tokens: 0,
+                reasoning_tokens: 0,
             };
             store.append_usage(record).await.unwrap();
         }

@@ -6,12 +6,18 @@ use std::time::Duration;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Usage {
-    /// Input tokens, cached ones included.
+    /// Input tokens, cached ones (read or written) included.
     pub prompt_tokens: u64,
-    /// Output tokens.
+    /// Output tokens, reasoning included.
     pub completion_tokens: u64,
     /// Of the input tokens, how many were served from the upstream's cache.
     pub cached_tokens: u64,
+    /// Of the input tokens, how many the upstream wrote to its cache (a
+    /// provider that charges for it says so: Anthropic's
+    /// `cache_creation_input_tokens`).
+    pub cache_write_tokens: u64,
+    /// Of the output tokens, how many were reasoning the caller does not see.
+    pub reasoning_tokens: u64,
 }
 
 impl Usage {
@@ -21,6 +27,8 @@ impl Usage {
             prompt_tokens,
             completion_tokens,
             cached_tokens: 0,
+            cache_write_tokens: 0,
+            reasoning_tokens: 0,
         }
     }
 

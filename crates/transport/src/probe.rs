@@ -28,13 +28,16 @@ pub(crate) struct Probe {
 pub(crate) struct UsageProbe {
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
-    cached_tokens: Option<u64>,
+    prompt_details: Details,
+    completion_details: Details,
     input_tokens: Option<u64>,
     output_tokens: Option<u64>,
     cache_read_input_tokens: Option<u64>,
-    /// The Responses API's `input_tokens_details.cached_tokens`; its
-    /// presence also says `input_tokens` counts the cached tokens.
-    input_cached_tokens: Option<Option<u64>>,
+    cache_creation_input_tokens: Option<u64>,
+    /// The Responses API's `input_tokens_details`; its presence also says
+    /// `input_tokens` counts the cached tokens.
+    input_details: Option<Details>,
+    output_details: Details,
 }
 
 impl UsageProbe {
@@ -42,26 +45,42 @@ impl UsageProbe {
     /// Anthropic's when `input_tokens` is, else none.
     pub(crate) fn usage(&self) -> Option<Usage> {
         if let Some(prompt) = self.prompt_tokens {
+            let completion = self.completion_tokens.unwrap_or(0);
             return Some(Usage {
                 prompt_tokens: prompt,
-                completion_tokens: self.completion_tokens.unwrap_or(0),
-                cached_tokens: self.cached_tokens.unwrap_or(0),
+                completion_tokens: completion,
+                cached_tokens: self.prompt_details.cached.unwrap_or(0),
+                cache_write_tokens: 0,
+                reasoning_tokens: self
+                    .completion_details
+                    .reasoning
+                    .unwrap_or(0)
+                    .min(completion),
             });
         }
         let input = self.input_tokens?;
-        if let Some(cached) = self.input_cached_tokens {
+        let output = self.output_tokens.unwrap_or(0);
+        let reasoning = self.output_details.reasoning.unwrap_or(0).min(output);
+        if let Some(details) = &self.input_details {
             // The Responses API: the input counts its cached part.
             return Some(Usage {
                 prompt_tokens: input,
-                completion_tokens: self.output_tokens.unwrap_or(0),
-                cached_tokens: cached.unwrap_or(0).min(input),
+                completion_tokens: output,
+                cached_tokens: details.cached.unwrap_or(0).min(input),
+                cache_write_tokens: 0,
+                reasoning_tokens: reasoning,
             });
         }
-        let cached = self.cache_read_input_tokens.unwrap_or(0);
+        // Anthropic: the input counts neither what was read from the cache
+        // nor what was written to it.
+        let read = self.cache_read_input_tokens.unwrap_or(0);
+        let written = self.cache_creation_input_tokens.unwrap_or(0);
         Some(Usage {
-            prompt_tokens: input.saturating_add(cached),
-            completion_tokens: self.output_tokens.unwrap_or(0),
-            cached_tokens: cached,
+            prompt_tokens: input.saturating_add(read).saturating_add(written),
+            completion_tokens: output,
+            cached_tokens: read,
+            cache_write_tokens: written,
+            reasoning_tokens: reasoning,
         })
     }
 }
@@ -158,9 +177,12 @@ impl<'de> Deserialize<'de> for Count {
     }
 }
 
-/// `prompt_tokens_details`: only its `cached_tokens`.
-#[derive(Default)]
-struct Details(Option<u64>);
+/// A `*_tokens_details` object: its `cached_tokens` and `reasoning_tokens`.
+#[derive(Clone, Copy, Default)]
+struct Details {
+    cached: Option<u64>,
+    reasoning: Option<u64>,
+}
 
 impl<'de> Deserialize<'de> for Details {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -171,16 +193,17 @@ impl<'de> Deserialize<'de> for Details {
                 f.write_str("any JSON value")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Details, A::Error> {
-                let mut cached = None;
-                while let Some(k) = map.next_key_seed(Key(["cached_tokens"]))? {
+                let mut d = Details::default();
+                while let Some(k) = map.next_key_seed(Key(["cached_tokens", "reasoning_tokens"]))? {
                     match k {
-                        Some(_) => cached = map.next_value::<Count>()?.0,
+                        Some(0) => d.cached = map.next_value::<Count>()?.0,
+                        Some(_) => d.reasoning = map.next_value::<Count>()?.0,
                         None => {
                             map.next_value::<IgnoredAny>()?;
                         }
                     }
                 }
-                Ok(Details(cached))
+                Ok(d)
             }
             any_json_is_default!(Details);
         }
@@ -190,7 +213,7 @@ impl<'de> Deserialize<'de> for Details {
 
 impl<'de> Deserialize<'de> for UsageProbe {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        const NAMES: [&str; 7] = [
+        const NAMES: [&str; 10] = [
             "prompt_tokens",
             "completion_tokens",
             "prompt_tokens_details",
@@ -198,6 +221,9 @@ impl<'de> Deserialize<'de> for UsageProbe {
             "output_tokens",
             "cache_read_input_tokens",
             "input_tokens_details",
+            "completion_tokens_details",
+            "output_tokens_details",
+            "cache_creation_input_tokens",
         ];
         struct UsageVisitor;
         impl<'de> Visitor<'de> for UsageVisitor {
@@ -211,11 +237,14 @@ impl<'de> Deserialize<'de> for UsageProbe {
                     match k {
                         Some(0) => u.prompt_tokens = map.next_value::<Count>()?.0,
                         Some(1) => u.completion_tokens = map.next_value::<Count>()?.0,
-                        Some(2) => u.cached_tokens = map.next_value::<Details>()?.0,
+                        Some(2) => u.prompt_details = map.next_value()?,
                         Some(3) => u.input_tokens = map.next_value::<Count>()?.0,
                         Some(4) => u.output_tokens = map.next_value::<Count>()?.0,
                         Some(5) => u.cache_read_input_tokens = map.next_value::<Count>()?.0,
-                        Some(6) => u.input_cached_tokens = Some(map.next_value::<Details>()?.0),
+                        Some(6) => u.input_details = Some(map.next_value()?),
+                        Some(7) => u.completion_details = map.next_value()?,
+                        Some(8) => u.output_details = map.next_value()?,
+                        Some(9) => u.cache_creation_input_tokens = map.next_value::<Count>()?.0,
                         _ => {
                             map.next_value::<IgnoredAny>()?;
                         }

@@ -49,6 +49,7 @@ fn success_with_openai_and_anthropic_usage() {
         prompt_tokens: 120,
         completion_tokens: 30,
         cached_tokens: 100,
+        ..Usage::default()
     };
     assert_eq!((c.class, c.usage), (Class::Success, Some(usage)));
     assert_eq!(
@@ -58,7 +59,7 @@ fn success_with_openai_and_anthropic_usage() {
             latency: Duration::from_millis(850)
         }
     );
-    let anth = r#"{"content":[],"usage":{"input_tokens":50,"output_tokens":7,"cache_read_input_tokens":10}}"#;
+    let anth = r#"{"content":[],"usage":{"input_tokens":50,"output_tokens":7,"cache_read_input_tokens":10,"cache_creation_input_tokens":5}}"#;
     let c = classify(
         &answer(200, anth, &[]),
         Duration::ZERO,
@@ -67,9 +68,11 @@ fn success_with_openai_and_anthropic_usage() {
     assert_eq!(
         c.usage,
         Some(Usage {
-            prompt_tokens: 60,
+            prompt_tokens: 65,
             completion_tokens: 7,
-            cached_tokens: 10
+            cached_tokens: 10,
+            cache_write_tokens: 5,
+            reasoning_tokens: 0,
         })
     );
     // 2xx without usage (embeddings may omit it) is still a success.
@@ -413,4 +416,49 @@ fn waits_and_limits_in_the_error_body_as_relays_send_them() {
             limit: Some(64_000)
         }
     );
+}
+
+#[test]
+fn reasoning_and_cache_tokens_are_read_in_every_shape() {
+    let usage = |body: &str| {
+        classify(
+            &answer(200, body, &[]),
+            Duration::ZERO,
+            SystemTime::UNIX_EPOCH,
+        )
+        .usage
+        .unwrap()
+    };
+    let chat = usage(
+        r#"{"usage":{"prompt_tokens":100,"completion_tokens":40,"prompt_tokens_details":{"cached_tokens":60},"completion_tokens_details":{"reasoning_tokens":30}}}"#,
+    );
+    assert_eq!((chat.cached_tokens, chat.reasoning_tokens), (60, 30));
+    let responses = usage(
+        r#"{"usage":{"input_tokens":100,"output_tokens":40,"input_tokens_details":{"cached_tokens":60},"output_tokens_details":{"reasoning_tokens":30}}}"#,
+    );
+    assert_eq!(
+        (
+            responses.prompt_tokens,
+            responses.cached_tokens,
+            responses.reasoning_tokens
+        ),
+        (100, 60, 30)
+    );
+    // Anthropic's input counts neither cache reads nor cache writes.
+    let anthropic = usage(
+        r#"{"usage":{"input_tokens":10,"output_tokens":5,"cache_read_input_tokens":60,"cache_creation_input_tokens":30}}"#,
+    );
+    assert_eq!(
+        (
+            anthropic.prompt_tokens,
+            anthropic.cached_tokens,
+            anthropic.cache_write_tokens
+        ),
+        (100, 60, 30)
+    );
+    // More reasoning than output is bounded by the output.
+    let odd = usage(
+        r#"{"usage":{"prompt_tokens":1,"completion_tokens":2,"completion_tokens_details":{"reasoning_tokens":9}}}"#,
+    );
+    assert_eq!(odd.reasoning_tokens, 2);
 }

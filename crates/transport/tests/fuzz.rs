@@ -47,14 +47,18 @@ fn json() -> impl Strategy<Value = serde_json::Value> {
         Just(json!(-3)),
         Just(json!("12")),
         Just(json!(1.5)),
-    ];
+    ]
+    .boxed();
     let usage = prop_oneof![
-        (tokens.clone(), tokens.clone(), tokens.clone()).prop_map(|(p, c, k)| json!({"prompt_tokens": p, "completion_tokens": c, "prompt_tokens_details": {"cached_tokens": k}})),
-        (tokens.clone(), tokens.clone(), tokens.clone()).prop_map(|(i, o, r)| json!({"input_tokens": i, "output_tokens": o, "cache_read_input_tokens": r})),
-        (tokens.clone(), tokens.clone(), tokens.clone()).prop_map(|(i, o, k)| json!({"input_tokens": i, "output_tokens": o, "input_tokens_details": {"cached_tokens": k}})),
+        (tokens.clone(), tokens.clone(), tokens.clone(), tokens.clone()).prop_map(|(p, c, k, r)| json!({"prompt_tokens": p, "completion_tokens": c, "prompt_tokens_details": {"cached_tokens": k}, "completion_tokens_details": {"reasoning_tokens": r}})),
+        (tokens.clone(), tokens.clone(), tokens.clone(), tokens.clone()).prop_map(|(i, o, r, w)| json!({"input_tokens": i, "output_tokens": o, "cache_read_input_tokens": r, "cache_creation_input_tokens": w})),
+        (tokens.clone(), tokens.clone(), tokens.clone(), tokens.clone()).prop_map(|(i, o, k, r)| json!({"input_tokens": i, "output_tokens": o, "input_tokens_details": {"cached_tokens": k}, "output_tokens_details": {"reasoning_tokens": r}})),
         (tokens.clone(), tokens).prop_map(|(i, o)| json!({"input_tokens": i, "output_tokens": o, "input_tokens_details": null})),
         leaf.clone(),
-    ];
+    ]
+    // Boxed: the strategy's type is deep enough to overflow a debug build's
+    // stack when it is cloned into the tuple below.
+    .boxed();
     let value = leaf.prop_recursive(3, 24, 4, |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
@@ -102,29 +106,43 @@ fn reference_usage_anywhere(json: &serde_json::Value) -> Option<keypool_core::Us
 
 fn usage_at(u: &serde_json::Value) -> Option<keypool_core::Usage> {
     let n = |v: Option<&serde_json::Value>| v.and_then(serde_json::Value::as_u64);
+    let detail = |object: &str, field: &str| n(u.get(object).and_then(|d| d.get(field)));
     if let Some(prompt) = n(u.get("prompt_tokens")) {
+        let completion = n(u.get("completion_tokens")).unwrap_or(0);
         return Some(keypool_core::Usage {
             prompt_tokens: prompt,
-            completion_tokens: n(u.get("completion_tokens")).unwrap_or(0),
-            cached_tokens: n(u
-                .get("prompt_tokens_details")
-                .and_then(|d| d.get("cached_tokens")))
-            .unwrap_or(0),
+            completion_tokens: completion,
+            cached_tokens: detail("prompt_tokens_details", "cached_tokens").unwrap_or(0),
+            cache_write_tokens: 0,
+            reasoning_tokens: detail("completion_tokens_details", "reasoning_tokens")
+                .unwrap_or(0)
+                .min(completion),
         });
     }
     let input = n(u.get("input_tokens"))?;
-    if let Some(details) = u.get("input_tokens_details") {
+    let output = n(u.get("output_tokens")).unwrap_or(0);
+    let reasoning = detail("output_tokens_details", "reasoning_tokens")
+        .unwrap_or(0)
+        .min(output);
+    if u.get("input_tokens_details").is_some() {
         return Some(keypool_core::Usage {
             prompt_tokens: input,
-            completion_tokens: n(u.get("output_tokens")).unwrap_or(0),
-            cached_tokens: n(details.get("cached_tokens")).unwrap_or(0).min(input),
+            completion_tokens: output,
+            cached_tokens: detail("input_tokens_details", "cached_tokens")
+                .unwrap_or(0)
+                .min(input),
+            cache_write_tokens: 0,
+            reasoning_tokens: reasoning,
         });
     }
-    let cached = n(u.get("cache_read_input_tokens")).unwrap_or(0);
+    let read = n(u.get("cache_read_input_tokens")).unwrap_or(0);
+    let written = n(u.get("cache_creation_input_tokens")).unwrap_or(0);
     Some(keypool_core::Usage {
-        prompt_tokens: input.saturating_add(cached),
-        completion_tokens: n(u.get("output_tokens")).unwrap_or(0),
-        cached_tokens: cached,
+        prompt_tokens: input.saturating_add(read).saturating_add(written),
+        completion_tokens: output,
+        cached_tokens: read,
+        cache_write_tokens: written,
+        reasoning_tokens: reasoning,
     })
 }
 

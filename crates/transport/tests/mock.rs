@@ -151,7 +151,8 @@ async fn a_responses_stream_ends_with_its_last_event_and_its_usage_counts_the_ca
             usage: Some(Usage {
                 prompt_tokens: 100,
                 completion_tokens: 2,
-                cached_tokens: 80
+                cached_tokens: 80,
+                ..Usage::default()
             })
         }
     );

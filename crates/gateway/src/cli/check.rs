@@ -60,6 +60,8 @@ pub(super) async fn fill_usage(db: &Path, records: u64) -> Result<()> {
             completion_tokens: 20 + i % 300,
             cost_micros: 50 + i % 5_000,
             cached_tokens: i % 90,
+            cache_write_tokens: 0,
+            reasoning_tokens: i % 7,
         }
     };
     let mut i = 0;

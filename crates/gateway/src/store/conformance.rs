@@ -54,6 +54,8 @@ pub(crate) fn usage_record(at: i64, key: &str, model: &str, cost: u64) -> UsageR
         cost_micros: cost,
         // Some of every prompt from the provider's cache.
         cached_tokens: cost % 7,
+        cache_write_tokens: cost % 3,
+        reasoning_tokens: cost % 5,
     }
 }
 
@@ -289,9 +291,17 @@ async fn usage(store: &dyn Store) {
 async fn spend_and_prune(store: &dyn Store) {
     let spend = store.spend_since(0).await.unwrap();
     assert_eq!(spend.iter().map(|s| s.totals.cost_micros).sum::<u64>(), 514);
+    let sum = |f: fn(&super::Totals) -> u64| spend.iter().map(|s| f(&s.totals)).sum::<u64>();
+    assert_eq!(sum(|t| t.cached_tokens), 300 % 7 + 200 % 7);
+    // Costs 300, 200, 7 and 7: cache writes cost % 3, reasoning cost % 5.
+    let costs = [300u64, 200, 7, 7];
     assert_eq!(
-        spend.iter().map(|s| s.totals.cached_tokens).sum::<u64>(),
-        300 % 7 + 200 % 7
+        sum(|t| t.cache_write_tokens),
+        costs.iter().map(|c| c % 3).sum::<u64>()
+    );
+    assert_eq!(
+        sum(|t| t.reasoning_tokens),
+        costs.iter().map(|c| c % 5).sum::<u64>()
     );
     assert_eq!(spend.iter().map(|s| s.totals.requests).sum::<u64>(), 4);
     assert!(

@@ -52,6 +52,10 @@ pub struct UsageRecord {
     pub cost_micros: u64,
     /// Of the prompt tokens, those the provider served from its cache.
     pub cached_tokens: u64,
+    /// Of the prompt tokens, those the provider wrote to its cache.
+    pub cache_write_tokens: u64,
+    /// Of the completion tokens, those spent reasoning.
+    pub reasoning_tokens: u64,
 }
 
 /// Requests, tokens and cost added up.
@@ -67,6 +71,10 @@ pub struct Totals {
     pub cost_micros: u64,
     /// Of the prompt tokens, those the provider served from its cache.
     pub cached_tokens: u64,
+    /// Of the prompt tokens, those the provider wrote to its cache.
+    pub cache_write_tokens: u64,
+    /// Of the completion tokens, those spent reasoning.
+    pub reasoning_tokens: u64,
 }
 
 impl Totals {
@@ -79,6 +87,10 @@ impl Totals {
             .saturating_add(other.completion_tokens);
         self.cost_micros = self.cost_micros.saturating_add(other.cost_micros);
         self.cached_tokens = self.cached_tokens.saturating_add(other.cached_tokens);
+        self.cache_write_tokens = self
+            .cache_write_tokens
+            .saturating_add(other.cache_write_tokens);
+        self.reasoning_tokens = self.reasoning_tokens.saturating_add(other.reasoning_tokens);
     }
 }
 
@@ -90,6 +102,8 @@ impl From<&UsageRecord> for Totals {
             completion_tokens: u.completion_tokens,
             cost_micros: u.cost_micros,
             cached_tokens: u.cached_tokens,
+            cache_write_tokens: u.cache_write_tokens,
+            reasoning_tokens: u.reasoning_tokens,
         }
     }
 }

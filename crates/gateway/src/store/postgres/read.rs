@@ -216,6 +216,8 @@ fn totals(r: &Row, first: usize) -> Result<Totals> {
         completion_tokens: n(2)?,
         cost_micros: n(3)?,
         cached_tokens: n(4)?,
+        cache_write_tokens: n(5)?,
+        reasoning_tokens: n(6)?,
     })
 }
 
@@ -229,7 +231,8 @@ pub(super) async fn usage(c: &impl GenericClient, q: &UsageQuery) -> Result<Vec<
             "SELECT nullif(key_id, ''), nullif(key_name, ''), nullif(team, ''), model,
                     SUM(requests)::bigint, SUM(prompt_tokens)::bigint,
                     SUM(completion_tokens)::bigint, SUM(cost_micros)::bigint,
-                    SUM(cached_tokens)::bigint
+                    SUM(cached_tokens)::bigint, SUM(cache_write_tokens)::bigint,
+                    SUM(reasoning_tokens)::bigint
              FROM usage_hours
              WHERE ($1::text IS NULL OR key_id = $1) AND ($2::text IS NULL OR team = $2)
                AND ($3::text IS NULL OR model = $3) AND ($4::bigint IS NULL OR hour > $4)
@@ -260,7 +263,8 @@ pub(super) async fn spend_since(c: &impl GenericClient, from: i64) -> Result<Vec
             "SELECT hour, provider, upstream_key, nullif(key_name, ''), nullif(team, ''), model,
                     SUM(requests)::bigint, SUM(prompt_tokens)::bigint,
                     SUM(completion_tokens)::bigint, SUM(cost_micros)::bigint,
-                    SUM(cached_tokens)::bigint
+                    SUM(cached_tokens)::bigint, SUM(cache_write_tokens)::bigint,
+                    SUM(reasoning_tokens)::bigint
              FROM usage_hours WHERE hour > $1
              GROUP BY hour, provider, upstream_key, key_name, team, model
              ORDER BY hour",

@@ -30,7 +30,7 @@ const MIGRATIONS: [(i32, &str); 7] = [
     (4, V4_MOVES_SERIALIZED),
     (5, V5_SETTINGS),
     (6, V6_PINS),
-    (7, V7_CACHED_TOKENS),
+    (7, V7_CACHE_AND_REASONING_TOKENS),
 ];
 
 const V1: &str = "
@@ -303,11 +303,16 @@ CREATE TABLE pins (
 CREATE INDEX pins_at ON pins (at);
 ";
 
-/// The prompt tokens a provider served from its cache, per record and per
-/// hour (0 for what was recorded before).
-const V7_CACHED_TOKENS: &str = "
-ALTER TABLE usage ADD COLUMN cached_tokens BIGINT NOT NULL DEFAULT 0;
-ALTER TABLE usage_hours ADD COLUMN cached_tokens BIGINT NOT NULL DEFAULT 0;
+/// The prompt tokens a provider served from or wrote to its cache, and the
+/// completion tokens spent reasoning, per record and per hour (0 for what
+/// was recorded before).
+const V7_CACHE_AND_REASONING_TOKENS: &str = "
+ALTER TABLE usage ADD COLUMN cached_tokens BIGINT NOT NULL DEFAULT 0,
+    ADD COLUMN cache_write_tokens BIGINT NOT NULL DEFAULT 0,
+    ADD COLUMN reasoning_tokens BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE usage_hours ADD COLUMN cached_tokens BIGINT NOT NULL DEFAULT 0,
+    ADD COLUMN cache_write_tokens BIGINT NOT NULL DEFAULT 0,
+    ADD COLUMN reasoning_tokens BIGINT NOT NULL DEFAULT 0;
 ";
 
 /// Brings the database to [`LATEST`]: each migration with its version bump

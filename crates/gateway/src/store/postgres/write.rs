@@ -176,24 +176,25 @@ async fn ship_usage(c: &impl GenericClient, origin: &str, batch: &Waiting) -> Re
             "WITH batch AS (
                  SELECT * FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[],
                      $6::text[], $7::text[], $8::text[], $9::text[], $10::bigint[],
-                     $11::bigint[], $12::bigint[], $13::bigint[])
+                     $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[], $15::bigint[])
                  AS b(seq, at, key_id, key_name, team, provider, upstream_key, model,
-                     prompt_tokens, completion_tokens, cost_micros, cached_tokens)
+                     prompt_tokens, completion_tokens, cost_micros, cached_tokens,
+                     cache_write_tokens, reasoning_tokens)
              ), stored AS (
                  INSERT INTO usage (origin, seq, at, key_id, key_name, team, provider,
                      upstream_key, model, prompt_tokens, completion_tokens, cost_micros,
-                     cached_tokens)
+                     cached_tokens, cache_write_tokens, reasoning_tokens)
                  SELECT $1::text, * FROM batch
                  ON CONFLICT (origin, seq) DO NOTHING
                  RETURNING *
              ), hours AS (
                  INSERT INTO usage_hours (hour, key_id, key_name, team, model, provider,
                      upstream_key, requests, prompt_tokens, completion_tokens, cost_micros,
-                     cached_tokens)
+                     cached_tokens, cache_write_tokens, reasoning_tokens)
                  SELECT at - at % 3600000, coalesce(key_id, ''), coalesce(key_name, ''),
                      coalesce(team, ''), model, provider, upstream_key, count(*),
                      sum(prompt_tokens), sum(completion_tokens), sum(cost_micros),
-                     sum(cached_tokens)
+                     sum(cached_tokens), sum(cache_write_tokens), sum(reasoning_tokens)
                  FROM stored
                  GROUP BY 1, 2, 3, 4, 5, 6, 7
                  ORDER BY 1, 2, 3, 4, 5, 6, 7
@@ -203,7 +204,10 @@ async fn ship_usage(c: &impl GenericClient, origin: &str, batch: &Waiting) -> Re
                      completion_tokens = usage_hours.completion_tokens
                          + EXCLUDED.completion_tokens,
                      cost_micros = usage_hours.cost_micros + EXCLUDED.cost_micros,
-                     cached_tokens = usage_hours.cached_tokens + EXCLUDED.cached_tokens
+                     cached_tokens = usage_hours.cached_tokens + EXCLUDED.cached_tokens,
+                     cache_write_tokens = usage_hours.cache_write_tokens
+                         + EXCLUDED.cache_write_tokens,
+                     reasoning_tokens = usage_hours.reasoning_tokens + EXCLUDED.reasoning_tokens
              )
              SELECT count(*) FROM stored",
             &[
@@ -220,6 +224,8 @@ async fn ship_usage(c: &impl GenericClient, origin: &str, batch: &Waiting) -> Re
                 &num(|u| columns::int(u.completion_tokens)),
                 &num(|u| columns::int(u.cost_micros)),
                 &num(|u| columns::int(u.cached_tokens)),
+                &num(|u| columns::int(u.cache_write_tokens)),
+                &num(|u| columns::int(u.reasoning_tokens)),
             ],
         )
         .await?;

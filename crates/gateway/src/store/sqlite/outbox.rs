@@ -204,8 +204,13 @@ fn set_up(conn: &mut Connection) -> Result<String, SetUp> {
     }
     let tx = conn.transaction()?;
     if found == 1 {
-        // Version 2 keeps the prompt tokens served from a provider's cache.
-        tx.execute_batch("ALTER TABLE usage ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0")?;
+        // Version 2 keeps the prompt tokens read from and written to a
+        // provider's cache, and the completion tokens spent reasoning.
+        tx.execute_batch(
+            "ALTER TABLE usage ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE usage ADD COLUMN cache_write_tokens INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE usage ADD COLUMN reasoning_tokens INTEGER NOT NULL DEFAULT 0;",
+        )?;
         tx.pragma_update(None, "user_version", VERSION)?;
     } else if found < VERSION {
         tx.execute_batch(
@@ -215,7 +220,9 @@ fn set_up(conn: &mut Connection) -> Result<String, SetUp> {
                  at INTEGER NOT NULL, key_id TEXT, key_name TEXT, team TEXT,
                  provider TEXT NOT NULL, upstream_key TEXT NOT NULL, model TEXT NOT NULL,
                  prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL,
-                 cost_micros INTEGER NOT NULL, cached_tokens INTEGER NOT NULL DEFAULT 0);
+                 cost_micros INTEGER NOT NULL, cached_tokens INTEGER NOT NULL DEFAULT 0,
+                 cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+                 reasoning_tokens INTEGER NOT NULL DEFAULT 0);
              CREATE TABLE audit (
                  seq INTEGER PRIMARY KEY AUTOINCREMENT,
                  at INTEGER NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
@@ -254,7 +261,8 @@ fn read_waiting(c: &mut Connection, limit: usize) -> rusqlite::Result<Waiting> {
     let limit = columns::int(limit as u64);
     let mut stmt = c.prepare_cached(
         "SELECT seq, at, key_id, key_name, team, provider, upstream_key, model,
-                prompt_tokens, completion_tokens, cost_micros, cached_tokens
+                prompt_tokens, completion_tokens, cost_micros, cached_tokens,
+                cache_write_tokens, reasoning_tokens
          FROM usage ORDER BY seq LIMIT ?1",
     )?;
     let usage = stmt
@@ -273,6 +281,8 @@ fn read_waiting(c: &mut Connection, limit: usize) -> rusqlite::Result<Waiting> {
                     completion_tokens: columns::count(r.get(9)?),
                     cost_micros: columns::count(r.get(10)?),
                     cached_tokens: columns::count(r.get(11)?),
+                    cache_write_tokens: columns::count(r.get(12)?),
+                    reasoning_tokens: columns::count(r.get(13)?),
                 },
             ))
         })?
@@ -333,6 +343,8 @@ mod tests {
         assert_eq!(outbox.origin(), "ob_old");
         let mut r = usage_record(9, "key_1", "m", 5);
         r.cached_tokens = 4;
+        r.reasoning_tokens = 2;
+        r.cache_write_tokens = 1;
         outbox.append(Entry::Usage(r.clone())).await.unwrap();
         let waiting = outbox.waiting(10).await.unwrap();
         assert_eq!(waiting.usage.len(), 2);

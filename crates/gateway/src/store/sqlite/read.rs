@@ -222,6 +222,8 @@ fn totals(r: &Row<'_>, first: usize) -> rusqlite::Result<Totals> {
         completion_tokens: columns::count(r.get(first + 2)?),
         cost_micros: columns::count(r.get(first + 3)?),
         cached_tokens: columns::count(r.get(first + 4)?),
+        cache_write_tokens: columns::count(r.get(first + 5)?),
+        reasoning_tokens: columns::count(r.get(first + 6)?),
     })
 }
 
@@ -255,7 +257,7 @@ pub(super) fn usage(conn: &Connection, q: &UsageQuery) -> Result<Vec<UsageLine>,
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT nullif(key_id, ''), nullif(key_name, ''), nullif(team, ''), model,
                 SUM(requests), SUM(prompt_tokens), SUM(completion_tokens), SUM(cost_micros),
-                SUM(cached_tokens)
+                SUM(cached_tokens), SUM(cache_write_tokens), SUM(reasoning_tokens)
          FROM usage_hours {filters}
          GROUP BY key_id, key_name, team, model
          ORDER BY SUM(cost_micros) DESC, model, key_id"
@@ -277,7 +279,7 @@ pub(super) fn spend_since(conn: &Connection, from: i64) -> Result<Vec<SpendLine>
     let mut stmt = conn.prepare_cached(
         "SELECT hour, provider, upstream_key, nullif(key_name, ''), nullif(team, ''), model,
                 SUM(requests), SUM(prompt_tokens), SUM(completion_tokens), SUM(cost_micros),
-                SUM(cached_tokens)
+                SUM(cached_tokens), SUM(cache_write_tokens), SUM(reasoning_tokens)
          FROM usage_hours WHERE hour > ?1
          GROUP BY hour, provider, upstream_key, key_name, team, model
          ORDER BY hour",

@@ -39,7 +39,7 @@ const MIGRATIONS: [Migration; 6] = [
     },
     Migration {
         version: 6,
-        up: v6_cached_tokens,
+        up: v6_cache_and_reasoning_tokens,
     },
 ];
 
@@ -249,12 +249,16 @@ fn v5_pins(tx: &Transaction<'_>) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// The prompt tokens a provider served from its cache, per record and per
-/// hour (0 for what was recorded before).
-fn v6_cached_tokens(tx: &Transaction<'_>) -> Result<(), StoreError> {
-    tx.execute_batch(
-        "ALTER TABLE usage ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0;
-        ALTER TABLE usage_hours ADD COLUMN cached_tokens INTEGER NOT NULL DEFAULT 0;",
-    )?;
+/// The prompt tokens a provider served from or wrote to its cache, and the
+/// completion tokens spent reasoning, per record and per hour (0 for what
+/// was recorded before).
+fn v6_cache_and_reasoning_tokens(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    for table in ["usage", "usage_hours"] {
+        for column in ["cached_tokens", "cache_write_tokens", "reasoning_tokens"] {
+            tx.execute_batch(&format!(
+                "ALTER TABLE {table} ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0;"
+            ))?;
+        }
+    }
     Ok(())
 }

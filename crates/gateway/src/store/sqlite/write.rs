@@ -61,8 +61,9 @@ pub(super) fn apply(tx: &Transaction<'_>, w: &Write) -> rusqlite::Result<()> {
 pub(super) fn usage(tx: &Transaction<'_>, u: &UsageRecord) -> rusqlite::Result<()> {
     tx.prepare_cached(
         "INSERT INTO usage (at, key_id, key_name, team, provider, upstream_key, model,
-         prompt_tokens, completion_tokens, cost_micros, cached_tokens)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+         prompt_tokens, completion_tokens, cost_micros, cached_tokens, cache_write_tokens,
+         reasoning_tokens)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )?
     .execute(params![
         u.at,
@@ -76,6 +77,8 @@ pub(super) fn usage(tx: &Transaction<'_>, u: &UsageRecord) -> rusqlite::Result<(
         columns::int(u.completion_tokens),
         columns::int(u.cost_micros),
         columns::int(u.cached_tokens),
+        columns::int(u.cache_write_tokens),
+        columns::int(u.reasoning_tokens),
     ])
     .map(drop)
 }
@@ -104,11 +107,14 @@ pub(super) fn add_hours<'a>(
     }
     let mut stmt = tx.prepare_cached(
         "INSERT INTO usage_hours (hour, key_id, key_name, team, model, provider, upstream_key,
-         requests, prompt_tokens, completion_tokens, cost_micros, cached_tokens)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+         requests, prompt_tokens, completion_tokens, cost_micros, cached_tokens,
+         cache_write_tokens, reasoning_tokens)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
          ON CONFLICT DO UPDATE SET requests = requests + ?8,
          prompt_tokens = prompt_tokens + ?9, completion_tokens = completion_tokens + ?10,
-         cost_micros = cost_micros + ?11, cached_tokens = cached_tokens + ?12",
+         cost_micros = cost_micros + ?11, cached_tokens = cached_tokens + ?12,
+         cache_write_tokens = cache_write_tokens + ?13,
+         reasoning_tokens = reasoning_tokens + ?14",
     )?;
     for ((hour, key_id, key_name, team, model, provider, upstream_key), t) in hours {
         stmt.execute(params![
@@ -124,6 +130,8 @@ pub(super) fn add_hours<'a>(
             columns::int(t.completion_tokens),
             columns::int(t.cost_micros),
             columns::int(t.cached_tokens),
+            columns::int(t.cache_write_tokens),
+            columns::int(t.reasoning_tokens),
         ])?;
     }
     Ok(())
