@@ -115,6 +115,16 @@ async fn a_file_is_uploaded_passed_through_and_read_back_through_its_key() {
     let gw = two_keys(None).await;
     let r = upload(&gw, "the notes", true).await;
     assert_eq!(r.status(), 200);
+    for private in [
+        "openai-organization",
+        "x-ratelimit-remaining-requests",
+        "set-cookie",
+    ] {
+        assert!(
+            !r.headers().contains_key(private),
+            "{private}: the upstream account's headers stay with the gateway"
+        );
+    }
     let key = key_of(&r);
     let file: Value = r.json().await.unwrap();
     let id = file["id"].as_str().unwrap().to_owned();

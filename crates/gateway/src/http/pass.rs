@@ -149,7 +149,7 @@ async fn answered(
     let mut r = Response::new(axum::body::Body::from_stream(body));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     for (name, value) in &headers {
-        if !hop_by_hop(name) {
+        if passes_back(name) {
             r.headers_mut().append(name, value.clone());
         }
     }
@@ -157,10 +157,24 @@ async fn answered(
     r
 }
 
-/// Headers that belong to one connection, not to the answer.
-fn hop_by_hop(name: &HeaderName) -> bool {
-    matches!(
-        name.as_str(),
-        "connection" | "keep-alive" | "transfer-encoding" | "te" | "upgrade" | "trailer"
-    )
+/// Whether an upstream's answer header goes back to the client: not the
+/// connection's own, and nothing about the upstream account behind the key
+/// (its organization and project, its rate limits, its cookies), which
+/// belongs to the gateway's operator, not to its clients.
+fn passes_back(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    !matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "transfer-encoding"
+            | "te"
+            | "upgrade"
+            | "trailer"
+            | "set-cookie"
+            | "openai-organization"
+            | "openai-project"
+            | "anthropic-organization-id"
+    ) && !name.starts_with("x-ratelimit-")
+        && !name.starts_with("anthropic-ratelimit-")
 }

@@ -5,7 +5,7 @@
 use std::sync::{Arc, PoisonError};
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
@@ -179,7 +179,18 @@ pub(super) async fn upload_file(
         "purpose": String::from_utf8_lossy(&purpose.data), "status": "processed",
     });
     keep(&sim, &headers, &object, file.data.clone());
-    axum::Json(object).into_response()
+    // What an upstream says of the account behind the key, as OpenAI does.
+    let account = [
+        ("openai-organization", "org-sim"),
+        ("x-ratelimit-remaining-requests", "4999"),
+        ("set-cookie", "__cf_bm=sim; path=/"),
+    ];
+    let mut r = axum::Json(object).into_response();
+    for (name, value) in account {
+        r.headers_mut()
+            .insert(name, HeaderValue::from_static(value));
+    }
+    r
 }
 
 /// One part of a multipart form.
