@@ -68,6 +68,10 @@ pub(crate) fn settings_of(k: &KeySnapshot) -> KeySettings {
         tier: k.tier,
         weight: k.weight,
         limits: k.limits,
+        models: k
+            .models
+            .as_ref()
+            .map(|m| m.iter().map(ToString::to_string).collect()),
     }
 }
 

@@ -153,6 +153,9 @@ pub(crate) struct UpstreamKeyView {
     tokens_percent: Option<f64>,
     tokens_per_day: Option<u64>,
     errors_today: u32,
+    /// The only models it is picked for (absent: every model).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    models: Option<Vec<String>>,
 }
 
 impl UpstreamKeyView {
@@ -169,6 +172,10 @@ impl UpstreamKeyView {
             tokens_percent: k.tokens_percent,
             tokens_per_day: k.limits.tokens_per_day,
             errors_today: k.errors_today,
+            models: k
+                .models
+                .as_ref()
+                .map(|m| m.iter().map(ToString::to_string).collect()),
         }
     }
 }

@@ -203,3 +203,67 @@ async fn a_model_nobody_serves_is_a_404_in_openais_shape_and_no_key_is_touched()
         ["deepseek-chat", "deepseek-v3.2", "gpt-4.1", "gpt-4o-mini"]
     );
 }
+
+/// A key added while serving may be kept to some models, and stays so
+/// after a restart.
+#[tokio::test]
+async fn a_key_added_at_runtime_for_some_models_serves_only_them() {
+    let extra: SimKey = (
+        "mini-only",
+        "sk-sim-mini-only-0000000000007",
+        Behavior::Healthy,
+    );
+    let upstream = sim::start(&[K1, extra]).await.unwrap();
+    let dir = crate::harness::TempDir::new("runtime-models");
+    let mut gw = Setup::new(&[K1])
+        .upstream(upstream.base_url())
+        .db(&dir.join("state.db"))
+        .configure(|c| {
+            c.canary.clear();
+            c.storage.secrets_key =
+                Some("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef".into());
+        })
+        .start()
+        .await;
+    let add = serde_json::json!({"provider": "simulated", "name": extra.0, "secret": extra.1,
+                                 "models": ["gpt-4o-mini"]});
+    let (status, added) = gw
+        .admin(reqwest::Method::POST, "/admin/upstream-keys", Some(add))
+        .await;
+    assert_eq!(status, 201, "{added}");
+    let (status, _) = gw
+        .admin(
+            reqwest::Method::POST,
+            "/admin/upstream-keys",
+            Some(serde_json::json!({"provider": "simulated", "name": "x", "secret": "sk-sim-whatever-000000000000001", "models": []})),
+        )
+        .await;
+    assert_eq!(status, 400, "an empty list serves nothing");
+    let k1 = gw.key_id("k1").await;
+    let (status, _) = gw
+        .admin(
+            reqwest::Method::POST,
+            &format!("/admin/upstream-keys/{k1}/disable"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    for round in ["before a restart", "after it"] {
+        let r = gw.chat("gpt-4o-mini").await;
+        assert_eq!(r.status(), 200, "{round}");
+        assert_eq!(header(&r, "x-gateway-key"), "mini-only", "{round}");
+        let r = gw.chat("gpt-4.1").await;
+        assert_ne!(
+            r.status(),
+            200,
+            "{round}: the only active key is not for gpt-4.1"
+        );
+        let keys = gw.json("/admin/upstream-keys").await;
+        assert!(
+            keys.to_string().contains(r#""models":["gpt-4o-mini"]"#),
+            "{round}: {keys}"
+        );
+        gw.stop().await;
+        gw.resume().await.unwrap();
+    }
+}

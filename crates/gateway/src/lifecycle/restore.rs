@@ -137,6 +137,10 @@ pub(crate) fn added_at_runtime(
         .tier(record.settings.tier)
         .weight(record.settings.weight)
         .limits(record.settings.limits);
+    let key = match &record.settings.models {
+        Some(models) => key.models(models),
+        None => key,
+    };
     let added = s.client.with_pool(provider, |pool, now| {
         let id = pool.add(key, now).map_err(|e| e.to_string())?;
         if let Some(saved) = &record.saved {

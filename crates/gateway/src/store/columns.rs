@@ -225,6 +225,18 @@ pub(crate) fn setting(
     })
 }
 
+/// A key's models as stored: a JSON array, or NULL for every model.
+pub(crate) fn models(models: Option<&Vec<String>>) -> Option<String> {
+    models.map(|m| serde_json::Value::from(m.clone()).to_string())
+}
+
+/// A key's models read back; a value that is not an array of strings is
+/// an error naming it.
+pub(crate) fn models_from(text: Option<&str>) -> Result<Option<Vec<String>>, String> {
+    text.map(|t| serde_json::from_str::<Vec<String>>(t).map_err(|e| format!("models {t:?}: {e}")))
+        .transpose()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -110,6 +110,7 @@ async fn upstream_keys(store: &dyn Store) {
                 max_in_flight: Some(4),
                 ..keypool_core::Limits::default()
             },
+            models: Some(vec!["gpt-4o-mini".into(), "deepseek-chat".into()]),
         },
         saved: None,
         ..configured.clone()

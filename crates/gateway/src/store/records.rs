@@ -185,7 +185,7 @@ pub enum KeyOrigin {
 }
 
 /// What an upstream key serves with besides its secret.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KeySettings {
     /// 0 = primary; higher tiers serve only when lower ones cannot.
     pub tier: u8,
@@ -193,6 +193,8 @@ pub struct KeySettings {
     pub weight: u32,
     /// Its limits.
     pub limits: keypool_core::Limits,
+    /// The only models it is picked for (`None`: every model its provider serves).
+    pub models: Option<Vec<String>>,
 }
 
 /// The stable id of the key of `provider` named `name` in the configuration

@@ -11,7 +11,7 @@ use futures_util::StreamExt as _;
 use keypool_core::{KeyRule, Limits, NewKey, Secret, redact};
 use serde::{Deserialize, Serialize};
 
-use super::upstream::{add_key, sealer};
+use super::upstream::{add_key, check_models, sealer, with_models};
 use crate::http::error::ApiError;
 use crate::http::extract::{Admin, JsonBody};
 use crate::state::AppState;
@@ -53,6 +53,9 @@ pub(super) struct Import {
     weight: Option<u32>,
     #[serde(default)]
     limits: Limits,
+    /// The only models the keys are picked for.
+    #[serde(default)]
+    models: Option<Vec<String>>,
 }
 
 /// What became of one line.
@@ -142,11 +145,12 @@ impl Import {
     }
 
     fn new_key(&self, name: &str, secret: &str) -> NewKey {
-        NewKey::new(name.to_owned(), secret.to_owned())
+        let key = NewKey::new(name.to_owned(), secret.to_owned())
             .group(self.provider.clone())
             .tier(self.tier)
             .weight(self.weight.unwrap_or(1))
-            .limits(self.limits)
+            .limits(self.limits);
+        with_models(key, self.models.as_ref())
     }
 }
 
@@ -191,6 +195,7 @@ pub(super) async fn import(
         .client
         .read_pool(&i.provider, |p| p.config().key_rule.clone())
         .ok_or_else(|| ApiError::not_found(format!("no provider {:?}", i.provider)))?;
+    check_models(i.models.as_ref())?;
     let candidates = i.candidates()?;
     // Refused as a whole when no key could be stored.
     sealer(&s)?;

@@ -106,6 +106,9 @@ pub(super) struct AddUpstream {
     tokens_per_minute: Option<u32>,
     #[serde(default)]
     max_in_flight: Option<u32>,
+    /// The only models the key is picked for.
+    #[serde(default)]
+    models: Option<Vec<String>>,
 }
 
 fn one() -> u32 {
@@ -121,11 +124,12 @@ impl AddUpstream {
             tokens_per_minute: self.tokens_per_minute,
             max_in_flight: self.max_in_flight,
         };
-        NewKey::new(self.name.clone(), self.secret.clone())
+        let key = NewKey::new(self.name.clone(), self.secret.clone())
             .group(self.provider.clone())
             .tier(self.tier)
             .weight(self.weight)
-            .limits(limits)
+            .limits(limits);
+        with_models(key, self.models.as_ref())
     }
 }
 
@@ -157,6 +161,27 @@ async fn register(
     Ok(entry)
 }
 
+/// `key`, kept to `models` when given.
+pub(super) fn with_models(key: NewKey, models: Option<&Vec<String>>) -> NewKey {
+    match models {
+        Some(m) => key.models(m),
+        None => key,
+    }
+}
+
+/// Refuses a `models` list that is empty or names a blank model.
+pub(super) fn check_models(models: Option<&Vec<String>>) -> Result<(), ApiError> {
+    match models {
+        Some(m) if m.is_empty() || m.iter().any(|m| m.trim().is_empty()) => {
+            Err(ApiError::bad_request(
+                "invalid_models",
+                "models: list the models the key is for (none blank), or leave it out for all",
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// `POST /admin/upstream-keys`: a key added to a provider's pool, and
 /// stored (its secret sealed) so that it is there after a restart.
 pub(super) async fn add(
@@ -164,6 +189,7 @@ pub(super) async fn add(
     admin: Admin,
     JsonBody(a): JsonBody<AddUpstream>,
 ) -> Result<(StatusCode, Json<AdminUpstreamKeyView>), ApiError> {
+    check_models(a.models.as_ref())?;
     let view = add_key(&s, &admin, &a.provider, &a.secret, a.new_key()).await?;
     Ok((StatusCode::CREATED, Json(view)))
 }

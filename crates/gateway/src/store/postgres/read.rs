@@ -69,7 +69,7 @@ pub(super) async fn settings(c: &impl GenericClient, after: i64) -> Result<Vec<S
 pub(super) const UPSTREAM_COLUMNS: &str =
     "id, provider, name, origin, fingerprint, secret, tier, weight, tokens_per_day,
      requests_per_day, requests_per_minute, tokens_per_minute, max_in_flight, removed, state,
-     until_ms, cause, day, requests_today, tokens_today";
+     until_ms, cause, day, requests_today, tokens_today, models";
 
 /// Keeps the decoded rows, warning about the others.
 pub(super) fn decoded<T>(
@@ -110,7 +110,9 @@ pub(super) fn upstream_key(r: &Row) -> std::result::Result<UpstreamKeyRecord, St
     let origin = columns::key_origin_from(r.try_get::<_, &str>(3).map_err(column)?)?;
     let tier: i16 = r.try_get(6).map_err(column)?;
     let weight: i64 = r.try_get(7).map_err(column)?;
+    let models = columns::models_from(r.try_get::<_, Option<&str>>(20).map_err(column)?)?;
     let settings = KeySettings {
+        models,
         tier: u8::try_from(tier).unwrap_or(u8::MAX),
         weight: u32::try_from(weight).unwrap_or(u32::MAX),
         limits: keypool_core::Limits {

@@ -305,7 +305,8 @@ CREATE INDEX pins_at ON pins (at);
 
 /// The prompt tokens a provider served from or wrote to its cache, and the
 /// completion tokens spent reasoning, per record and per hour (0 for what
-/// was recorded before).
+/// was recorded before); the models an upstream key is kept to (a JSON
+/// array; NULL: all).
 const V7_CACHE_AND_REASONING_TOKENS: &str = "
 ALTER TABLE usage ADD COLUMN cached_tokens BIGINT NOT NULL DEFAULT 0,
     ADD COLUMN cache_write_tokens BIGINT NOT NULL DEFAULT 0,
@@ -313,6 +314,7 @@ ALTER TABLE usage ADD COLUMN cached_tokens BIGINT NOT NULL DEFAULT 0,
 ALTER TABLE usage_hours ADD COLUMN cached_tokens BIGINT NOT NULL DEFAULT 0,
     ADD COLUMN cache_write_tokens BIGINT NOT NULL DEFAULT 0,
     ADD COLUMN reasoning_tokens BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE upstream_keys ADD COLUMN models TEXT;
 ";
 
 /// Brings the database to [`LATEST`]: each migration with its version bump

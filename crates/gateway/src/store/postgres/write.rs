@@ -44,7 +44,8 @@ pub(super) async fn upstream_key(c: &impl GenericClient, k: &UpstreamKeyRecord) 
     let origin = columns::key_origin(k.origin);
     let l = &k.settings.limits;
     let opt = |v: Option<u32>| v.map(i64::from);
-    let values: [&(dyn ToSql + Sync); 20] = [
+    let models = columns::models(k.settings.models.as_ref());
+    let values: [&(dyn ToSql + Sync); 21] = [
         &k.id,
         &k.provider,
         &k.name,
@@ -65,18 +66,20 @@ pub(super) async fn upstream_key(c: &impl GenericClient, k: &UpstreamKeyRecord) 
         &k.saved.as_ref().map(|s| s.day),
         &k.saved.as_ref().map(|s| i64::from(s.requests_today)),
         &k.saved.as_ref().map(|s| columns::int(s.tokens_today)),
+        &models,
     ];
     c.execute(
         "INSERT INTO upstream_keys (id, provider, name, origin, fingerprint, secret,
          tier, weight, tokens_per_day, requests_per_day, requests_per_minute, tokens_per_minute,
-         max_in_flight, removed, state, until_ms, cause, day, requests_today, tokens_today)
+         max_in_flight, removed, state, until_ms, cause, day, requests_today, tokens_today,
+         models)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-         $18, $19, $20)
+         $18, $19, $20, $21)
          ON CONFLICT (id) DO UPDATE SET provider = $2, name = $3, origin = $4,
          fingerprint = $5, secret = $6, tier = $7, weight = $8, tokens_per_day = $9,
          requests_per_day = $10, requests_per_minute = $11, tokens_per_minute = $12,
          max_in_flight = $13, removed = $14, state = $15, until_ms = $16, cause = $17,
-         day = $18, requests_today = $19, tokens_today = $20,
+         day = $18, requests_today = $19, tokens_today = $20, models = $21,
          version = nextval('keypool_changes')",
         &values,
     )

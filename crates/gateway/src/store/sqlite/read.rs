@@ -31,7 +31,7 @@ pub(super) fn load(conn: &Connection) -> Result<Loaded, StoreError> {
                 "SELECT id, provider, name, origin, fingerprint, secret, tier, weight,
                         tokens_per_day, requests_per_day, requests_per_minute, tokens_per_minute,
                         max_in_flight, removed, state, until_ms, cause, day, requests_today,
-                        tokens_today
+                        tokens_today, models
                  FROM upstream_keys ORDER BY provider, rowid",
                 upstream_key,
             )?,
@@ -98,7 +98,12 @@ fn client_key(r: &Row<'_>) -> rusqlite::Result<Result<StoredClientKey, String>> 
 
 fn upstream_key(r: &Row<'_>) -> rusqlite::Result<Result<UpstreamKeyRecord, String>> {
     let origin: String = r.get(3)?;
+    let models = match columns::models_from(r.get::<_, Option<String>>(20)?.as_deref()) {
+        Ok(m) => m,
+        Err(e) => return Ok(Err(e)),
+    };
     let settings = KeySettings {
+        models,
         tier: r.get(6)?,
         weight: r.get(7)?,
         limits: keypool_core::Limits {

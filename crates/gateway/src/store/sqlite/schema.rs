@@ -211,7 +211,10 @@ fn v3_upstream_keys_by_id(tx: &Transaction<'_>) -> Result<(), StoreError> {
             cause TEXT,
             day INTEGER,
             requests_today INTEGER,
-            tokens_today INTEGER
+            tokens_today INTEGER,
+            -- Added by version 6 where this table predates it: the legacy
+            -- conversions below write keys with today's columns.
+            models TEXT
         );",
     )?;
     legacy::convert_v2_key_states(tx)?;
@@ -251,7 +254,7 @@ fn v5_pins(tx: &Transaction<'_>) -> Result<(), StoreError> {
 
 /// The prompt tokens a provider served from or wrote to its cache, and the
 /// completion tokens spent reasoning, per record and per hour (0 for what
-/// was recorded before).
+/// was recorded before); the models an upstream key is kept to.
 fn v6_cache_and_reasoning_tokens(tx: &Transaction<'_>) -> Result<(), StoreError> {
     for table in ["usage", "usage_hours"] {
         for column in ["cached_tokens", "cache_write_tokens", "reasoning_tokens"] {
@@ -259,6 +262,16 @@ fn v6_cache_and_reasoning_tokens(tx: &Transaction<'_>) -> Result<(), StoreError>
                 "ALTER TABLE {table} ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0;"
             ))?;
         }
+    }
+    // The models a key added at runtime is kept to (a JSON array; NULL:
+    // all); a table version 3 made lately has it already.
+    let has_models: i64 = tx.query_row(
+        "SELECT COUNT(*) FROM pragma_table_info('upstream_keys') WHERE name = 'models'",
+        [],
+        |r| r.get(0),
+    )?;
+    if has_models == 0 {
+        tx.execute_batch("ALTER TABLE upstream_keys ADD COLUMN models TEXT;")?;
     }
     Ok(())
 }

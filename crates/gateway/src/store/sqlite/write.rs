@@ -184,9 +184,10 @@ fn upstream_key(tx: &Transaction<'_>, k: &UpstreamKeyRecord) -> rusqlite::Result
     tx.prepare_cached(
         "INSERT OR REPLACE INTO upstream_keys (id, provider, name, origin, fingerprint, secret,
          tier, weight, tokens_per_day, requests_per_day, requests_per_minute, tokens_per_minute,
-         max_in_flight, removed, state, until_ms, cause, day, requests_today, tokens_today)
+         max_in_flight, removed, state, until_ms, cause, day, requests_today, tokens_today,
+         models)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-         ?18, ?19, ?20)",
+         ?18, ?19, ?20, ?21)",
     )?
     .execute(params![
         k.id,
@@ -209,6 +210,7 @@ fn upstream_key(tx: &Transaction<'_>, k: &UpstreamKeyRecord) -> rusqlite::Result
         k.saved.as_ref().map(|s| s.day),
         k.saved.as_ref().map(|s| s.requests_today),
         k.saved.as_ref().map(|s| columns::int(s.tokens_today)),
+        columns::models(k.settings.models.as_ref()),
     ])
     .map(drop)
 }
