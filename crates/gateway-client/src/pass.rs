@@ -260,7 +260,7 @@ impl Client {
                 latency: sent_at.elapsed(),
             };
             self.report(p, lease, outcome, None);
-            let meta = self.pass_meta(work, &provider, &key_name, None);
+            let meta = self.pass_meta(work, (&provider, &key_name), true, None);
             return Ok(Tried::Answer(Box::new(PassAnswer {
                 status: answer.status,
                 headers: answer.headers,
@@ -298,7 +298,7 @@ impl Client {
                 c.class
             )));
         }
-        let meta = self.pass_meta(work, &provider, &key_name, c.usage.filter(|_| success));
+        let meta = self.pass_meta(work, (&provider, &key_name), success, c.usage);
         let body = read.body.clone();
         Ok(Tried::Answer(Box::new(PassAnswer {
             status: read.status,
@@ -309,17 +309,24 @@ impl Client {
         })))
     }
 
-    /// The meta of an answered passed-through request, its cost settled
-    /// (by the usage it reported; the input bound and no output without).
+    /// The meta of an answered passed-through request (by `(provider,
+    /// key)`), its cost settled when it `succeeded` (by the usage it
+    /// reported; the input bound and no output without); an error answer
+    /// costs nothing and its reservation is cancelled.
     fn pass_meta(
         &self,
         work: &mut Passing<'_>,
-        provider: &std::sync::Arc<str>,
-        key: &std::sync::Arc<str>,
+        (provider, key): (&std::sync::Arc<str>, &std::sync::Arc<str>),
+        succeeded: bool,
         usage: Option<Usage>,
     ) -> ResponseMeta {
         let model = work.request.model.clone().unwrap_or_default();
+        let usage = usage.filter(|_| succeeded);
         let cost = match work.reservation.take() {
+            Some(r) if !succeeded => {
+                self.cancel(Some(r));
+                budget::Money::ZERO
+            }
             Some(r) => {
                 let booked = usage.unwrap_or_else(|| Usage::new(work.estimate, 0));
                 self.settle(&model, Some(r), Some(booked), work.estimate, 0)
@@ -339,7 +346,7 @@ impl Client {
             usage: usage.unwrap_or_default(),
             latency: work.started.elapsed(),
         };
-        self.record_stream(&meta, true);
+        self.record_stream(&meta, succeeded);
         meta
     }
 }

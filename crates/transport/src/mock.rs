@@ -34,13 +34,18 @@ enum ReplyKind {
 }
 
 impl MockReply {
-    /// An answer with a status and a JSON body.
+    /// An answer with a status and a JSON body (and its content type).
     pub fn json(status: u16, body: &serde_json::Value) -> Self {
         let body = bytes::Bytes::from(serde_json::to_vec(body).unwrap_or_default());
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
         MockReply {
             kind: ReplyKind::Answer(Answer {
                 status,
-                headers: HeaderMap::new(),
+                headers,
                 body,
             }),
             latency: Duration::ZERO,

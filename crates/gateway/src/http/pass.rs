@@ -145,7 +145,10 @@ async fn answered(
             .await;
     }
     label.clone_into(&mut meta.model_used);
-    s.record_usage(key, &meta).await;
+    // An upstream's refusal is handed back, but not booked: nothing was served.
+    if (200..300).contains(&status) {
+        s.record_usage(key, &meta).await;
+    }
     let mut r = Response::new(axum::body::Body::from_stream(body));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     for (name, value) in &headers {
