@@ -1086,7 +1086,7 @@ impl Client {
                 .map(|(_, k)| *k)
                 .collect();
             let mut pool = lock(&provider.pool);
-            let only = want.pinned.map(|p| pool.find(&p.key));
+            let only = want.pinned.map(|p| pool.find_serving(&p.key));
             if only == Some(None) {
                 detail.push(format!(
                     "{}: key {:?} is gone",

@@ -203,10 +203,21 @@ impl KeyPool {
         self.entry(id).map(|e| &e.secret)
     }
 
-    /// The first key with this name, if any.
+    /// The first key with this name, if any. `O(n)`.
     pub fn find(&self, name: &str) -> Option<KeyId> {
         self.key_ids()
             .find(|&id| self.entry(id).is_some_and(|e| &*e.name == name))
+    }
+
+    /// The key with this name that serves on: during a rotation's grace
+    /// period two keys share a name, and this is the new one (the old one
+    /// only while it is the only one). `O(n)`.
+    pub fn find_serving(&self, name: &str) -> Option<KeyId> {
+        let named = |id: &KeyId| self.entry(*id).is_some_and(|e| &*e.name == name);
+        self.key_ids()
+            .filter(named)
+            .find(|&id| self.entry(id).is_some_and(|e| !e.is_draining()))
+            .or_else(|| self.find(name))
     }
 
     pub(crate) fn entry(&self, id: KeyId) -> Option<&Entry> {

@@ -446,3 +446,18 @@ fn a_pinned_request_gets_its_key_or_none() {
         let _ = a;
     }
 }
+
+#[test]
+fn during_a_rotation_the_key_serving_on_is_found_by_its_name() {
+    let mut sim = sim(Strategy::LeastUsed);
+    let [old] = sim.keys(["prod"]);
+    assert_eq!(sim.pool.find_serving("prod"), Some(old));
+    let secret = sim.fresh_secret();
+    let new = sim
+        .pool
+        .rotate(old, secret, Duration::from_secs(3600), sim.now)
+        .expect("rotated");
+    assert_eq!(sim.pool.find("prod"), Some(old), "the first by slot");
+    assert_eq!(sim.pool.find_serving("prod"), Some(new));
+    assert_eq!(sim.pool.find_serving("nobody"), None);
+}
