@@ -193,3 +193,29 @@ async fn a_conversation_that_hits_the_cache_is_billed_at_the_cached_rate() {
         "both turns booked at their rates: {row}"
     );
 }
+
+#[tokio::test]
+async fn an_oversized_body_is_a_413_on_every_surface_and_no_key_pays() {
+    let gw = Setup::new(&[HEALTHY])
+        .configure(|c| c.server.body_limit_bytes = 4096)
+        .start()
+        .await;
+    let big = "x".repeat(8192);
+    for (path, body) in [
+        ("/v1/responses", json!({"model": "gpt-4.1", "input": big})),
+        (
+            "/v1/completions",
+            json!({"model": "gpt-4.1", "prompt": big}),
+        ),
+        (
+            "/v1/moderations",
+            json!({"model": "omni-moderation-latest", "input": big}),
+        ),
+    ] {
+        let r = gw.post(path, None, &body).await;
+        assert_eq!(r.status(), 413, "{path}");
+        let e: Value = r.json().await.unwrap();
+        assert_eq!(error_code(&e), "request_too_large", "{path}: {e}");
+    }
+    assert!(gw.no_key_leased("simulated"));
+}
