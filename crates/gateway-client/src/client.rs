@@ -10,7 +10,7 @@ use canary::{Gates, Rollout};
 use keypool_core::{AcquireOptions, KeyId, KeyPool, Lease, Outcome, Timestamp, Usage};
 use tokio::sync::broadcast;
 use tracing::Instrument as _;
-use transport::{Class, RateLimits, StreamEvent, StreamStart, Transport, classify};
+use transport::{Class, RateLimits, StreamEvent, StreamStart, Transport, classify_with};
 
 use crate::clock::Clock;
 use crate::error::ClientError;
@@ -111,6 +111,8 @@ pub(crate) struct Provider {
     pub(crate) pool: Mutex<KeyPool>,
     /// The models it serves, by which names.
     pub(crate) catalog: Catalog,
+    /// The operator's rules for reading its answers, before the built-in ones.
+    pub(crate) rules: Vec<transport::ErrorRule>,
 }
 
 impl Provider {
@@ -988,7 +990,12 @@ impl Client {
             .map(|p| p.name.clone())
             .unwrap_or_default();
         let key_name = lease.name().clone();
-        let c = classify(&answer, sent_at.elapsed(), self.inner.clock.now());
+        let rules = self
+            .inner
+            .providers
+            .get(p)
+            .map_or(&[][..], |p| &p.rules[..]);
+        let c = classify_with(&answer, rules, sent_at.elapsed(), self.inner.clock.now());
         crate::trace::answered(answer.status, &c);
         self.report(p, lease, c.outcome, Some(&c.rate_limits));
         match c.class {

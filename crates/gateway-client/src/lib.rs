@@ -89,6 +89,7 @@ use transport::Transport;
 pub struct ClientBuilder {
     providers: Vec<(String, String, u32, KeyPool, Catalog)>,
     fallbacks: Fallbacks,
+    rules: HashMap<String, Vec<transport::ErrorRule>>,
     rollouts: Vec<(Rollout, Analysis)>,
     ledger: Option<Ledger>,
     prices: Option<PriceTable>,
@@ -138,6 +139,17 @@ impl ClientBuilder {
     ) -> Self {
         self.providers
             .push((name.into(), base_url.into(), priority, pool, catalog));
+        self
+    }
+
+    /// The operator's rules for reading `provider`'s answers, applied
+    /// before the built-in classification (the first that matches decides).
+    pub fn error_rules(
+        mut self,
+        provider: impl Into<String>,
+        rules: Vec<transport::ErrorRule>,
+    ) -> Self {
+        self.rules.insert(provider.into(), rules);
         self
     }
 
@@ -236,6 +248,7 @@ impl ClientBuilder {
             .into_iter()
             .map(
                 |(name, base_url, priority, pool, catalog)| client::Provider {
+                    rules: self.rules.get(&name).cloned().unwrap_or_default(),
                     name: name.into(),
                     base_url: base_url.into(),
                     priority,

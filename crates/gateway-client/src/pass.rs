@@ -10,7 +10,7 @@ use budget::{Reservation, Scopes};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use keypool_core::{KeyId, Lease, Usage};
-use transport::{ByteStream, Class, RawAnswer, RawRequest, classify};
+use transport::{ByteStream, Class, RawAnswer, RawRequest, classify_with};
 
 use crate::client::{Client, NoKeys, Want, lock, pinned_error};
 use crate::error::ClientError;
@@ -281,7 +281,12 @@ impl Client {
                 return Ok(Tried::Retry(format!("{provider}/{key_name}: {e}")));
             }
         };
-        let c = classify(&read, sent_at.elapsed(), self.inner.clock.now());
+        let rules = self
+            .inner
+            .providers
+            .get(p)
+            .map_or(&[][..], |p| &p.rules[..]);
+        let c = classify_with(&read, rules, sent_at.elapsed(), self.inner.clock.now());
         self.report(p, lease, c.outcome, Some(&c.rate_limits));
         let retry = matches!(
             c.class,

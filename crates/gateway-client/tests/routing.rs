@@ -242,3 +242,68 @@ async fn server_errors_on_every_key_move_to_the_fallback_and_a_clients_fault_doe
         "{e}"
     );
 }
+
+#[tokio::test]
+async fn an_operators_error_rules_read_a_relays_answers_before_the_built_in_ones() {
+    use transport::{ErrorRule, RuleAction};
+    let mock = MockTransport::new();
+    mock.script(
+        K1,
+        [MockReply::error(403, "forbidden", "", "account suspended")],
+    );
+    mock.script(K2, [MockReply::raw(503, "busy")]);
+    mock.script(
+        O1,
+        [MockReply::error(
+            400,
+            "invalid_request_error",
+            "model_not_found",
+            "no",
+        )],
+    );
+    let rules = vec![
+        ErrorRule {
+            status: 403,
+            body_contains: Some("suspended".into()),
+            action: RuleAction::Disable,
+        },
+        ErrorRule {
+            status: 503,
+            body_contains: None,
+            action: RuleAction::Cooldown(Duration::from_secs(30)),
+        },
+        ErrorRule {
+            status: 400,
+            body_contains: Some("model_not_found".into()),
+            action: RuleAction::ClientError,
+        },
+    ];
+    let c = Client::builder()
+        .provider(
+            "relay",
+            "http://relay/v1",
+            0,
+            pool(&[("k1", K1, None), ("k2", K2, None), ("o1", O1, None)]),
+        )
+        .error_rules("relay", rules)
+        .transport(Arc::new(mock.clone()))
+        .clock(Arc::new(ManualClock::new(t0())))
+        .build()
+        .unwrap();
+    let e = ask(&c, "gpt-4.1").await.unwrap_err();
+    assert!(
+        matches!(e, ClientError::Upstream { status: 400, .. }),
+        "{e}"
+    );
+    let states: Vec<String> = c
+        .read_pool("relay", |p| {
+            ["k1", "k2", "o1"]
+                .iter()
+                .map(|n| p.state(p.find(n).unwrap()).unwrap().to_string())
+                .collect()
+        })
+        .unwrap();
+    assert!(states[0].starts_with("disabled"), "{states:?}");
+    assert!(states[1].starts_with("cooling down"), "{states:?}");
+    assert_eq!(states[2], "active", "the caller's fault costs no key");
+}

@@ -45,6 +45,7 @@ pub fn demo_config(upstream_base_url: &str, listen: &str) -> Config {
             key_prefixes: None,
             models: None,
             aliases: std::collections::BTreeMap::new(),
+            error_rules: Vec::new(),
             keys,
         }],
         canary: vec![CanaryConfig {

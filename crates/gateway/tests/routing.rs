@@ -267,3 +267,62 @@ async fn a_key_added_at_runtime_for_some_models_serves_only_them() {
         gw.resume().await.unwrap();
     }
 }
+
+#[test]
+fn the_issues_error_rules_load_as_written_and_bad_ones_name_their_field() {
+    let text = r#"
+[[providers]]
+name = "relay"
+base_url = "http://127.0.0.1:18000/v1"
+keys = [{ name = "k1", secret = "${KEY_1}" }]
+error_rules = [
+  { status = 403, body_contains = "suspended", action = "disable" },
+  { status = 503, action = "cooldown", cooldown_secs = 30 },
+  { status = 400, body_contains = "model_not_found", action = "client_error" },
+]
+"#;
+    let env: HashMap<String, String> = [(
+        "KEY_1".to_owned(),
+        "sk-relay-key-00000000000000000001".to_owned(),
+    )]
+    .into();
+    let config = Config::parse(text, Path::new("gateway.toml")).unwrap();
+    let built = build_config(&config, &env).unwrap();
+    let lines = built.understood.lines.join("\n");
+    assert!(
+        lines.contains("provider relay has 3 error rules"),
+        "{lines}"
+    );
+    let bad = [
+        (
+            "{ status = 503, action = \"cooldown\" }",
+            "providers[0].error_rules[0].cooldown_secs",
+        ),
+        (
+            "{ status = 403, action = \"disable\", cooldown_secs = 5 }",
+            "providers[0].error_rules[0].cooldown_secs",
+        ),
+        (
+            "{ status = 42, action = \"retry\" }",
+            "providers[0].error_rules[0].status",
+        ),
+        (
+            "{ status = 500, body_contains = \"\", action = \"retry\" }",
+            "providers[0].error_rules[0].body_contains",
+        ),
+    ];
+    for (rule, field) in bad {
+        let text = format!(
+            "[[providers]]\nname = \"relay\"\nbase_url = \"http://x/v1\"\nkeys = [{{ name = \"k1\", secret = \"${{KEY_1}}\" }}]\nerror_rules = [{rule}]\n"
+        );
+        let config = Config::parse(&text, Path::new("g.toml")).unwrap();
+        let e = build_config(&config, &env).unwrap_err();
+        assert_eq!(e.context, field, "{rule}: {e}");
+    }
+    let unknown = "[[providers]]\nname = \"relay\"\nbase_url = \"http://x/v1\"\nkeys = []\nerror_rules = [{ status = 500, action = \"explode\" }]\n";
+    let e = Config::parse(unknown, Path::new("g.toml")).unwrap_err();
+    assert!(
+        e.message.contains("explode") || e.message.contains("action"),
+        "{e}"
+    );
+}

@@ -52,6 +52,7 @@ mod probe;
 mod raw;
 #[cfg(feature = "reqwest")]
 mod reqwest_backend;
+mod rules;
 mod transport;
 
 pub use classify::{
@@ -68,6 +69,7 @@ pub use mock::{MockReply, MockTransport, Recorded};
 pub use raw::{ByteStream, RawAnswer, RawRequest, passes_upstream};
 #[cfg(feature = "reqwest")]
 pub use reqwest_backend::ReqwestTransport;
+pub use rules::{ErrorRule, RuleAction, classify_with};
 pub use transport::{
     ChatStream, DEFAULT_MAX_BODY, RawEvents, Request, StreamEvent, StreamStart, Transport,
     chat_stream,

@@ -39,10 +39,19 @@ fn providers(
     for (pi, p) in config.providers.iter().enumerate() {
         let field = format!("providers[{pi}]");
         let catalog = p.catalog(&field)?;
+        let rules = p.error_rules(&field)?;
         let pool = p.build((&field, &pool_config), env, now, u)?;
         u.models
             .extend(catalog.listed().into_iter().flatten().map(str::to_owned));
         catalogs.push(catalog.clone());
+        if !rules.is_empty() {
+            u.lines.push(format!(
+                "provider {} has {} error rules",
+                p.name,
+                rules.len()
+            ));
+            builder = builder.error_rules(p.name.clone(), rules);
+        }
         builder = builder.provider_serving(
             p.name.clone(),
             p.base_url.clone(),

@@ -39,7 +39,7 @@ pub use self::canary::{
 pub use self::cluster::ClusterConfig;
 pub use self::context::ContextConfig;
 pub use self::pool::PoolSection;
-pub use self::providers::{KeyConfig, ProviderConfig};
+pub use self::providers::{ErrorRuleConfig, KeyConfig, ProviderConfig, RuleActionConfig};
 pub use self::retry::RetryConfig;
 pub use self::routing::RoutingConfig;
 pub use self::secret::{SecretSource, resolve_secret};

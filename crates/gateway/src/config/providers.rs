@@ -37,6 +37,85 @@ pub struct ProviderConfig {
     pub aliases: BTreeMap<String, String>,
     /// The keys.
     pub keys: Vec<KeyConfig>,
+    /// How to read this provider's own ways of answering, before the
+    /// built-in classification: the first rule that matches decides.
+    #[serde(default)]
+    pub error_rules: Vec<ErrorRuleConfig>,
+}
+
+/// One of `error_rules`: answers with `status` (and, when given, a body
+/// containing `body_contains`) mean `action`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorRuleConfig {
+    /// The HTTP status.
+    pub status: u16,
+    /// Text the body must contain.
+    pub body_contains: Option<String>,
+    /// `disable`, `exhausted`, `cooldown`, `retry` or `client_error`.
+    pub action: RuleActionConfig,
+    /// With `cooldown`: how long the key rests.
+    pub cooldown_secs: Option<u64>,
+}
+
+/// What an error rule makes of an answer.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleActionConfig {
+    /// The key is disabled until an operator enables it.
+    Disable,
+    /// The key's quota is spent until the daily reset.
+    Exhausted,
+    /// The key rests `cooldown_secs`.
+    Cooldown,
+    /// A server error: another key is tried.
+    Retry,
+    /// The caller's fault: no key is penalised.
+    ClientError,
+}
+
+impl ErrorRuleConfig {
+    /// The rule, checked; `field` is where it is (`providers[0].error_rules[1]`).
+    fn build(&self, field: &str) -> Result<transport::ErrorRule, ConfigError> {
+        if !(100..=599).contains(&self.status) {
+            return Err(ConfigError::new(
+                format!("{field}.status"),
+                format!("{} is not an HTTP status", self.status),
+            ));
+        }
+        if self.body_contains.as_deref().is_some_and(str::is_empty) {
+            return Err(ConfigError::new(
+                format!("{field}.body_contains"),
+                "an empty text matches every body: leave it out instead",
+            ));
+        }
+        let action = match (self.action, self.cooldown_secs) {
+            (RuleActionConfig::Cooldown, Some(secs)) if secs > 0 => {
+                transport::RuleAction::Cooldown(std::time::Duration::from_secs(secs))
+            }
+            (RuleActionConfig::Cooldown, _) => {
+                return Err(ConfigError::new(
+                    format!("{field}.cooldown_secs"),
+                    "a cooldown needs cooldown_secs, at least 1",
+                ));
+            }
+            (_, Some(_)) => {
+                return Err(ConfigError::new(
+                    format!("{field}.cooldown_secs"),
+                    "only a cooldown takes cooldown_secs",
+                ));
+            }
+            (RuleActionConfig::Disable, None) => transport::RuleAction::Disable,
+            (RuleActionConfig::Exhausted, None) => transport::RuleAction::Exhausted,
+            (RuleActionConfig::Retry, None) => transport::RuleAction::Retry,
+            (RuleActionConfig::ClientError, None) => transport::RuleAction::ClientError,
+        };
+        Ok(transport::ErrorRule {
+            status: self.status,
+            body_contains: self.body_contains.clone(),
+            action,
+        })
+    }
 }
 
 /// One upstream key.
@@ -117,6 +196,18 @@ impl KeyConfig {
 }
 
 impl ProviderConfig {
+    /// Its error rules, checked, with the field of a bad one named.
+    pub(super) fn error_rules(
+        &self,
+        field: &str,
+    ) -> Result<Vec<transport::ErrorRule>, ConfigError> {
+        self.error_rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| r.build(&format!("{field}.error_rules[{i}]")))
+            .collect()
+    }
+
     /// What this provider serves, checked: names are not empty, and a
     /// provider that lists its models lists what its keys are for.
     pub(super) fn catalog(&self, field: &str) -> Result<Catalog, ConfigError> {
