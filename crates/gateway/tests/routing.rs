@@ -326,3 +326,42 @@ error_rules = [
         "{e}"
     );
 }
+
+/// An operator's rule reads a relay's overload as a rest for the key, end
+/// to end: the 503 fails over unseen, and the key cools down 30 s instead
+/// of only counting toward its breaker.
+#[tokio::test]
+async fn an_error_rule_rests_a_key_the_relay_says_is_overloaded() {
+    use gateway::config::{ErrorRuleConfig, RuleActionConfig};
+    let flaky: SimKey = ("flaky", "sk-sim-flaky-00000000000000004", Behavior::Flaky);
+    let healthy: SimKey = (
+        "healthy",
+        "sk-sim-healthy-0000000000000001",
+        Behavior::Healthy,
+    );
+    let gw = Setup::new(&[flaky, healthy])
+        .configure(|c| {
+            c.canary.clear();
+            c.providers[0].error_rules = vec![ErrorRuleConfig {
+                status: 503,
+                body_contains: Some("overloaded".into()),
+                action: RuleActionConfig::Cooldown,
+                cooldown_secs: Some(30),
+            }];
+        })
+        .start()
+        .await;
+    // The flaky key answers its first request and refuses its second.
+    for _ in 0..4 {
+        assert_eq!(gw.chat("gpt-4o-mini").await.status(), 200);
+    }
+    let keys = gw.json("/admin/upstream-keys").await;
+    let flaky_state = keys["data"][0]["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["name"] == "flaky")
+        .map(|k| k["state"].as_str().unwrap().to_owned())
+        .unwrap();
+    assert!(flaky_state.starts_with("cooling down"), "{flaky_state}");
+}
