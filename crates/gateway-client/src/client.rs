@@ -787,7 +787,10 @@ impl Client {
                     });
                 }
                 Err(no) => {
-                    if self.wait_for_key(no, work, &mut excluded, deadline).await? {
+                    if self
+                        .wait_for_key(no, work.attempts, &mut excluded, deadline)
+                        .await?
+                    {
                         continue;
                     }
                     break;
@@ -827,17 +830,17 @@ impl Client {
     /// backs off and lets them be tried again; when a key frees up before
     /// the deadline, sleeps until then. `Ok(true)` to try again, `Ok(false)`
     /// to give up, an error when no key will serve in time.
-    async fn wait_for_key(
+    pub(crate) async fn wait_for_key(
         &self,
         no: NoKeys,
-        work: &Work,
+        attempts: u32,
         excluded: &mut Vec<(usize, KeyId)>,
         deadline: SystemTime,
     ) -> Result<bool, ClientError> {
         let clock = &self.inner.clock;
         if no.only_excluded {
             excluded.clear();
-            return Ok(self.back_off(work.attempts.max(1), deadline).await);
+            return Ok(self.back_off(attempts.max(1), deadline).await);
         }
         match no.retry_at {
             Some(t) if t <= deadline => {
@@ -854,6 +857,50 @@ impl Client {
         }
     }
 
+    /// Provider `p`, which a lease came from.
+    pub(crate) fn provider(&self, p: usize) -> Result<&Provider, ClientError> {
+        self.inner
+            .providers
+            .get(p)
+            .ok_or_else(|| ClientError::Config("internal: a lease from an unknown provider".into()))
+    }
+
+    /// Provider `p`'s name (empty if there is none).
+    pub(crate) fn provider_name(&self, p: usize) -> Arc<str> {
+        self.inner
+            .providers
+            .get(p)
+            .map(|p| p.name.clone())
+            .unwrap_or_default()
+    }
+
+    /// The time one attempt may take: the policy's, bounded by what is left
+    /// before the deadline (at least a millisecond).
+    pub(crate) fn attempt_timeout(&self, deadline: SystemTime) -> Duration {
+        let left = deadline
+            .duration_since(self.inner.clock.now())
+            .unwrap_or(Duration::ZERO);
+        self.inner
+            .retry
+            .attempt_timeout
+            .min(left.max(Duration::from_millis(1)))
+    }
+
+    /// Classifies an answer of provider `p`, by its operator's rules first.
+    pub(crate) fn classify_at(
+        &self,
+        p: usize,
+        answer: &transport::Answer,
+        latency: Duration,
+    ) -> transport::Classification {
+        let rules = self
+            .inner
+            .providers
+            .get(p)
+            .map_or(&[][..], |p| &p.rules[..]);
+        classify_with(answer, rules, latency, self.inner.clock.now())
+    }
+
     /// The request to send to `provider` with `lease`'s key, its timeout
     /// bounded by what is left before the deadline.
     fn upstream_request(
@@ -863,20 +910,13 @@ impl Client {
         lease: &Lease,
         deadline: SystemTime,
     ) -> transport::Request {
-        let left = deadline
-            .duration_since(self.inner.clock.now())
-            .unwrap_or(Duration::ZERO);
         let mut request = transport::Request::new(
             provider.base_url.clone(),
             work.endpoint.path(),
             lease.secret().clone(),
             work.request.shared_json(),
         );
-        request.timeout = self
-            .inner
-            .retry
-            .attempt_timeout
-            .min(left.max(Duration::from_millis(1)));
+        request.timeout = self.attempt_timeout(deadline);
         request.include_usage = work.endpoint != Endpoint::Responses;
         request
     }
@@ -891,11 +931,7 @@ impl Client {
         lease: Lease,
         deadline: SystemTime,
     ) -> Result<Step, ClientError> {
-        let Some(provider) = self.inner.providers.get(p) else {
-            return Err(ClientError::Config(
-                "internal: a lease from an unknown provider".into(),
-            ));
-        };
+        let provider = self.provider(p)?;
         work.attempts += 1;
         work.request
             .set_model(provider.catalog.upstream_name(&work.model));
@@ -930,12 +966,7 @@ impl Client {
         if e.is_request() {
             return Err(ClientError::InvalidRequest(e.to_string()));
         }
-        let provider = self
-            .inner
-            .providers
-            .get(p)
-            .map(|p| p.name.clone())
-            .unwrap_or_default();
+        let provider = self.provider_name(p);
         Ok(format!("{provider}/{key_name}: {e}"))
     }
 
@@ -959,10 +990,10 @@ impl Client {
             Ok(x) => x,
             Err(e) => return Started::Not(Err(e), lease),
         };
-        let provider = self.inner.providers.get(p).map(|p| p.name.clone());
+        let provider = self.provider_name(p);
         let meta = self.meta(
             work,
-            &provider.unwrap_or_default(),
+            &provider,
             lease.name(),
             Usage::default(),
             budget::Money::ZERO,
@@ -983,19 +1014,9 @@ impl Client {
         answer: transport::Answer,
         sent_at: tokio::time::Instant,
     ) -> Result<Step, ClientError> {
-        let provider = self
-            .inner
-            .providers
-            .get(p)
-            .map(|p| p.name.clone())
-            .unwrap_or_default();
+        let provider = self.provider_name(p);
         let key_name = lease.name().clone();
-        let rules = self
-            .inner
-            .providers
-            .get(p)
-            .map_or(&[][..], |p| &p.rules[..]);
-        let c = classify_with(&answer, rules, sent_at.elapsed(), self.inner.clock.now());
+        let c = self.classify_at(p, &answer, sent_at.elapsed());
         crate::trace::answered(answer.status, &c);
         self.report(p, lease, c.outcome, Some(&c.rate_limits));
         match c.class {

@@ -4,15 +4,15 @@
 //! stores, a stored response), through the same keys, classification and
 //! failover, and answered with the upstream's own status, headers and body.
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use budget::{Reservation, Scopes};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use keypool_core::{KeyId, Lease, Usage};
-use transport::{ByteStream, Class, RawAnswer, RawRequest, classify_with};
+use transport::{ByteStream, Class, RawAnswer, RawRequest};
 
-use crate::client::{Client, NoKeys, Want, lock, pinned_error};
+use crate::client::{Client, Want, lock, pinned_error};
 use crate::error::ClientError;
 use crate::request::{RequestContext, ResponseMeta};
 
@@ -144,7 +144,10 @@ impl Client {
             };
             let (p, lease) = match self.acquire(&excluded, &want) {
                 Ok(x) => x,
-                Err(no) => match self.wait_or_give_up(no, &mut excluded, deadline).await? {
+                Err(no) => match self
+                    .wait_for_key(no, work.attempts, &mut excluded, deadline)
+                    .await?
+                {
                     true => continue,
                     false => break,
                 },
@@ -167,32 +170,6 @@ impl Client {
         })
     }
 
-    /// With no key to lease: tries the failed ones again after a backoff,
-    /// or waits for one that frees up before the deadline.
-    async fn wait_or_give_up(
-        &self,
-        no: NoKeys,
-        excluded: &mut Vec<(usize, KeyId)>,
-        deadline: SystemTime,
-    ) -> Result<bool, ClientError> {
-        if no.only_excluded {
-            excluded.clear();
-            return Ok(self.back_off(1, deadline).await);
-        }
-        match no.retry_at {
-            Some(t) if t <= deadline => {
-                let now = self.inner.clock.now();
-                let wait = t.duration_since(now).unwrap_or(Duration::ZERO);
-                self.inner.clock.sleep(wait).await;
-                Ok(true)
-            }
-            _ => Err(ClientError::NoKeyAvailable {
-                detail: no.detail,
-                retry_at: no.retry_at,
-            }),
-        }
-    }
-
     async fn pass_once(
         &self,
         work: &mut Passing<'_>,
@@ -200,15 +177,8 @@ impl Client {
         lease: Lease,
         deadline: SystemTime,
     ) -> Result<Tried, ClientError> {
-        let Some(provider) = self.inner.providers.get(p) else {
-            return Err(ClientError::Config(
-                "internal: a lease from an unknown provider".into(),
-            ));
-        };
+        let provider = self.provider(p)?;
         work.attempts += 1;
-        let left = deadline
-            .duration_since(self.inner.clock.now())
-            .unwrap_or(Duration::ZERO);
         let request = RawRequest {
             base_url: provider.base_url.clone(),
             method: work.request.method.clone(),
@@ -216,11 +186,7 @@ impl Client {
             secret: lease.secret().clone(),
             headers: work.request.headers.clone(),
             body: work.request.body.clone(),
-            timeout: self
-                .inner
-                .retry
-                .attempt_timeout
-                .min(left.max(Duration::from_millis(1))),
+            timeout: self.attempt_timeout(deadline),
         };
         let sent_at = tokio::time::Instant::now();
         match self.inner.transport.send_raw(request).await {
@@ -239,12 +205,7 @@ impl Client {
         answer: RawAnswer,
         sent_at: tokio::time::Instant,
     ) -> Result<Tried, ClientError> {
-        let provider = self
-            .inner
-            .providers
-            .get(p)
-            .map(|p| p.name.clone())
-            .unwrap_or_default();
+        let provider = self.provider_name(p);
         let key_name = lease.name().clone();
         let success = (200..300).contains(&answer.status);
         let json = answer
@@ -281,12 +242,7 @@ impl Client {
                 return Ok(Tried::Retry(format!("{provider}/{key_name}: {e}")));
             }
         };
-        let rules = self
-            .inner
-            .providers
-            .get(p)
-            .map_or(&[][..], |p| &p.rules[..]);
-        let c = classify_with(&read, rules, sent_at.elapsed(), self.inner.clock.now());
+        let c = self.classify_at(p, &read, sent_at.elapsed());
         self.report(p, lease, c.outcome, Some(&c.rate_limits));
         let retry = matches!(
             c.class,
