@@ -371,7 +371,7 @@ async fn a_budget_refusal_and_the_degradation_path() {
     // output capped at what the budget can still pay, and the cap is sent.
     let big = || {
         ApiRequest::from_json(
-            serde_json::json!({"model": "gpt-4o-mini", "messages": [], "max_tokens": 100_000_000}),
+            &serde_json::json!({"model": "gpt-4o-mini", "messages": [], "max_tokens": 100_000_000}),
         )
         .unwrap()
     };

@@ -31,10 +31,11 @@ fn layers() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
     m.insert("keypool-core", pure.iter().copied().collect());
     m.insert("canary", pure.iter().copied().collect());
     m.insert("budget", pure.iter().copied().collect());
-    m.insert("transport", ["keypool-core"].into_iter().collect());
+    m.insert("wire", pure.iter().copied().collect());
+    m.insert("transport", ["keypool-core", "wire"].into_iter().collect());
     m.insert(
         "gateway-client",
-        ["keypool-core", "canary", "budget", "transport"]
+        ["keypool-core", "canary", "budget", "wire", "transport"]
             .into_iter()
             .collect(),
     );
@@ -44,6 +45,7 @@ fn layers() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
             "keypool-core",
             "canary",
             "budget",
+            "wire",
             "transport",
             "gateway-client",
         ]
@@ -67,6 +69,7 @@ fn pure_diet() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
             .into_iter()
             .collect(),
     );
+    m.insert("wire", ["bytes"].into_iter().collect());
     m
 }
 

@@ -18,6 +18,9 @@
 //! - `sdk`: installs the official SDKs the tests use and prints where;
 //! - `postgres`: prints the URL of the Postgres server the tests use,
 //!   starting a throwaway cluster when none answers (kept until Enter);
+//! - `fuzz [RUNS]`: the body reader's fuzz target (`crates/wire/fuzz`)
+//!   under `cargo fuzz` on the nightly toolchain, for RUNS executions
+//!   (default 10 million); installs cargo-fuzz when it is missing;
 //! - `forward UPSTREAM KEY`: the bare forwarder `bench-gateway` measures
 //!   for scale, as a process of its own.
 //!
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
             // Kept running until the user presses Enter.
             let _ = std::io::stdin().read_line(&mut String::new());
         }),
+        "fuzz" => fuzz(env::args().nth(2).as_deref().unwrap_or("10000000")),
         "forward" => match (env::args().nth(2), env::args().nth(3)) {
             (Some(upstream), Some(key)) => load::run_forwarder(&upstream, &key),
             _ => Err("usage: cargo xtask forward UPSTREAM_ADDR KEY".into()),
@@ -62,7 +66,7 @@ fn main() -> ExitCode {
             _ => bench_gateway(load::Only::Everything),
         },
         _ => Err(format!(
-            "unknown job {job:?}\nusage: cargo xtask <lint|test|ci|sdk|bench|bench-gateway [--quick|--store|--traces]|postgres|forward UPSTREAM KEY>"
+            "unknown job {job:?}\nusage: cargo xtask <lint|test|ci|sdk|bench|bench-gateway [--quick|--store|--traces]|fuzz [RUNS]|postgres|forward UPSTREAM KEY>"
         )),
     };
     match result {
@@ -71,6 +75,32 @@ fn main() -> ExitCode {
             eprintln!("xtask: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Runs the body reader's fuzz target for `runs` executions.
+fn fuzz(runs: &str) -> Result<()> {
+    let runs: u64 = runs
+        .parse()
+        .map_err(|_| format!("RUNS must be a number, not {runs:?}"))?;
+    let has_fuzz = Command::new("cargo")
+        .args(["fuzz", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_fuzz {
+        cargo(&["install", "cargo-fuzz", "--locked"], &[])?;
+    }
+    let status = Command::new("cargo")
+        .args(["+nightly", "fuzz", "run", "body", "--"])
+        .arg(format!("-runs={runs}"))
+        .arg("-max_len=4096")
+        .current_dir(root().join("crates/wire"))
+        .status()
+        .map_err(|e| format!("cannot run cargo fuzz: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err("the fuzz target failed: see its artifacts in crates/wire/fuzz/artifacts".into())
     }
 }
 

@@ -37,17 +37,46 @@ fn latin_like(c: char) -> bool {
     )
 }
 
+/// [`CharEstimator`]'s count of a text that arrives in pieces (the runs
+/// and escapes of a JSON string read where it lies): add each piece, then
+/// read the [`tokens`](Self::tokens).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CharCount {
+    latin: u64,
+    other: u64,
+}
+
+impl CharCount {
+    /// Counts the characters of `text`.
+    pub fn add_str(&mut self, text: &str) {
+        if text.is_ascii() {
+            self.latin += text.len() as u64;
+            return;
+        }
+        text.chars().for_each(|c| self.add_char(c));
+    }
+
+    /// Counts one character.
+    pub fn add_char(&mut self, c: char) {
+        if latin_like(c) {
+            self.latin += 1;
+        } else {
+            self.other += 1;
+        }
+    }
+
+    /// The tokens of what was counted, as [`CharEstimator::estimate`] of the
+    /// whole text says.
+    pub fn tokens(&self) -> u64 {
+        self.latin.div_ceil(4) + self.other
+    }
+}
+
 impl TokenEstimator for CharEstimator {
     fn estimate(&self, text: &str) -> u64 {
-        let (mut latin, mut other) = (0u64, 0u64);
-        for c in text.chars() {
-            if latin_like(c) {
-                latin += 1;
-            } else {
-                other += 1;
-            }
-        }
-        latin.div_ceil(4) + other
+        let mut count = CharCount::default();
+        count.add_str(text);
+        count.tokens()
     }
 }
 

@@ -59,7 +59,7 @@ pub mod testing;
 pub use allowance::{AllowanceConfig, Allowances, Move, MoveKind};
 pub use calendar::{Calendar, Weekday};
 pub use error::BudgetError;
-pub use estimate::{CharEstimator, TokenEstimator};
+pub use estimate::{CharCount, CharEstimator, TokenEstimator};
 pub use ledger::{
     Degradation, Event, Ledger, LedgerConfig, Report, ReportFilter, Reservation, Scopes,
     Settlement, ShareView, THRESHOLDS, UsageLine,

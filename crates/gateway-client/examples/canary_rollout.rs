@@ -33,7 +33,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         *c += 1;
-        if r.body.get("model").and_then(serde_json::Value::as_str) == Some("claude-sonnet-4.5")
+        if r.json().get("model").and_then(serde_json::Value::as_str) == Some("claude-sonnet-4.5")
             && (*c).is_multiple_of(5)
         {
             MockReply::error(

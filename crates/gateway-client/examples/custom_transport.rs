@@ -27,7 +27,7 @@ impl Transport for Echo {
             request.secret
         );
         let body = serde_json::json!({
-            "choices": [{"message": {"role": "assistant", "content": format!("echo: {}", request.body.pointer("/messages/0/content").unwrap_or(&serde_json::Value::Null))}}],
+            "choices": [{"message": {"role": "assistant", "content": format!("echo: {}", request.json().pointer("/messages/0/content").unwrap_or(&serde_json::Value::Null))}}],
             "usage": {"prompt_tokens": 5, "completion_tokens": 3}
         });
         Ok(Answer {

@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
-use budget::{CharEstimator, Ledger, PriceTable, Reservation, Scopes, TokenEstimator, Tokens};
+use budget::{Ledger, PriceTable, Reservation, Scopes, Tokens};
 use canary::{Gates, Rollout};
 use keypool_core::{AcquireOptions, KeyId, KeyPool, Lease, Outcome, Timestamp, Usage};
 use tokio::sync::broadcast;
@@ -93,10 +93,10 @@ impl Endpoint {
     /// The tokens a request's input is estimated at, before it is sent.
     fn input_estimate(self, request: &ApiRequest) -> u64 {
         match self {
-            Endpoint::ChatCompletions => crate::context::chat_tokens(request.json()),
-            Endpoint::Embeddings => CharEstimator.estimate_chat(request.texts()),
-            Endpoint::Completions => crate::context::prompt_tokens(request.json()),
-            Endpoint::Responses => crate::context::responses_tokens(request.json()),
+            Endpoint::ChatCompletions => crate::context::chat_tokens(request.root()),
+            Endpoint::Embeddings => crate::context::embedding_tokens(request.root()),
+            Endpoint::Completions => crate::context::prompt_tokens(request.root()),
+            Endpoint::Responses => crate::context::responses_tokens(request.root()),
         }
     }
 }
@@ -744,10 +744,15 @@ impl Client {
         });
         let Some(window) = window else { return false };
         let room = window.saturating_sub(work.max_output);
-        let Some(messages) = work.request.messages_mut() else {
+        let Some(messages) = work.request.messages() else {
             return false;
         };
-        crate::context::fit(messages, room)
+        let messages: Vec<_> = messages.items().collect();
+        let Some(keep) = crate::context::fit(&messages, room) else {
+            return false;
+        };
+        work.request.keep_messages(&keep);
+        true
     }
 
     // ----- the attempt loop ----------------------------------------------
@@ -914,7 +919,7 @@ impl Client {
             provider.base_url.clone(),
             work.endpoint.path(),
             lease.secret().clone(),
-            work.request.shared_json(),
+            work.request.body().clone(),
         );
         request.timeout = self.attempt_timeout(deadline);
         request.include_usage = work.endpoint != Endpoint::Responses;

@@ -64,7 +64,8 @@ impl Client {
             "max_tokens": 1,
             "messages": [{"role": "user", "content": "ping"}],
         });
-        let mut request = transport::Request::new(base_url, "/chat/completions", secret, body);
+        let mut request =
+            transport::Request::with_json(base_url, "/chat/completions", secret, &body).ok()?;
         request.timeout = PROBE_TIMEOUT.min(self.inner.retry.attempt_timeout);
         let sent = tokio::time::Instant::now();
         Some(match self.inner.transport.send(request).await {

@@ -4,33 +4,62 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use budget::{Degradation, Money};
+use bytes::Bytes;
 use keypool_core::Usage;
 use serde::Serialize;
+use wire::{JsonBody, Kind, Raw};
 
 use crate::error::ClientError;
 
-/// An OpenAI-compatible request body (chat completion or embeddings), kept as
-/// JSON so that every field the caller sets reaches the upstream unchanged.
-#[derive(Clone, Debug, PartialEq)]
+/// An OpenAI-compatible request body (chat completion, embeddings, legacy
+/// completion, response), kept as the bytes the caller sent: every field
+/// reaches the upstream unchanged, and what the client must change (the
+/// upstream's name for the model, an output cap, a shortened history) is
+/// spliced in when it is sent ([`wire::JsonBody`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ApiRequest {
-    body: Arc<serde_json::Value>,
+    body: JsonBody,
+    model: String,
+    cap: Option<u64>,
 }
 
+/// The fields an output cap may be given in.
+const CAP_FIELDS: [&str; 3] = ["max_completion_tokens", "max_tokens", "max_output_tokens"];
+
 impl ApiRequest {
-    /// Wraps a JSON body; it must be an object with a string `model`.
-    pub fn from_json(body: serde_json::Value) -> Result<Self, ClientError> {
-        let ok = body.as_object().is_some_and(|o| {
-            o.get("model")
-                .is_some_and(|m| m.as_str().is_some_and(|m| !m.is_empty()))
-        });
-        if !ok {
-            return Err(ClientError::InvalidRequest(
-                "the body must be a JSON object with a non-empty string \"model\"".into(),
-            ));
-        }
+    /// Reads a JSON body as sent: it must be an object with a non-empty
+    /// string `model`. Nothing is parsed into a tree.
+    pub fn from_bytes(bytes: impl Into<Bytes>) -> Result<Self, ClientError> {
+        let body = JsonBody::parse(bytes).map_err(|e| {
+            ClientError::InvalidRequest(format!("the body is not a JSON object: {e}"))
+        })?;
+        Self::from_body(body)
+    }
+
+    /// Wraps a checked body; it must have a non-empty string `model`.
+    pub fn from_body(body: JsonBody) -> Result<Self, ClientError> {
+        let model = body
+            .get("model")
+            .and_then(|m| m.as_str())
+            .filter(|m| !m.is_empty())
+            .ok_or_else(|| {
+                ClientError::InvalidRequest(
+                    "the body must be a JSON object with a non-empty string \"model\"".into(),
+                )
+            })?
+            .into_owned();
         Ok(ApiRequest {
-            body: Arc::new(body),
+            body,
+            model,
+            cap: None,
         })
+    }
+
+    /// Wraps a JSON value; it must be an object with a non-empty string `model`.
+    pub fn from_json(body: &serde_json::Value) -> Result<Self, ClientError> {
+        let bytes = serde_json::to_vec(body)
+            .map_err(|e| ClientError::InvalidRequest(format!("the body cannot be written: {e}")))?;
+        Self::from_bytes(bytes)
     }
 
     /// A chat completion with `(role, content)` messages.
@@ -39,101 +68,83 @@ impl ApiRequest {
             .iter()
             .map(|(role, content)| serde_json::json!({"role": role, "content": content}))
             .collect();
+        let body = serde_json::json!({"model": model, "messages": messages});
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let body =
+            JsonBody::parse(bytes).unwrap_or_else(|_| unreachable!("serde_json writes JSON"));
         ApiRequest {
-            body: Arc::new(serde_json::json!({"model": model, "messages": messages})),
+            body,
+            model: model.to_owned(),
+            cap: None,
         }
     }
 
-    /// The model asked for.
+    /// The model asked for (the upstream's name for it once an attempt
+    /// has been made).
     pub fn model(&self) -> &str {
-        self.body
-            .get("model")
-            .and_then(serde_json::Value::as_str)
-            .unwrap_or("")
+        &self.model
     }
 
     pub(crate) fn set_model(&mut self, model: &str) {
-        if self.model() == model {
+        if self.model == model {
             return;
         }
-        if let Some(o) = Arc::make_mut(&mut self.body).as_object_mut() {
-            o.insert("model".into(), serde_json::Value::String(model.to_owned()));
-        }
+        self.body.set("model", wire::string(model));
+        model.clone_into(&mut self.model);
     }
 
     /// The most output tokens asked for (`max_completion_tokens`,
-    /// `max_tokens`, or the Responses API's `max_output_tokens`).
+    /// `max_tokens`, or the Responses API's `max_output_tokens`), or the
+    /// cap the client set.
     pub fn max_output_tokens(&self) -> Option<u64> {
-        ["max_completion_tokens", "max_tokens", "max_output_tokens"]
-            .iter()
-            .find_map(|k| self.body.get(*k).and_then(serde_json::Value::as_u64))
+        self.cap.or_else(|| {
+            CAP_FIELDS
+                .iter()
+                .find_map(|k| self.body.get(k).and_then(|v| v.as_u64()))
+        })
     }
 
     /// Caps the output at `tokens`: in the cap field the request uses, else
     /// in `default_field` (the endpoint's).
     pub(crate) fn set_max_output(&mut self, tokens: u64, default_field: &str) {
-        if let Some(o) = Arc::make_mut(&mut self.body).as_object_mut() {
-            let field = ["max_completion_tokens", "max_output_tokens", "max_tokens"]
-                .into_iter()
-                .find(|f| o.contains_key(*f))
-                .unwrap_or(default_field);
-            o.insert(field.into(), serde_json::Value::from(tokens));
-        }
+        let field = ["max_completion_tokens", "max_output_tokens", "max_tokens"]
+            .into_iter()
+            .find(|f| self.body.get(f).is_some())
+            .unwrap_or(default_field);
+        self.body.set(field, tokens.to_string());
+        self.cap = Some(tokens);
     }
 
-    /// The texts a tokenizer would count: message contents (strings or text
-    /// parts) for chat, `input` for embeddings.
-    pub fn texts(&self) -> Vec<&str> {
-        let mut out = Vec::new();
-        if let Some(messages) = self
-            .body
+    /// The messages array, as sent.
+    pub(crate) fn messages(&self) -> Option<Raw<'_>> {
+        self.body
             .get("messages")
-            .and_then(serde_json::Value::as_array)
-        {
-            for m in messages {
-                match m.get("content") {
-                    Some(serde_json::Value::String(s)) => out.push(s.as_str()),
-                    Some(serde_json::Value::Array(parts)) => {
-                        out.extend(
-                            parts
-                                .iter()
-                                .filter_map(|p| p.get("text").and_then(serde_json::Value::as_str)),
-                        );
-                    }
-                    _ => {}
-                }
-            }
-        }
-        match self.body.get("input") {
-            Some(serde_json::Value::String(s)) => out.push(s.as_str()),
-            Some(serde_json::Value::Array(items)) => {
-                out.extend(items.iter().filter_map(serde_json::Value::as_str));
-            }
-            _ => {}
-        }
-        out
+            .filter(|m| m.kind() == Kind::Array)
     }
 
-    /// The messages array, if any.
-    pub(crate) fn messages_mut(&mut self) -> Option<&mut Vec<serde_json::Value>> {
-        Arc::make_mut(&mut self.body)
-            .get_mut("messages")
-            .and_then(serde_json::Value::as_array_mut)
+    /// Sends only the messages `keep` says (one flag each, in order).
+    pub(crate) fn keep_messages(&mut self, keep: &[bool]) {
+        let Some(messages) = self.messages() else {
+            return;
+        };
+        let kept: Vec<&str> = messages
+            .items()
+            .zip(keep.iter().chain(std::iter::repeat(&true)))
+            .filter(|(_, k)| **k)
+            .map(|(m, _)| m.text())
+            .collect();
+        let text = format!("[{}]", kept.join(","));
+        self.body.set("messages", text);
     }
 
-    /// The JSON body.
-    pub fn json(&self) -> &serde_json::Value {
+    /// The body as sent, before the client's edits.
+    pub fn root(&self) -> Raw<'_> {
+        self.body.root()
+    }
+
+    /// The body with the client's edits pending (for the transport).
+    pub fn body(&self) -> &JsonBody {
         &self.body
-    }
-
-    /// The JSON body, owned.
-    pub fn into_json(self) -> serde_json::Value {
-        Arc::try_unwrap(self.body).unwrap_or_else(|shared| (*shared).clone())
-    }
-
-    /// The JSON body, shared (for the transport: retries do not copy it).
-    pub fn shared_json(&self) -> Arc<serde_json::Value> {
-        self.body.clone()
     }
 }
 
@@ -223,7 +234,7 @@ pub struct ResponseMeta {
 pub struct ApiResponse {
     /// The upstream's body byte for byte: JSON, since the answer was
     /// classified a success.
-    pub raw: bytes::Bytes,
+    pub raw: Bytes,
     /// Metadata.
     pub meta: ResponseMeta,
 }

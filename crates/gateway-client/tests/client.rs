@@ -132,7 +132,7 @@ async fn a_thousand_concurrent_requests_at_a_hard_limit() {
             let c = c.clone();
             tokio::spawn(async move {
                 let body = serde_json::json!({"model": "gpt-4.1", "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]});
-                let r = ApiRequest::from_json(body).unwrap();
+                let r = ApiRequest::from_json(&body).unwrap();
                 c.chat_completion(r, &RequestContext::user(format!("u{i}")))
                     .await
             })
@@ -361,7 +361,7 @@ async fn on_a_context_length_error_the_prompt_is_truncated_and_retried_once() {
     let mock = MockTransport::new();
     // The upstream refuses more than 3 messages, saying its limit is 60 tokens.
     mock.fallback(|r| {
-        let n = r.body["messages"].as_array().map_or(0, Vec::len);
+        let n = r.json()["messages"].as_array().map_or(0, Vec::len);
         if n > 3 {
             MockReply::error(
                 400,
@@ -411,7 +411,7 @@ async fn on_a_context_length_error_the_prompt_is_truncated_and_retried_once() {
 async fn truncating_an_agent_history_keeps_tool_calls_with_their_answers() {
     let mock = MockTransport::new();
     mock.fallback(|r| {
-        let text = r.body["messages"].to_string();
+        let text = r.json()["messages"].to_string();
         if text.len() > 2_500 {
             MockReply::error(
                 400,
@@ -441,7 +441,7 @@ async fn truncating_an_agent_history_keeps_tool_calls_with_their_answers() {
     });
     let r = c
         .chat_completion(
-            ApiRequest::from_json(body).unwrap(),
+            ApiRequest::from_json(&body).unwrap(),
             &RequestContext::default(),
         )
         .await
@@ -461,7 +461,7 @@ async fn truncating_an_agent_history_keeps_tool_calls_with_their_answers() {
 async fn on_a_context_length_error_a_configured_larger_model_is_used() {
     let mock = MockTransport::new();
     mock.fallback(|r| {
-        if r.body["model"] == "gpt-4o-mini" {
+        if r.json()["model"] == "gpt-4o-mini" {
             MockReply::error(
                 400,
                 "invalid_request_error",
@@ -560,10 +560,10 @@ async fn attempts_and_the_deadline_bound_the_retries() {
 
 #[tokio::test]
 async fn missing_model_and_bad_bodies_are_invalid_requests() {
-    assert!(ApiRequest::from_json(serde_json::json!({"messages": []})).is_err());
-    assert!(ApiRequest::from_json(serde_json::json!("text")).is_err());
-    assert!(ApiRequest::from_json(serde_json::json!({"model": ""})).is_err());
-    assert!(ApiRequest::from_json(serde_json::json!({"model": "m", "input": "x"})).is_ok());
+    assert!(ApiRequest::from_json(&serde_json::json!({"messages": []})).is_err());
+    assert!(ApiRequest::from_json(&serde_json::json!("text")).is_err());
+    assert!(ApiRequest::from_json(&serde_json::json!({"model": ""})).is_err());
+    assert!(ApiRequest::from_json(&serde_json::json!({"model": "m", "input": "x"})).is_ok());
 }
 
 #[test]
@@ -724,7 +724,7 @@ async fn analysis_rolls_a_failing_candidate_back() {
     use canary::{Gates, Rollout, Share, Verdict};
     let mock = MockTransport::new();
     mock.fallback(|r| {
-        if r.body["model"] == "claude-sonnet-4.5" {
+        if r.json()["model"] == "claude-sonnet-4.5" {
             MockReply::error(400, "invalid_request_error", "bad", "the candidate refuses")
         } else {
             MockReply::chat("ok", 5, 2)
@@ -888,7 +888,7 @@ async fn a_response_stream_failing_after_response_created_fails_over_unseen() {
     let mut s = c
         .send_stream(
             gateway_client::Endpoint::Responses,
-            ApiRequest::from_json(body).unwrap(),
+            ApiRequest::from_json(&body).unwrap(),
             &RequestContext::default(),
         )
         .await

@@ -178,7 +178,7 @@ async fn when_no_key_can_serve_a_model_its_fallback_answers_without_waiting() {
     // by the official provider: both rate limited for a minute. k3 serves
     // only the fallback.
     mock.fallback(|r| {
-        if r.body["model"] == "gpt-4.1" {
+        if r.json()["model"] == "gpt-4.1" {
             MockReply::error(429, "requests", "rate_limit_exceeded", "slow")
                 .header("retry-after", "60")
         } else {
@@ -215,7 +215,7 @@ async fn when_no_key_can_serve_a_model_its_fallback_answers_without_waiting() {
 #[tokio::test]
 async fn server_errors_on_every_key_move_to_the_fallback_and_a_clients_fault_does_not() {
     let mock = MockTransport::new();
-    mock.fallback(|r| match r.body["model"].as_str() {
+    mock.fallback(|r| match r.json()["model"].as_str() {
         Some("gpt-4.1") => MockReply::error(500, "server_error", "", "boom"),
         Some("gpt-4o-mini") => MockReply::error(400, "invalid_request_error", "", "bad"),
         _ => MockReply::chat("ok", 5, 1),

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use gateway_client::Pinned;
-use serde_json::Value;
+use wire::{Kind, Raw};
 
 use crate::store::{PinRecord, Store};
 
@@ -59,32 +59,36 @@ pub(crate) fn in_path(path: &str) -> impl Iterator<Item = &str> {
 }
 
 /// The stateful ids a JSON body names in its id fields, at any depth up to
-/// [`DEPTH`].
-pub(crate) fn in_body(body: &Value) -> Vec<&str> {
-    fn walk<'a>(v: &'a Value, depth: usize, out: &mut Vec<&'a str>) {
+/// [`DEPTH`], read where they lie.
+pub(crate) fn in_body(body: Raw<'_>) -> Vec<String> {
+    fn walk(v: Raw<'_>, depth: usize, out: &mut Vec<String>) {
         if depth == 0 {
             return;
         }
-        match v {
-            Value::Object(o) => {
-                for (k, v) in o {
-                    if ID_FIELDS.contains(&k.as_str()) {
+        match v.kind() {
+            Kind::Object => {
+                for (k, v) in v.members() {
+                    if ID_FIELDS.iter().any(|f| k.is(f)) {
                         ids(v, out);
-                    } else if v.is_object() || v.is_array() {
+                    } else if matches!(v.kind(), Kind::Object | Kind::Array) {
                         walk(v, depth - 1, out);
                     }
                 }
             }
-            Value::Array(a) => a.iter().for_each(|v| walk(v, depth - 1, out)),
+            Kind::Array => v.items().for_each(|v| walk(v, depth - 1, out)),
             _ => {}
         }
     }
-    fn ids<'a>(v: &'a Value, out: &mut Vec<&'a str>) {
-        match v {
-            Value::String(s) if is_stateful(s) => out.push(s),
-            Value::Array(a) => a.iter().for_each(|v| ids(v, out)),
+    fn ids(v: Raw<'_>, out: &mut Vec<String>) {
+        match v.kind() {
+            Kind::String => {
+                if let Some(s) = v.as_str().filter(|s| is_stateful(s)) {
+                    out.push(s.into_owned());
+                }
+            }
+            Kind::Array => v.items().for_each(|v| ids(v, out)),
             // `conversation: {"id": "conv_…"}`.
-            Value::Object(o) => o.get("id").into_iter().for_each(|v| ids(v, out)),
+            Kind::Object => v.get("id").into_iter().for_each(|v| ids(v, out)),
             _ => {}
         }
     }
@@ -195,13 +199,17 @@ mod tests {
             1
         );
         assert_eq!(in_path("/v1/files?purpose=batch").count(), 0);
-        let body = serde_json::json!({
+        let body = wire::JsonBody::parse(
+            &br#"{
             "previous_response_id": "resp_9",
             "input": [{"role": "user", "content": [{"type": "input_file", "file_id": "file-7"}]}],
             "tools": [{"type": "file_search", "vector_store_ids": ["vs_1", "not-an-id"]}],
-            "model": "file-not-a-field",
-        });
-        assert_eq!(in_body(&body), ["file-7", "resp_9", "vs_1"]);
+            "conversation": {"id": "conv_\u0031"},
+            "model": "file-not-a-field"
+        }"#[..],
+        )
+        .unwrap();
+        assert_eq!(in_body(body.root()), ["resp_9", "file-7", "vs_1", "conv_1"]);
         assert_eq!(
             made_by(br#"{"id":"resp_abc","object":"response"}"#).as_deref(),
             Some("resp_abc")

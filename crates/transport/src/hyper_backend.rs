@@ -136,14 +136,11 @@ impl HyperTransport {
     fn build(
         &self,
         request: &Request,
-        body: &serde_json::Value,
+        body: Bytes,
         stream: bool,
     ) -> Result<http::Request<Full<Bytes>>, TransportError> {
         let (uri, auth) = target(&request.url(), &request.secret)?;
-        let body = serde_json::to_vec(body).map_err(|_| {
-            TransportError::new(ErrorKind::Request, "request body is not serializable")
-        })?;
-        let mut r = http::Request::new(Full::new(Bytes::from(body)));
+        let mut r = http::Request::new(Full::new(body));
         *r.method_mut() = Method::POST;
         *r.uri_mut() = uri;
         let headers = r.headers_mut();
@@ -227,7 +224,7 @@ impl HyperTransport {
 #[async_trait::async_trait]
 impl Transport for HyperTransport {
     async fn send(&self, request: Request) -> Result<Answer, TransportError> {
-        let http_request = self.build(&request, &request.body, false)?;
+        let http_request = self.build(&request, request.body_bytes(), false)?;
         let work = async {
             let (parts, body) = self.exchange(http_request).await?.into_parts();
             let body = self.read_body(&parts.headers, body).await?;
@@ -244,7 +241,7 @@ impl Transport for HyperTransport {
 
     async fn send_stream(&self, request: Request) -> Result<StreamStart, TransportError> {
         let timed_out = || TransportError::new(ErrorKind::Timeout, "upstream timed out");
-        let http_request = self.build(&request, &request.streaming_body(), true)?;
+        let http_request = self.build(&request, request.streaming_body(), true)?;
         let response = tokio::time::timeout(request.timeout, self.exchange(http_request))
             .await
             .map_err(|_| timed_out())??;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use keypool_core::Secret;
+use wire::JsonBody;
 
 use crate::classify::Answer;
 use crate::error::{ErrorKind, TransportError};
@@ -340,7 +341,7 @@ fn error(kind: ErrorKind) -> TransportError {
 #[async_trait::async_trait]
 impl Transport for MockTransport {
     async fn send(&self, request: Request) -> Result<Answer, TransportError> {
-        let reply = self.next_reply(&request, (*request.body).clone(), false);
+        let reply = self.next_reply(&request, request.json(), false);
         wait(&reply, &request).await?;
         match reply.kind {
             ReplyKind::Answer(a) => Ok(a),
@@ -355,10 +356,13 @@ impl Transport for MockTransport {
     async fn send_raw(&self, raw: RawRequest) -> Result<RawAnswer, TransportError> {
         // The scripts see it as a request: its path, and its body when JSON.
         let body = serde_json::from_slice(&raw.body).unwrap_or(serde_json::Value::Null);
-        let mut request = Request::new(raw.base_url.clone(), raw.path.clone(), raw.secret, body);
+        let object = JsonBody::parse(raw.body.clone())
+            .or_else(|_| JsonBody::parse(&b"{}"[..]))
+            .map_err(|_| error(ErrorKind::Request))?;
+        let mut request = Request::new(raw.base_url.clone(), raw.path.clone(), raw.secret, object);
         request.method = raw.method;
         request.timeout = raw.timeout;
-        let reply = self.next_reply(&request, (*request.body).clone(), false);
+        let reply = self.next_reply(&request, body, false);
         wait(&reply, &request).await?;
         let (status, headers, body) = raw_body(reply.kind)?;
         Ok(RawAnswer {
@@ -369,7 +373,11 @@ impl Transport for MockTransport {
     }
 
     async fn send_stream(&self, request: Request) -> Result<StreamStart, TransportError> {
-        let reply = self.next_reply(&request, request.streaming_body(), true);
+        let reply = self.next_reply(
+            &request,
+            serde_json::from_slice(&request.streaming_body()).unwrap_or_default(),
+            true,
+        );
         wait(&reply, &request).await?;
         match reply.kind {
             ReplyKind::Answer(a) => Ok(StreamStart::Answered(a)),

@@ -62,11 +62,8 @@ impl ReqwestTransport {
     fn build(
         &self,
         request: &Request,
-        body: &serde_json::Value,
+        body: bytes::Bytes,
     ) -> Result<reqwest::RequestBuilder, TransportError> {
-        let body = serde_json::to_vec(body).map_err(|_| {
-            TransportError::new(ErrorKind::Request, "request body is not serializable")
-        })?;
         let mut rb = self
             .client
             .post(request.url())
@@ -111,7 +108,7 @@ impl ReqwestTransport {
 impl Transport for ReqwestTransport {
     async fn send(&self, request: Request) -> Result<Answer, TransportError> {
         let rb = self
-            .build(&request, &request.body)?
+            .build(&request, request.body_bytes())?
             .timeout(request.timeout);
         let response = rb.send().await?;
         let (status, headers) = (response.status().as_u16(), response.headers().clone());
@@ -126,7 +123,7 @@ impl Transport for ReqwestTransport {
     async fn send_stream(&self, request: Request) -> Result<StreamStart, TransportError> {
         let body = request.streaming_body();
         let rb = self
-            .build(&request, &body)?
+            .build(&request, body)?
             .header(ACCEPT, "text/event-stream");
         let response = tokio::time::timeout(request.timeout, rb.send())
             .await

@@ -5,9 +5,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use keypool_core::{Secret, Usage};
+use wire::JsonBody;
 
 use crate::classify::{Answer, stream_error_outcome, usage_of};
 use crate::error::{ErrorKind, TransportError};
@@ -25,8 +27,9 @@ pub struct Request {
     pub path: Arc<str>,
     /// The key's secret, sent as `Authorization: Bearer …` and nowhere else.
     pub secret: Secret,
-    /// The JSON body, shared so that retries do not copy it.
-    pub body: Arc<serde_json::Value>,
+    /// The JSON body as the caller sent it, with the client's edits
+    /// pending; shared, so that retries do not copy it.
+    pub body: JsonBody,
     /// The time allowed for this attempt (for a stream: until the first byte,
     /// and then between chunks).
     pub timeout: Duration,
@@ -50,13 +53,13 @@ impl Request {
         base_url: impl Into<Arc<str>>,
         path: impl Into<Arc<str>>,
         secret: Secret,
-        body: impl Into<Arc<serde_json::Value>>,
+        body: JsonBody,
     ) -> Self {
         Request {
             base_url: base_url.into(),
             path: path.into(),
             secret,
-            body: body.into(),
+            body,
             timeout: Duration::from_secs(60),
             headers: Vec::new(),
             include_usage: true,
@@ -73,25 +76,45 @@ impl Request {
         )
     }
 
-    /// The body with `stream: true` and (with
-    /// [`include_usage`](Self::include_usage)) `stream_options.include_usage:
-    /// true`, so the final chunk carries the usage.
-    pub fn streaming_body(&self) -> serde_json::Value {
-        let mut body = (*self.body).clone();
-        if let Some(obj) = body.as_object_mut() {
-            obj.insert("stream".into(), serde_json::Value::Bool(true));
-            if !self.include_usage {
-                return body;
-            }
-            let options = obj
-                .entry("stream_options")
-                .or_insert_with(|| serde_json::json!({}));
-            if let Some(options) = options.as_object_mut() {
-                options.insert("include_usage".into(), serde_json::Value::Bool(true));
-            }
-        }
-        body
+    /// A request whose body is `body` (for tests, probes and examples).
+    pub fn with_json(
+        base_url: impl Into<Arc<str>>,
+        path: impl Into<Arc<str>>,
+        secret: Secret,
+        body: &serde_json::Value,
+    ) -> Result<Self, TransportError> {
+        let bytes = serde_json::to_vec(body).map_err(|_| not_json())?;
+        let body = JsonBody::parse(bytes).map_err(|_| not_json())?;
+        Ok(Self::new(base_url, path, secret, body))
     }
+
+    /// The bytes sent for a plain request: the body with its edits.
+    pub fn body_bytes(&self) -> Bytes {
+        self.body.to_bytes()
+    }
+
+    /// The bytes sent for a stream: the body with `stream: true` and (with
+    /// [`include_usage`](Self::include_usage))
+    /// `stream_options.include_usage: true` spliced in, so that the final
+    /// chunk carries the usage.
+    pub fn streaming_body(&self) -> Bytes {
+        let mut body = self.body.clone();
+        body.set("stream", "true");
+        if self.include_usage {
+            body.set_in("stream_options", "include_usage", "true");
+        }
+        body.to_bytes()
+    }
+
+    /// The body as it is sent, as a JSON tree (for mocks and tests; `null`
+    /// if it could not be read).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body.to_bytes()).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+fn not_json() -> TransportError {
+    TransportError::new(ErrorKind::Request, "the request body is not a JSON object")
 }
 
 /// One server-sent event's payload as it arrived.

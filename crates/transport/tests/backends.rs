@@ -53,12 +53,13 @@ fn transport(b: Backend, max_body: usize) -> Arc<dyn Transport> {
 }
 
 fn request(server: &MockServer) -> Request {
-    let mut r = Request::new(
+    let mut r = Request::with_json(
         format!("{}/v1", server.uri()),
         "/chat/completions",
         Secret::new(SECRET),
-        serde_json::json!({"model": "gpt-4.1", "messages": [{"role": "user", "content": "ทดสอบ"}]}),
-    );
+        &serde_json::json!({"model": "gpt-4.1", "messages": [{"role": "user", "content": "ทดสอบ"}]}),
+    )
+    .unwrap();
     r.timeout = Duration::from_secs(5);
     r
 }
@@ -194,12 +195,13 @@ async fn a_refused_connection_is_a_connect_error_on(b: Backend) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let r = Request::new(
+    let r = Request::with_json(
         format!("http://{addr}/v1"),
         "/chat/completions",
         Secret::new(SECRET),
-        serde_json::json!({}),
-    );
+        &serde_json::json!({}),
+    )
+    .unwrap();
     let e = transport(b, 1 << 20).send(r).await.unwrap_err();
     assert!(e.is_connect(), "{e:?}");
     assert_eq!(e.outcome(), keypool_core::Outcome::Connect);
@@ -365,12 +367,13 @@ async fn errors_never_contain_the_secret_or_the_authorization_header_on(b: Backe
     let mut slow = request(&server);
     slow.timeout = Duration::from_millis(10);
     errors.push(transport(b, 1 << 20).send(slow).await.unwrap_err());
-    let r = Request::new(
+    let r = Request::with_json(
         format!("http://admin:{SECRET}@{closed}/v1"),
         "/x",
         Secret::new(SECRET),
-        serde_json::json!({}),
-    );
+        &serde_json::json!({}),
+    )
+    .unwrap();
     errors.push(transport(b, 1 << 20).send(r).await.unwrap_err());
     for e in &errors {
         let mut text = format!("{e} {e:?}");

@@ -5,12 +5,13 @@ use keypool_core::{Secret, Usage};
 use transport::{MockReply, MockTransport, Request, StreamEvent, StreamStart, Transport};
 
 fn req(secret: &str) -> Request {
-    Request::new(
+    Request::with_json(
         "http://mock/v1",
         "/chat/completions",
         Secret::new(secret),
-        serde_json::json!({"model": "m"}),
+        &serde_json::json!({"model": "m"}),
     )
+    .unwrap()
 }
 
 #[tokio::test]
@@ -53,7 +54,7 @@ async fn latency_past_the_timeout_is_a_timeout_in_paused_time() {
         [MockReply::chat("late", 1, 1).latency(Duration::from_secs(120))],
     );
     mock.respond("sk-fn", |r| {
-        MockReply::chat(&r.body["model"].to_string(), 1, 1).latency(Duration::from_secs(1))
+        MockReply::chat(&r.json()["model"].to_string(), 1, 1).latency(Duration::from_secs(1))
     });
     let started = tokio::time::Instant::now();
     let e = mock.send(req("sk-slow")).await.unwrap_err();

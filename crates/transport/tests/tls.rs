@@ -96,12 +96,13 @@ fn backends(config: &HttpConfig) -> Vec<Built> {
 }
 
 fn chat(base_url: &str) -> Request {
-    let mut r = Request::new(
+    let mut r = Request::with_json(
         base_url.to_owned(),
         "/chat/completions",
         Secret::new("sk-test-0123456789abcdefTLS"),
-        serde_json::json!({"model": "gpt-4.1", "messages": []}),
-    );
+        &serde_json::json!({"model": "gpt-4.1", "messages": []}),
+    )
+    .unwrap();
     r.timeout = Duration::from_secs(5);
     r
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use axum::http::{HeaderMap, StatusCode};
 use gateway_client::{ApiRequest, Endpoint, RequestContext};
+use wire::JsonBody;
 
 use super::error::ApiError;
 use super::extract::{Body, Caller};
@@ -39,15 +40,15 @@ pub(super) fn admit(
 ) -> Result<Admitted, ApiError> {
     let Caller(key) = caller?;
     let Body(body) = body?;
-    let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+    let json = JsonBody::parse(body).map_err(|e| {
         ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
     })?;
-    let stream = json.get("stream").and_then(serde_json::Value::as_bool) == Some(true);
+    let stream = json.get("stream").and_then(|v| v.as_bool()) == Some(true);
     let user = json
         .get("user")
-        .and_then(serde_json::Value::as_str)
-        .map(str::to_owned);
-    let request = ApiRequest::from_json(json)
+        .and_then(|v| v.as_str())
+        .map(std::borrow::Cow::into_owned);
+    let request = ApiRequest::from_body(json)
         .map_err(|e| ApiError::bad_request("missing_model", e.to_string()))?;
     if let Some(k) = &key {
         check_key(k, scope, Some(request.model()))?;

@@ -130,9 +130,12 @@ async fn serve(
     };
     // An id the body names (`previous_response_id`, a `file_id`) goes to
     // the key that made it.
-    let ids = crate::pins::in_body(admitted.request.json());
+    let ids = crate::pins::in_body(admitted.request.root());
     if !ids.is_empty() {
-        admitted.ctx.pinned = s.pins.find(ids, s.now_ms()).await;
+        admitted.ctx.pinned = s
+            .pins
+            .find(ids.iter().map(String::as_str), s.now_ms())
+            .await;
     }
     let model = admitted.request.model().to_owned();
     let span = crate::telemetry::request_span(name, &model, admitted.ctx.team.as_deref());

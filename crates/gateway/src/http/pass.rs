@@ -10,7 +10,9 @@ use std::time::Instant;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
 use gateway_client::{PassAnswer, PassRequest};
+use wire::JsonBody;
 
 use super::admission::{admit_caller, context};
 use super::error::ApiError;
@@ -60,10 +62,11 @@ async fn pass(
     let Caller(key) = caller?;
     let Body(body) = body?;
     let json = read_json(headers, &body)?;
-    let model = json
-        .as_ref()
-        .and_then(|j| j.get("model")?.as_str())
-        .map(str::to_owned);
+    let field = |name: &str| {
+        let v = json.as_ref()?.get(name)?;
+        v.as_str().map(std::borrow::Cow::into_owned)
+    };
+    let model = field("model");
     admit_caller(key.as_deref(), CHAT_WRITE, model.as_deref())?;
     let path = uri
         .path_and_query()
@@ -71,13 +74,14 @@ async fn pass(
         .strip_prefix("/v1")
         .unwrap_or("/")
         .to_owned();
-    let user = json
-        .as_ref()
-        .and_then(|j| j.get("user")?.as_str())
-        .map(str::to_owned);
+    let user = field("user");
     let mut ctx = context(headers, key.as_deref(), user);
+    let named = json
+        .as_ref()
+        .map(|j| crate::pins::in_body(j.root()))
+        .unwrap_or_default();
     let mut ids: Vec<&str> = crate::pins::in_path(uri.path()).collect();
-    ids.extend(json.as_ref().map(crate::pins::in_body).unwrap_or_default());
+    ids.extend(named.iter().map(String::as_str));
     if !ids.is_empty() {
         ctx.pinned = s.pins.find(ids, s.now_ms()).await;
     }
@@ -97,9 +101,10 @@ async fn pass(
     Ok((answered(s, key.as_deref(), answer, &label).await, label))
 }
 
-/// The body as JSON when it says it is JSON (`None` otherwise: multipart,
-/// audio, no body); a JSON body that does not parse is the caller's error.
-fn read_json(headers: &HeaderMap, body: &[u8]) -> Result<Option<serde_json::Value>, ApiError> {
+/// The body as a JSON object when it says it is JSON (`None` otherwise:
+/// multipart, audio, no body, JSON that is not an object); a JSON body
+/// that does not parse is the caller's error.
+fn read_json(headers: &HeaderMap, body: &Bytes) -> Result<Option<JsonBody>, ApiError> {
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -107,9 +112,14 @@ fn read_json(headers: &HeaderMap, body: &[u8]) -> Result<Option<serde_json::Valu
     if !is_json || body.is_empty() {
         return Ok(None);
     }
-    serde_json::from_slice(body).map(Some).map_err(|e| {
-        ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
-    })
+    match JsonBody::parse(body.clone()) {
+        Ok(json) => Ok(Some(json)),
+        Err(_) if wire::validate(body).is_ok() => Ok(None),
+        Err(e) => Err(ApiError::bad_request(
+            "invalid_json",
+            format!("the body is not valid JSON: {e}"),
+        )),
+    }
 }
 
 /// What usage lines call a request without a model: its surface (`/files`).
