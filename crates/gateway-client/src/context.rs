@@ -98,18 +98,24 @@ fn call_cost(call: Raw<'_>) -> u64 {
 
 /// The tokens one message costs: its content (strings or parts), tool
 /// calls with their arguments, reasoning and the other text fields, and
-/// the per-message overhead.
+/// the per-message overhead. One pass over its members (a repeated name
+/// counts each time it is sent).
 pub(crate) fn message_tokens(m: Raw<'_>) -> u64 {
-    let calls: u64 = m
-        .get("tool_calls")
-        .map_or(0, |c| c.items().map(call_cost).sum());
-    let legacy = m.get("function_call").map_or(0, call_cost);
-    let fields: u64 = TEXT_FIELDS
-        .iter()
-        .filter_map(|f| str_of(m.get(f)))
-        .map(text)
-        .sum();
-    content_cost(m.get("content")) + calls + legacy + fields + PER_MESSAGE
+    let mut tokens = PER_MESSAGE;
+    for (k, v) in m.members() {
+        tokens += if k.is("content") {
+            content_cost(Some(v))
+        } else if k.is("tool_calls") {
+            v.items().map(call_cost).sum()
+        } else if k.is("function_call") {
+            call_cost(v)
+        } else if TEXT_FIELDS.iter().any(|f| k.is(f)) && v.kind() == Kind::String {
+            text(v)
+        } else {
+            0
+        };
+    }
+    tokens
 }
 
 /// The input tokens of a chat body: every message, the tool definitions,

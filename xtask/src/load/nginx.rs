@@ -41,7 +41,8 @@ fn config(dir: &Path, listen: SocketAddr, upstream: SocketAddr) -> String {
          http {{\n  access_log off;\n  client_max_body_size 16m;\n  client_body_buffer_size 2m;\n\
          client_body_temp_path {d}/nginx-body;\n  proxy_temp_path {d}/nginx-proxy;\n\
          fastcgi_temp_path {d}/nginx-fastcgi;\n  uwsgi_temp_path {d}/nginx-uwsgi;\n  scgi_temp_path {d}/nginx-scgi;\n\
-         upstream sim {{ server {upstream}; keepalive 64; }}\n\
+         upstream sim {{ server {upstream}; keepalive 64; keepalive_requests 100000000; }}\n\
+         keepalive_requests 100000000;\n\
          server {{\n    listen {listen};\n    location / {{\n      proxy_pass http://sim;\n\
          proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n\
          proxy_set_header Authorization \"Bearer {BENCH_KEY}\";\n    }}\n  }}\n}}\n"
