@@ -612,10 +612,7 @@ fn compare(
         ("through nginx", &nginx),
         ("through the gateway", &through),
     ] {
-        out.rows.push(format!(
-            "| {connections} | {target} | {:.0} | {:.2} ms | {:.2} ms | {} |",
-            f.requests_per_sec, f.p50_ms, f.p99_ms, f.errors
-        ));
+        out.rows.push(row(connections, target, f));
         if connections == 16 && target != "through nginx" {
             out.cpu_rows.push(cpu_row(target, cpu));
         }
@@ -886,9 +883,9 @@ fn markdown(out: &Section) -> String {
          keep-alive HTTP/1.1 load from the xtask for 5 s per row at each connection count, against \
          the gateway, against the upstream directly and, for scale, through a bare forwarder \
          (`cargo xtask forward`: a blocking thread per connection that passes bytes on with the \
-         key added, and nothing else), in the same run. At 16 connections the three take turns \
-         for three rounds and each row is the median round. All three processes share the \
-         machine's 2 cores.\n\n\
+         key added, and nothing else) and through nginx, in the same run. At 16 connections the \
+         four take turns for three rounds and each row is the median round. The load generator, \
+         the upstream and the proxy share the machine's 2 cores.\n\n\
          | connections | target | requests/s | p50 | p99 | errors |\n|---|---|---|---|---|---|\n{}\n\n\
          CPU time each process spent per answered request at 16 connections (user + system, \
          from /proc), which is what bounds throughput when all three share 2 cores:\n\n\

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::{BENCH_KEY, Figures, Rig, Section, delta_ms, load_body};
+use super::{BENCH_KEY, Figures, Rig, Section, delta_ms, load_body, row};
 
 /// A chat body of at least `kb` KB, as a coding agent sends it.
 pub(super) fn history(kb: usize) -> String {
@@ -56,10 +56,7 @@ pub(super) fn rows(rig: &Rig, gateway: SocketAddr, out: &mut Section) {
             ("through nginx", &nginx),
             ("through the gateway", &through),
         ] {
-            out.agent_rows.push(format!(
-                "| {connections} | {target} | {:.0} | {:.2} ms | {:.2} ms | {} |",
-                f.requests_per_sec, f.p50_ms, f.p99_ms, f.errors
-            ));
+            out.agent_rows.push(row(connections, target, f));
         }
         (direct, nginx, through)
     };
