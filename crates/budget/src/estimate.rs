@@ -56,6 +56,12 @@ impl CharCount {
         text.chars().for_each(|c| self.add_char(c));
     }
 
+    /// Counts `n` characters known to be ASCII (a text's length, when it
+    /// is all ASCII).
+    pub fn add_latin(&mut self, n: u64) {
+        self.latin += n;
+    }
+
     /// Counts one character.
     pub fn add_char(&mut self, c: char) {
         if latin_like(c) {

@@ -36,8 +36,14 @@ const TEXT_FIELDS: [&str; 5] = [
 ];
 
 /// The tokens of a string value (`CharEstimator`'s count of its text).
+/// An ASCII text is counted by its length alone (which the body's check
+/// noted for a long one).
 pub(crate) fn text(s: Raw<'_>) -> u64 {
     let mut count = CharCount::default();
+    if let Some(len) = s.ascii_len() {
+        count.add_latin(len as u64);
+        return count.tokens();
+    }
     for piece in s.pieces() {
         match piece {
             Piece::Text(t) => count.add_str(t),
@@ -91,9 +97,19 @@ fn content_cost(content: Option<Raw<'_>>) -> u64 {
 /// A tool call's name and arguments (or a legacy `function_call`).
 fn call_cost(call: Raw<'_>) -> u64 {
     let f = call.get("function").unwrap_or(call);
-    let name = str_of(f.get("name")).map_or(0, text);
-    let args = f.get("arguments").map_or(0, string_or_json);
-    name + args + PER_MESSAGE
+    let mut tokens = PER_MESSAGE;
+    let (mut name, mut args) = (0, 0);
+    // One pass over the function's members (a repeated name counts once,
+    // its last value, as a parse into a map keeps).
+    for (k, v) in f.members() {
+        match k.name().as_ref() {
+            "name" => name = str_of(Some(v)).map_or(0, text),
+            "arguments" => args = string_or_json(v),
+            _ => {}
+        }
+    }
+    tokens += name + args;
+    tokens
 }
 
 /// The tokens one message costs: its content (strings or parts), tool
@@ -103,16 +119,12 @@ fn call_cost(call: Raw<'_>) -> u64 {
 pub(crate) fn message_tokens(m: Raw<'_>) -> u64 {
     let mut tokens = PER_MESSAGE;
     for (k, v) in m.members() {
-        tokens += if k.is("content") {
-            content_cost(Some(v))
-        } else if k.is("tool_calls") {
-            v.items().map(call_cost).sum()
-        } else if k.is("function_call") {
-            call_cost(v)
-        } else if TEXT_FIELDS.iter().any(|f| k.is(f)) && v.kind() == Kind::String {
-            text(v)
-        } else {
-            0
+        tokens += match k.name().as_ref() {
+            "content" => content_cost(Some(v)),
+            "tool_calls" => v.items().map(call_cost).sum(),
+            "function_call" => call_cost(v),
+            name if TEXT_FIELDS.contains(&name) && v.kind() == Kind::String => text(v),
+            _ => 0,
         };
     }
     tokens

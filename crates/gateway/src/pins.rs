@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use gateway_client::Pinned;
-use wire::{Kind, Raw};
+use wire::{JsonBody, Kind, Raw};
 
 use crate::store::{PinRecord, Store};
 
@@ -29,8 +29,8 @@ const STATEFUL: [&str; 7] = [
 ];
 
 /// Body fields that name an id, at any depth (tools and input items hold
-/// them too).
-const ID_FIELDS: [&str; 8] = [
+/// them too): the request's body is checked watching them.
+pub(crate) const ID_FIELDS: [&str; 8] = [
     "previous_response_id",
     "file_id",
     "input_file_id",
@@ -40,9 +40,6 @@ const ID_FIELDS: [&str; 8] = [
     "vector_store_ids",
     "upload_id",
 ];
-
-/// How deep in a body ids are looked for.
-const DEPTH: usize = 6;
 
 /// Whether `s` is an id that only its key can use.
 pub(crate) fn is_stateful(s: &str) -> bool {
@@ -58,27 +55,10 @@ pub(crate) fn in_path(path: &str) -> impl Iterator<Item = &str> {
     path.split(['/', '?', '&', '=']).filter(|s| is_stateful(s))
 }
 
-/// The stateful ids a JSON body names in its id fields, at any depth up to
-/// [`DEPTH`], read where they lie.
-pub(crate) fn in_body(body: Raw<'_>) -> Vec<String> {
-    fn walk(v: Raw<'_>, depth: usize, out: &mut Vec<String>) {
-        if depth == 0 {
-            return;
-        }
-        match v.kind() {
-            Kind::Object => {
-                for (k, v) in v.members() {
-                    if ID_FIELDS.iter().any(|f| k.is(f)) {
-                        ids(v, out);
-                    } else if matches!(v.kind(), Kind::Object | Kind::Array) {
-                        walk(v, depth - 1, out);
-                    }
-                }
-            }
-            Kind::Array => v.items().for_each(|v| walk(v, depth - 1, out)),
-            _ => {}
-        }
-    }
+/// The stateful ids a JSON body names in its id fields ([`ID_FIELDS`], at
+/// any depth), as its check found them: a body checked without watching
+/// them names none.
+pub(crate) fn in_body(body: &JsonBody) -> Vec<String> {
     fn ids(v: Raw<'_>, out: &mut Vec<String>) {
         match v.kind() {
             Kind::String => {
@@ -93,7 +73,9 @@ pub(crate) fn in_body(body: Raw<'_>) -> Vec<String> {
         }
     }
     let mut out = Vec::new();
-    walk(body, DEPTH, &mut out);
+    for (_, v) in body.watched() {
+        ids(v, &mut out);
+    }
     out
 }
 
@@ -199,7 +181,7 @@ mod tests {
             1
         );
         assert_eq!(in_path("/v1/files?purpose=batch").count(), 0);
-        let body = wire::JsonBody::parse(
+        let body = JsonBody::parse_watching(
             &br#"{
             "previous_response_id": "resp_9",
             "input": [{"role": "user", "content": [{"type": "input_file", "file_id": "file-7"}]}],
@@ -207,9 +189,10 @@ mod tests {
             "conversation": {"id": "conv_\u0031"},
             "model": "file-not-a-field"
         }"#[..],
+            &ID_FIELDS,
         )
         .unwrap();
-        assert_eq!(in_body(body.root()), ["resp_9", "file-7", "vs_1", "conv_1"]);
+        assert_eq!(in_body(&body), ["resp_9", "file-7", "vs_1", "conv_1"]);
         assert_eq!(
             made_by(br#"{"id":"resp_abc","object":"response"}"#).as_deref(),
             Some("resp_abc")

@@ -39,6 +39,29 @@ fn read(c: &mut Criterion) {
             Some(black_box((model, turns, parsed.to_bytes())))
         });
     });
+    let parsed = JsonBody::parse(body.clone()).unwrap_or_else(|_| unreachable!());
+    c.bench_function("200 KB: every message's members and text lengths", |b| {
+        b.iter(|| {
+            let mut n = 0usize;
+            for m in parsed.get("messages")?.items() {
+                for (k, v) in m.members() {
+                    if k.is("content") {
+                        n += v.ascii_len().unwrap_or(1);
+                    } else if k.is("tool_calls") {
+                        for call in v.items() {
+                            let f = call.get("function")?;
+                            n += f.get("name")?.ascii_len().unwrap_or(1);
+                            n += f.get("arguments")?.ascii_len().unwrap_or(1);
+                        }
+                    }
+                }
+            }
+            Some(black_box(n))
+        });
+    });
+    c.bench_function("200 KB: check only", |b| {
+        b.iter(|| black_box(JsonBody::parse(body.clone()).is_ok()));
+    });
     c.bench_function(
         "200 KB: parse to a tree, edit, serialise (serde_json)",
         |b| {

@@ -5,8 +5,11 @@ use std::fmt;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
 
+use crate::doc::Doc;
 use crate::error::JsonError;
+use crate::index::Index;
 use crate::raw::{Key, Kind, Raw};
 use crate::scan::{Member, check, skip_ws};
 
@@ -18,10 +21,15 @@ use crate::scan::{Member, check, skip_ws};
 /// (and not at all when there is nothing to change).
 #[derive(Clone, PartialEq, Eq)]
 pub struct JsonBody {
-    bytes: Bytes,
+    /// The body as it came, known to be UTF-8.
+    text: ByteString,
     /// Where the top-level members lie, found when the body was checked:
     /// reading one never scans the body again.
     members: Arc<[Member]>,
+    /// Where the long values lie (see `Doc`).
+    long: Arc<Index>,
+    /// The members named in the watch list the body was checked with.
+    watched: Arc<[Member]>,
     /// Where the top-level object lies.
     span: std::ops::Range<usize>,
     edits: Vec<Edit>,
@@ -40,7 +48,7 @@ impl fmt::Debug for JsonBody {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // A body holds a user's prompts: its size, never its text.
         f.debug_struct("JsonBody")
-            .field("bytes", &self.bytes.len())
+            .field("bytes", &self.text.len())
             .field("edits", &self.edits.len())
             .finish()
     }
@@ -49,34 +57,41 @@ impl fmt::Debug for JsonBody {
 impl JsonBody {
     /// Checks `bytes` and keeps them: they must be one JSON object.
     pub fn parse(bytes: impl Into<Bytes>) -> Result<Self, JsonError> {
-        let bytes = bytes.into();
-        let members = check(&bytes)?;
-        let start = skip_ws(&bytes, 0);
-        if bytes.get(start) != Some(&b'{') {
+        Self::parse_watching(bytes, &[])
+    }
+
+    /// [`parse`](Self::parse), noting in the same pass the members at any
+    /// depth whose name is in `watch` (read them with
+    /// [`watched`](Self::watched)): how a caller finds a field wherever it
+    /// lies without walking the body.
+    pub fn parse_watching(bytes: impl Into<Bytes>, watch: &[&str]) -> Result<Self, JsonError> {
+        let text = ByteString::try_from(bytes.into())
+            .map_err(|e| JsonError::new(e.valid_up_to(), "invalid UTF-8"))?;
+        let checked = check(&text, watch)?;
+        let doc = text.as_bytes();
+        let start = skip_ws(doc, 0);
+        if doc.get(start) != Some(&b'{') {
             return Err(JsonError::new(start, "the body is not a JSON object"));
         }
-        let end = bytes.len()
-            - bytes
-                .iter()
-                .rev()
-                .take_while(|b| matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
-                .count();
+        let end = text.trim_end_matches([' ', '\t', '\n', '\r']).len();
         Ok(JsonBody {
-            bytes,
-            members: members.into(),
+            members: checked.members.into(),
+            long: Arc::new(checked.long),
+            watched: checked.watched.into(),
             span: start..end,
             edits: Vec::new(),
+            text,
         })
     }
 
     /// The body as it came, with no edits.
     pub fn original(&self) -> &Bytes {
-        &self.bytes
+        self.text.as_bytes()
     }
 
     /// The checked text.
-    fn doc(&self) -> &[u8] {
-        &self.bytes
+    fn doc(&self) -> Doc<'_> {
+        Doc::new(&self.text, &self.long)
     }
 
     /// The top-level object, as it came.
@@ -88,12 +103,15 @@ impl JsonBody {
     /// found them: nothing is scanned).
     pub fn members(&self) -> impl Iterator<Item = (Key<'_>, Raw<'_>)> {
         let doc = self.doc();
-        self.members.iter().map(move |m| {
-            (
-                Key::spanning(doc, m.key.clone()),
-                Raw::spanning(doc, m.value.clone()),
-            )
-        })
+        self.members.iter().map(move |m| pair(doc, m))
+    }
+
+    /// The members, at any depth, whose name was in the watch list given to
+    /// [`parse_watching`](Self::parse_watching), in the order their values
+    /// end (nothing is scanned).
+    pub fn watched(&self) -> impl Iterator<Item = (Key<'_>, Raw<'_>)> {
+        let doc = self.doc();
+        self.watched.iter().map(move |m| pair(doc, m))
     }
 
     /// The top-level member `key` as it came (the last one if it repeats).
@@ -140,7 +158,7 @@ impl JsonBody {
     /// The bytes to send: the body as it came, with the edits spliced in.
     pub fn to_bytes(&self) -> Bytes {
         if self.edits.is_empty() {
-            return self.bytes.clone();
+            return self.original().clone();
         }
         let root = self.root();
         let mut splices = Vec::new();
@@ -168,8 +186,16 @@ impl JsonBody {
             }
         }
         set_members(self.members(), root.close(), &top, &mut splices);
-        splice(&self.bytes, splices)
+        splice(self.original(), splices)
     }
+}
+
+/// The name and value of the member lying at `m`.
+fn pair<'a>(doc: Doc<'a>, m: &Member) -> (Key<'a>, Raw<'a>) {
+    (
+        Key::spanning(doc, m.key.clone()),
+        Raw::spanning(doc, m.value.clone()),
+    )
 }
 
 /// A replacement of `range` of the document by `text`.

@@ -12,11 +12,13 @@
 //!
 //! # Key design decision: check once, then read lazily
 //!
-//! Validation is the only full pass, and it allocates nothing; every read
-//! after it scans just the span it is asked for, trusting the check (a
-//! [`Raw`] can only be had from checked text, so its readers never fail
-//! and never panic). Like `canary` and `budget`, the crate does no I/O and
-//! reads no clock.
+//! Validation is the only full pass. It notes where the top-level members
+//! and the long values lie (and the members the caller watches, at any
+//! depth), so every read after it scans just the span it is asked for and
+//! skips a long value without scanning it, trusting the check (a [`Raw`]
+//! can only be had from checked text, so its readers never fail and never
+//! panic). Like `canary` and `budget`, the crate does no I/O and reads no
+//! clock.
 //!
 //! # Example
 //!
@@ -42,7 +44,9 @@
 //! ```
 
 mod body;
+mod doc;
 mod error;
+mod index;
 mod raw;
 mod scan;
 

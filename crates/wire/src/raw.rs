@@ -2,7 +2,8 @@
 
 use std::borrow::Cow;
 
-use crate::scan::{skip_ws, string_end, value_end};
+use crate::doc::Doc;
+use crate::scan::{skip_ws, string_end};
 
 /// What kind of value a [`Raw`] is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,20 +27,20 @@ pub enum Kind {
 /// for; nothing is copied but the strings that hold escapes.
 #[derive(Clone, Copy, Debug)]
 pub struct Raw<'a> {
-    doc: &'a [u8],
+    doc: Doc<'a>,
     start: usize,
     end: usize,
 }
 
 impl<'a> Raw<'a> {
     /// The value starting at `start` of checked text `doc`.
-    pub(crate) fn at(doc: &'a [u8], start: usize) -> Self {
-        let end = value_end(doc, start);
+    pub(crate) fn at(doc: Doc<'a>, start: usize) -> Self {
+        let end = doc.value_end(start);
         Raw { doc, start, end }
     }
 
     /// The value lying at `span` of checked text `doc`.
-    pub(crate) fn spanning(doc: &'a [u8], span: std::ops::Range<usize>) -> Self {
+    pub(crate) fn spanning(doc: Doc<'a>, span: std::ops::Range<usize>) -> Self {
         Raw {
             doc,
             start: span.start,
@@ -49,16 +50,16 @@ impl<'a> Raw<'a> {
 
     /// The value's text, exactly as it was sent.
     pub fn text(&self) -> &'a str {
-        // Checked text is UTF-8 and a value's span starts and ends on
-        // character boundaries: this check (fast, and proportional to the
-        // value) never fails.
-        self.bytes()
-            .and_then(|b| std::str::from_utf8(b).ok())
+        // A value's span starts and ends on character boundaries (at ASCII
+        // bytes): this never falls back.
+        self.doc
+            .text()
+            .get(self.start..self.end)
             .unwrap_or_default()
     }
 
     fn bytes(&self) -> Option<&'a [u8]> {
-        self.doc.get(self.start..self.end)
+        self.doc.bytes().get(self.start..self.end)
     }
 
     /// Where the value lies in its document: `start..end`, in bytes.
@@ -101,6 +102,31 @@ impl<'a> Raw<'a> {
         Pieces {
             rest: self.inner().unwrap_or_default(),
         }
+    }
+
+    /// The length of the string's text once unescaped, when it is all
+    /// ASCII: what counting a long text needs, known without reading it
+    /// again when the check indexed the string (it noted its escapes).
+    /// `None` when it is not a string or its text is not all ASCII, and for
+    /// a long string written with `\u` escapes (read its
+    /// [`pieces`](Self::pieces) then).
+    pub fn ascii_len(&self) -> Option<usize> {
+        let inner = self.inner()?;
+        if !inner.is_ascii() {
+            return None;
+        }
+        if let Some(long) = self.doc.long(self.start) {
+            return long.shrink.map(|shrink| inner.len().saturating_sub(shrink));
+        }
+        let mut len = 0;
+        for piece in self.pieces() {
+            match piece {
+                Piece::Text(t) => len += t.len(),
+                Piece::Char(c) if c.is_ascii() => len += 1,
+                Piece::Char(_) => return None,
+            }
+        }
+        Some(len)
     }
 
     /// A string's text between its quotes, escapes as sent.
@@ -182,21 +208,29 @@ pub struct Key<'a>(Raw<'a>);
 
 impl<'a> Key<'a> {
     /// The name lying at `span` (quotes included) of checked text `doc`.
-    pub(crate) fn spanning(doc: &'a [u8], span: std::ops::Range<usize>) -> Self {
+    pub(crate) fn spanning(doc: Doc<'a>, span: std::ops::Range<usize>) -> Self {
         Key(Raw::spanning(doc, span))
     }
 
     /// Whether the name is `name`.
     pub fn is(&self, name: &str) -> bool {
-        let text = self.0.text();
-        match text.get(1..text.len().saturating_sub(1)) {
-            Some(inner) if !inner.contains('\\') => inner == name,
-            _ => self.0.as_str().is_some_and(|k| k == name),
+        let inner = self.0.inner().unwrap_or_default();
+        // Without escapes the name is as sent; an escape makes it longer
+        // than the name it stands for.
+        if inner.len() == name.len() {
+            return inner == name && !inner.as_bytes().contains(&b'\\');
         }
+        inner.len() > name.len() && inner.contains('\\') && Pieces::of(inner).eq_text(name)
     }
 
     /// The name, unescaped.
     pub fn name(&self) -> Cow<'a, str> {
+        // Names are short: a plain loop finds no backslash sooner than a
+        // call to `memchr` would.
+        let inner = self.0.inner().unwrap_or_default();
+        if !inner.bytes().any(|b| b == b'\\') {
+            return Cow::Borrowed(inner);
+        }
         self.0.as_str().unwrap_or_default()
     }
 
@@ -209,7 +243,7 @@ impl<'a> Key<'a> {
 /// The members of an object: see [`Raw::members`].
 #[derive(Clone, Debug)]
 pub struct Members<'a> {
-    doc: &'a [u8],
+    doc: Doc<'a>,
     pos: usize,
     end: usize,
 }
@@ -218,7 +252,7 @@ impl<'a> Iterator for Members<'a> {
     type Item = (Key<'a>, Raw<'a>);
 
     fn next(&mut self) -> Option<Self::Item> {
-        let bytes = self.doc;
+        let bytes = self.doc.bytes();
         let mut i = skip_ws(bytes, self.pos);
         if bytes.get(i) == Some(&b',') {
             i = skip_ws(bytes, i + 1);
@@ -244,7 +278,7 @@ impl<'a> Iterator for Members<'a> {
 /// The items of an array: see [`Raw::items`].
 #[derive(Clone, Debug)]
 pub struct Items<'a> {
-    doc: &'a [u8],
+    doc: Doc<'a>,
     pos: usize,
     end: usize,
 }
@@ -253,7 +287,7 @@ impl<'a> Iterator for Items<'a> {
     type Item = Raw<'a>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        let bytes = self.doc;
+        let bytes = self.doc.bytes();
         let mut i = skip_ws(bytes, self.pos);
         if bytes.get(i) == Some(&b',') {
             i = skip_ws(bytes, i + 1);
@@ -281,6 +315,29 @@ pub enum Piece<'a> {
 #[derive(Clone, Debug)]
 pub struct Pieces<'a> {
     rest: &'a str,
+}
+
+impl<'a> Pieces<'a> {
+    /// The pieces of a string's text between its quotes, escapes as sent.
+    pub(crate) fn of(inner: &'a str) -> Self {
+        Pieces { rest: inner }
+    }
+
+    /// Whether the text the pieces make is `text`, without building it.
+    pub(crate) fn eq_text(self, text: &str) -> bool {
+        let mut rest = text;
+        for piece in self {
+            let tail = match piece {
+                Piece::Text(t) => rest.strip_prefix(t),
+                Piece::Char(c) => rest.strip_prefix(c),
+            };
+            match tail {
+                Some(tail) => rest = tail,
+                None => return false,
+            }
+        }
+        rest.is_empty()
+    }
 }
 
 impl<'a> Iterator for Pieces<'a> {

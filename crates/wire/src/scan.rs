@@ -8,6 +8,7 @@
 //! quote, a backslash, a control character.
 
 use crate::error::JsonError;
+use crate::index::{Index, LONG, Long};
 
 /// The most containers nested in one another (as `serde_json` allows).
 pub const MAX_DEPTH: usize = 127;
@@ -53,42 +54,64 @@ pub(crate) fn special(bytes: &[u8], mut i: usize, controls: bool) -> usize {
 
 /// Checks that `bytes` hold exactly one JSON value, with whitespace around it.
 pub fn validate(bytes: &[u8]) -> Result<(), JsonError> {
-    check(bytes).map(drop)
+    let text =
+        std::str::from_utf8(bytes).map_err(|e| JsonError::new(e.valid_up_to(), "invalid UTF-8"))?;
+    check(text, &[]).map(drop)
 }
 
-/// Where a member of the outermost object lies: its name (quotes
-/// included) and its value.
+/// Where a member of an object lies: its name (quotes included) and its
+/// value.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Member {
     pub(crate) key: std::ops::Range<usize>,
     pub(crate) value: std::ops::Range<usize>,
 }
 
-/// [`validate`], and where the members of the outermost value lie (none
-/// if it is not an object), found in the same pass.
-pub(crate) fn check(bytes: &[u8]) -> Result<Vec<Member>, JsonError> {
-    if let Err(e) = std::str::from_utf8(bytes) {
-        return Err(JsonError::new(e.valid_up_to(), "invalid UTF-8"));
-    }
+/// What one pass of the check finds besides the verdict.
+#[derive(Debug)]
+pub(crate) struct Checked {
+    /// The members of the outermost value (none if it is not an object).
+    pub(crate) members: Vec<Member>,
+    /// Where every value longer than [`LONG`] bytes lies, in the order the
+    /// values start: the later walks skip them without scanning them.
+    pub(crate) long: Index,
+    /// The members, at any depth, whose name is one of those watched (in
+    /// the order their values end).
+    pub(crate) watched: Vec<Member>,
+}
+
+/// [`validate`]s UTF-8 text, and finds in the same pass where the members
+/// of the outermost value lie, where the long values end and the members
+/// named in `watch`.
+pub(crate) fn check(text: &str, watch: &[&str]) -> Result<Checked, JsonError> {
     let mut s = Scanner {
-        bytes,
+        bytes: text.as_bytes(),
+        text,
         pos: 0,
-        members: Vec::new(),
+        watch,
+        out: Checked {
+            members: Vec::new(),
+            long: Index::new(text.len()),
+            watched: Vec::new(),
+        },
     };
     s.ws();
     s.value(0)?;
     s.ws();
-    if s.pos < bytes.len() {
+    if s.pos < s.bytes.len() {
         return Err(s.error("trailing characters after the value"));
     }
-    Ok(s.members)
+    s.out.long.finish();
+    Ok(s.out)
 }
 
-/// A cursor over bytes being checked.
+/// A cursor over text being checked.
 struct Scanner<'a> {
     bytes: &'a [u8],
+    text: &'a str,
     pos: usize,
-    members: Vec<Member>,
+    watch: &'a [&'a str],
+    out: Checked,
 }
 
 impl Scanner<'_> {
@@ -146,12 +169,35 @@ impl Scanner<'_> {
         Ok(())
     }
 
-    fn object(&mut self, depth: usize) -> Result<(), JsonError> {
-        self.nest(depth)?;
+    /// Opens a container at the cursor: a slot in the index of long
+    /// values, filled (or dropped, when it turns out short) by [`close`](Self::close).
+    fn open(&mut self) -> usize {
+        let slot = self.out.long.push(Long {
+            start: self.pos,
+            end: self.pos,
+            shrink: None,
+        });
         self.pos += 1;
         self.ws();
+        slot
+    }
+
+    /// Closes the container of `slot`, the cursor on its closing bracket.
+    /// A short container holds no long values, so its slot is the last.
+    fn close(&mut self, slot: usize) {
+        self.pos += 1;
+        let end = self.pos;
+        match self.out.long.slot(slot) {
+            Some(long) if end - long.start > LONG => long.end = end,
+            _ => self.out.long.truncate(slot),
+        }
+    }
+
+    fn object(&mut self, depth: usize) -> Result<(), JsonError> {
+        self.nest(depth)?;
+        let slot = self.open();
         if self.peek() == Some(b'}') {
-            self.pos += 1;
+            self.close(slot);
             return Ok(());
         }
         loop {
@@ -166,11 +212,15 @@ impl Scanner<'_> {
             self.ws();
             let value = self.pos;
             self.value(depth)?;
+            let member = Member {
+                key,
+                value: value..self.pos,
+            };
+            if self.is_watched(&member.key) {
+                self.out.watched.push(member.clone());
+            }
             if depth == 1 {
-                self.members.push(Member {
-                    key,
-                    value: value..self.pos,
-                });
+                self.out.members.push(member);
             }
             self.ws();
             match self.peek() {
@@ -179,7 +229,7 @@ impl Scanner<'_> {
                     self.ws();
                 }
                 Some(b'}') => {
-                    self.pos += 1;
+                    self.close(slot);
                     return Ok(());
                 }
                 _ => return Err(self.error("expected ',' or '}' in an object")),
@@ -187,12 +237,28 @@ impl Scanner<'_> {
         }
     }
 
+    /// Whether the member name at `key` (quotes included) is watched.
+    fn is_watched(&self, key: &std::ops::Range<usize>) -> bool {
+        if self.watch.is_empty() {
+            return false;
+        }
+        let inner = self
+            .text
+            .get(key.start + 1..key.end - 1)
+            .unwrap_or_default();
+        if !inner.contains('\\') {
+            return self.watch.contains(&inner);
+        }
+        self.watch
+            .iter()
+            .any(|w| crate::raw::Pieces::of(inner).eq_text(w))
+    }
+
     fn array(&mut self, depth: usize) -> Result<(), JsonError> {
         self.nest(depth)?;
-        self.pos += 1;
-        self.ws();
+        let slot = self.open();
         if self.peek() == Some(b']') {
-            self.pos += 1;
+            self.close(slot);
             return Ok(());
         }
         loop {
@@ -204,7 +270,7 @@ impl Scanner<'_> {
                     self.ws();
                 }
                 Some(b']') => {
-                    self.pos += 1;
+                    self.close(slot);
                     return Ok(());
                 }
                 _ => return Err(self.error("expected ',' or ']' in an array")),
@@ -214,15 +280,30 @@ impl Scanner<'_> {
 
     /// A string, the cursor on its opening quote.
     fn string(&mut self) -> Result<(), JsonError> {
+        let start = self.pos;
+        let mut shrink = Some(0);
         self.pos += 1;
         loop {
             self.pos = special(self.bytes, self.pos, true);
             match self.peek() {
                 Some(b'"') => {
                     self.pos += 1;
+                    if self.pos - start > LONG {
+                        self.out.long.push(Long {
+                            start,
+                            end: self.pos,
+                            shrink,
+                        });
+                    }
                     return Ok(());
                 }
-                Some(b'\\') => self.escape()?,
+                Some(b'\\') => {
+                    shrink = match self.bytes.get(self.pos + 1) {
+                        Some(b'u') => None,
+                        _ => shrink.map(|n| n + 1),
+                    };
+                    self.escape()?;
+                }
                 Some(_) => return Err(self.error("a control character in a string")),
                 None => return Err(self.error("the body ends inside a string")),
             }
@@ -341,7 +422,8 @@ pub(crate) fn string_end(bytes: &[u8], mut i: usize) -> usize {
     }
 }
 
-/// The end of the value starting at `i`, in checked text.
+/// The end of the value starting at `i`, in checked text, found by
+/// scanning it.
 pub(crate) fn value_end(bytes: &[u8], i: usize) -> usize {
     match bytes.get(i) {
         Some(b'"') => string_end(bytes, i),

@@ -53,6 +53,10 @@ fn same(raw: Raw<'_>, value: &Value) -> Result<(), TestCaseError> {
         Value::String(s) => {
             let ours = raw.as_str();
             prop_assert_eq!(ours.as_deref(), Some(s.as_str()));
+            match raw.ascii_len() {
+                Some(len) => prop_assert!(s.is_ascii() && s.len() == len),
+                None => prop_assert!(!s.is_ascii() || raw.text().contains("\\u")),
+            }
         }
         Value::Bool(b) => prop_assert_eq!(raw.as_bool(), Some(*b)),
         Value::Null => prop_assert!(raw.is_null()),
@@ -71,6 +75,9 @@ fn same(raw: Raw<'_>, value: &Value) -> Result<(), TestCaseError> {
 fn text() -> impl Strategy<Value = String> {
     prop_oneof![
         "[a-z ]{0,12}",
+        // Around the length past which the check indexes a value, escapes
+        // included (one may straddle the bound).
+        "[a-z\"\\\\\n]{55,80}",
         "[\"\\\\/\u{0}-\u{1f}\u{7f}é你😀\u{2028}]{0,8}",
         any::<String>(),
     ]
@@ -100,6 +107,36 @@ fn json() -> impl Strategy<Value = Value> {
                 .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
+}
+
+/// Documents whose member names are few, so that watched names recur at
+/// every depth.
+fn keyed() -> impl Strategy<Value = Value> {
+    let name = prop::sample::select(vec!["a", "b", "é", "x\"y"]).prop_map(String::from);
+    let leaf = prop_oneof![Just(Value::Null), text().prop_map(Value::String)];
+    leaf.prop_recursive(6, 48, 6, move |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::btree_map(name.clone(), inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// Every member of `v`, at any depth, named in `watch`: name and value.
+fn named(v: &Value, watch: &[&str], out: &mut Vec<(String, Value)>) {
+    match v {
+        Value::Object(map) => {
+            for (k, v) in map {
+                if watch.contains(&k.as_str()) {
+                    out.push((k.clone(), v.clone()));
+                }
+                named(v, watch, out);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| named(v, watch, out)),
+        _ => {}
+    }
 }
 
 /// A body as clients send it: a model, messages, and anything else.
@@ -170,6 +207,27 @@ proptest! {
     #[test]
     fn any_bytes_get_the_same_verdict(bytes in prop::collection::vec(json_byte(), 0..40)) {
         agree(&bytes)?;
+    }
+
+    #[test]
+    fn the_watched_members_are_every_member_so_named(v in keyed(), escaped in any::<bool>()) {
+        const WATCH: [&str; 2] = ["é", "x\"y"];
+        let mut text = format!("{{\"v\":{}}}", serde_json::to_string(&v).unwrap());
+        if escaped {
+            // The same document with every é escaped, names included.
+            text = text.replace('é', "\\u00e9");
+        }
+        let body = JsonBody::parse_watching(text.into_bytes(), &WATCH).unwrap();
+        let mut ours: Vec<(String, Value)> = body
+            .watched()
+            .map(|(k, v)| (k.name().into_owned(), serde_json::from_str(v.text()).unwrap()))
+            .collect();
+        let mut want = Vec::new();
+        named(&v, &WATCH, &mut want);
+        let key = |p: &(String, Value)| (p.0.clone(), p.1.to_string());
+        ours.sort_by_key(key);
+        want.sort_by_key(key);
+        prop_assert_eq!(ours, want);
     }
 
     #[test]

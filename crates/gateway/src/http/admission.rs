@@ -40,7 +40,7 @@ pub(super) fn admit(
 ) -> Result<Admitted, ApiError> {
     let Caller(key) = caller?;
     let Body(body) = body?;
-    let json = JsonBody::parse(body).map_err(|e| {
+    let json = JsonBody::parse_watching(body, &crate::pins::ID_FIELDS).map_err(|e| {
         ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
     })?;
     let stream = json.get("stream").and_then(|v| v.as_bool()) == Some(true);

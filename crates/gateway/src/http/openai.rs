@@ -130,7 +130,7 @@ async fn serve(
     };
     // An id the body names (`previous_response_id`, a `file_id`) goes to
     // the key that made it.
-    let ids = crate::pins::in_body(admitted.request.root());
+    let ids = crate::pins::in_body(admitted.request.body());
     if !ids.is_empty() {
         admitted.ctx.pinned = s
             .pins

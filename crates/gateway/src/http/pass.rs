@@ -76,10 +76,7 @@ async fn pass(
         .to_owned();
     let user = field("user");
     let mut ctx = context(headers, key.as_deref(), user);
-    let named = json
-        .as_ref()
-        .map(|j| crate::pins::in_body(j.root()))
-        .unwrap_or_default();
+    let named = json.as_ref().map(crate::pins::in_body).unwrap_or_default();
     let mut ids: Vec<&str> = crate::pins::in_path(uri.path()).collect();
     ids.extend(named.iter().map(String::as_str));
     if !ids.is_empty() {
@@ -112,7 +109,7 @@ fn read_json(headers: &HeaderMap, body: &Bytes) -> Result<Option<JsonBody>, ApiE
     if !is_json || body.is_empty() {
         return Ok(None);
     }
-    match JsonBody::parse(body.clone()) {
+    match JsonBody::parse_watching(body.clone(), &crate::pins::ID_FIELDS) {
         Ok(json) => Ok(Some(json)),
         Err(_) if wire::validate(body).is_ok() => Ok(None),
         Err(e) => Err(ApiError::bad_request(
