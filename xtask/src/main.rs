@@ -13,6 +13,7 @@
 //!   (`bench-gateway --quick`: the 16-connection rows only, printed;
 //!   `--store`: the store's cost and reports beside traffic, printed;
 //!   `--traces`: what exporting traces costs, printed;
+//!   `--affinity`: prompt-cache affinity's cached share, printed;
 //!   `KEYPOOL_BENCH_BIN=path` measures another build, for an A/B run, and
 //!   `KEYPOOL_BENCH_NO_POSTGRES=1` leaves the Postgres rows out for a build without them);
 //! - `sdk`: installs the official SDKs the tests use and prints where;
@@ -61,12 +62,13 @@ fn main() -> ExitCode {
         },
         "bench-gateway" => match env::args().nth(2).as_deref() {
             Some("--quick") => bench_gateway(load::Only::Comparison),
+            Some("--affinity") => bench_gateway(load::Only::Affinity),
             Some("--store") => bench_gateway(load::Only::Store),
             Some("--traces") => bench_gateway(load::Only::Traces),
             _ => bench_gateway(load::Only::Everything),
         },
         _ => Err(format!(
-            "unknown job {job:?}\nusage: cargo xtask <lint|test|ci|sdk|bench|bench-gateway [--quick|--store|--traces]|fuzz [RUNS]|postgres|forward UPSTREAM KEY>"
+            "unknown job {job:?}\nusage: cargo xtask <lint|test|ci|sdk|bench|bench-gateway [--quick|--store|--traces|--affinity]|fuzz [RUNS]|postgres|forward UPSTREAM KEY>"
         )),
     };
     match result {
@@ -174,26 +176,30 @@ fn browser_tools() -> Result<()> {
     {
         return Ok(());
     }
-    eprintln!("$ apt-get install chromium chromium-driver (for the dashboard's browser test)");
-    let apt = |args: &[&str]| -> Result<()> {
+    apt_install(
+        &["chromium", "chromium-driver"],
+        "for the dashboard's browser test",
+    )
+}
+
+/// Installs Debian's `packages` (`why` says what for): the one way the
+/// xtask installs what a job needs.
+pub(crate) fn apt_install(packages: &[&str], why: &str) -> Result<()> {
+    let list = packages.join(" ");
+    eprintln!("$ apt-get install {list} ({why})");
+    let mut install = vec!["install", "-y", "-qq"];
+    install.extend_from_slice(packages);
+    for args in [&["update", "-qq"][..], &install] {
         let status = Command::new("apt-get")
             .args(args)
             .env("DEBIAN_FRONTEND", "noninteractive")
             .status()
-            .map_err(|e| {
-                format!("cannot run apt-get ({e}): install chromium and chromium-driver")
-            })?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "apt-get {} failed: install chromium and chromium-driver",
-                args.join(" ")
-            ))
+            .map_err(|e| format!("cannot run apt-get ({e}): install {list}"))?;
+        if !status.success() {
+            return Err(format!("apt-get {} failed: install {list}", args.join(" ")));
         }
-    };
-    apt(&["update", "-qq"])?;
-    apt(&["install", "-y", "-qq", "chromium", "chromium-driver"])
+    }
+    Ok(())
 }
 
 fn test() -> Result<()> {
@@ -351,7 +357,9 @@ fn bench() -> Result<()> {
          ## Speed\n\n\
          `acquire_report`: one `acquire` and one `report(Success)` on a pool of N keys \
          with a daily token limit each, time advancing 10 µs per iteration, events \
-         drained. `assign`: one `Rollout::assign` for a 10% rollout over 1 024 rotating \
+         drained; `acquire_report_preferring`: the same with a preferred key (prompt-cache \
+         affinity: a different key each time, the strategy's pick still made to bound its \
+         load). `assign`: one `Rollout::assign` for a 10% rollout over 1 024 rotating \
          subjects (salted; the seeds' unsalted 1000-bucket scheme; salted with a \
          1 000-entry allow-list, a 1 000-entry deny-list and a key-name rule). \
          `ledger/reserve_settle_4_scopes`: one `reserve` and one `settle` against a \
@@ -401,6 +409,7 @@ fn criterion_rows() -> Result<Vec<String>> {
         ("acquire_report", "round_robin/100000", 2000.0),
         ("acquire_report", "weighted/100000", 2000.0),
         ("acquire_report", "power_of_two/100000", 2000.0),
+        ("acquire_report_preferring", "least_used/10000", 1000.0),
         ("assign", "salted", 250.0),
         ("assign", "seed_compat", 250.0),
         ("assign", "salted_with_overrides", 250.0),

@@ -73,30 +73,7 @@ fn debian_bin() -> Option<PathBuf> {
 }
 
 fn install_postgres() -> Result<()> {
-    eprintln!("$ apt-get install postgresql (for the tests on a shared store)");
-    for args in [
-        &["update", "-qq"][..],
-        &[
-            "install",
-            "-y",
-            "-qq",
-            "--no-install-recommends",
-            "postgresql",
-        ],
-    ] {
-        let status = Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .map_err(|e| format!("cannot run apt-get ({e}): install postgresql"))?;
-        if !status.success() {
-            return Err(format!(
-                "apt-get {} failed: install postgresql",
-                args.join(" ")
-            ));
-        }
-    }
-    Ok(())
+    crate::apt_install(&["postgresql"], "for the tests on a shared store")
 }
 
 /// Whether this process runs as root (Postgres refuses to): read from

@@ -152,6 +152,8 @@ pub(crate) struct Inner {
     pub(crate) verdicts: Mutex<std::collections::BTreeMap<String, (SystemTime, canary::Verdict)>>,
     /// Grows shares of limits shared with other processes.
     pub(crate) backer: std::sync::OnceLock<Arc<dyn crate::ShareBacker>>,
+    /// Which key served each conversation last (off: `None`).
+    pub(crate) affinity: Option<crate::affinity::Affinity>,
 }
 
 /// The client. Cheap to clone (one `Arc`) and safe to share across tasks.
@@ -279,6 +281,9 @@ pub(crate) struct Want<'a> {
     pub(crate) estimate: u64,
     /// The key an id the request names belongs to: that key only.
     pub(crate) pinned: Option<&'a Pinned>,
+    /// The key that served the conversation last (provider index, key):
+    /// preferred while it can serve.
+    pub(crate) prefer: Option<(usize, KeyId)>,
 }
 
 /// Keys no provider can lend now.
@@ -292,6 +297,8 @@ pub(crate) struct NoKeys {
 struct Work {
     endpoint: Endpoint,
     request: ApiRequest,
+    /// The conversation's prompt-cache affinity token, when affinity is on.
+    affinity: Option<u64>,
     model_requested: String,
     model: String,
     arm: Option<ArmInfo>,
@@ -445,9 +452,16 @@ impl Client {
                 asked.unwrap_or_else(|| self.model_max_output(first))
             }
         };
+        let affinity = match endpoint {
+            Endpoint::ChatCompletions | Endpoint::Responses if self.inner.affinity.is_some() => {
+                crate::affinity::token(&request)
+            }
+            _ => None,
+        };
         let mut work = Work {
             endpoint,
             request,
+            affinity,
             model_requested,
             model: first.clone(),
             arm,
@@ -744,6 +758,11 @@ impl Client {
         });
         let Some(window) = window else { return false };
         let room = window.saturating_sub(work.max_output);
+        // The estimate counts every message (and more): when it fits, all
+        // of them do, and the history is not walked again.
+        if work.input_estimate <= room {
+            return false;
+        }
         let Some(messages) = work.request.messages() else {
             return false;
         };
@@ -782,6 +801,7 @@ impl Client {
                 model: Some(&work.model),
                 estimate: work.input_estimate,
                 pinned: work.pinned.as_ref(),
+                prefer: self.preferred(work),
             };
             let (p, lease) = match self.acquire(&excluded, &want) {
                 Ok(x) => x,
@@ -814,7 +834,10 @@ impl Client {
                 .instrument(span)
                 .await?;
             match step {
-                Step::Done(sent) => return Ok(sent),
+                Step::Done(sent) => {
+                    self.note_served(work, key);
+                    return Ok(sent);
+                }
                 Step::Again => continue,
                 Step::Retry(why) => {
                     last = why;
@@ -1094,6 +1117,24 @@ impl Client {
         Ok(true)
     }
 
+    /// The key that served `work`'s conversation last, while affinity
+    /// remembers it.
+    fn preferred(&self, work: &Work) -> Option<(usize, KeyId)> {
+        let (affinity, token) = (self.inner.affinity.as_ref()?, work.affinity?);
+        let now = self.inner.clock.now();
+        affinity
+            .get(token, &work.model, now)
+            .map(|s| (s.provider, s.key))
+    }
+
+    /// Remembers that `key` served `work`'s conversation.
+    fn note_served(&self, work: &Work, (provider, key): (usize, KeyId)) {
+        if let (Some(affinity), Some(token)) = (&self.inner.affinity, work.affinity) {
+            let now = self.inner.clock.now();
+            affinity.served((token, &work.model), provider, key, now);
+        }
+    }
+
     /// Leases a key for `want` from the first provider (by priority) that
     /// serves its model and has one: the pinned key only, when the request
     /// is pinned.
@@ -1133,6 +1174,7 @@ impl Client {
                 exclude: &exclude,
                 model: &names,
                 only: only.flatten(),
+                prefer: want.prefer.filter(|(p, _)| *p == i).map(|(_, k)| k),
             };
             let r = pool.acquire_with(now, &opts);
             self.drain_pool(provider, &mut pool);

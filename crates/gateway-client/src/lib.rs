@@ -47,6 +47,7 @@
 //! # }
 //! ```
 
+mod affinity;
 mod client;
 mod clock;
 mod context;
@@ -65,6 +66,7 @@ mod trace;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 pub use client::{Client, ClientEvent, Endpoint, WeakClient};
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -99,6 +101,7 @@ pub struct ClientBuilder {
     gates: Gates,
     clock: Option<Arc<dyn Clock>>,
     min_output_tokens: Option<u64>,
+    cache_affinity: Duration,
 }
 
 /// The least output a request is served with when the budget cannot pay
@@ -150,6 +153,19 @@ impl ClientBuilder {
         rules: Vec<transport::ErrorRule>,
     ) -> Self {
         self.rules.insert(provider.into(), rules);
+        self
+    }
+
+    /// Keeps a conversation on the key that last served it for `ttl` after
+    /// each of its requests (prompt-cache affinity: providers cache prompt
+    /// prefixes per key). The conversation is a chat or Responses request's
+    /// `prompt_cache_key`, else its stable prefix (instructions or system
+    /// prompt, tools, first user turn); the pool bounds how much busier than
+    /// its pick the preferred key may be. Off (zero) unless set; the
+    /// gateway's `[routing] cache_affinity_secs` defaults to 300.
+    #[must_use]
+    pub fn cache_affinity(mut self, ttl: Duration) -> Self {
+        self.cache_affinity = ttl;
         self
     }
 
@@ -298,6 +314,7 @@ impl ClientBuilder {
             wake: monitor::MonitorWake::new(),
             verdicts: Mutex::new(std::collections::BTreeMap::new()),
             backer: std::sync::OnceLock::new(),
+            affinity: affinity::Affinity::new(self.cache_affinity),
         };
         Ok(Client {
             inner: Arc::new(inner),

@@ -141,6 +141,7 @@ impl Client {
                 model: work.request.model.as_deref(),
                 estimate: work.estimate,
                 pinned: work.ctx.pinned.as_ref(),
+                prefer: None,
             };
             let (p, lease) = match self.acquire(&excluded, &want) {
                 Ok(x) => x,

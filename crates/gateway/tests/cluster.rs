@@ -36,7 +36,12 @@ async fn pair(
             .master()
             .upstream(upstream.base_url())
             .postgres(db.url(), &dir.join(name))
-            .configure(|c| c.storage.secrets_key = Some(SECRETS_KEY.into()))
+            .configure(|c| {
+                c.storage.secrets_key = Some(SECRETS_KEY.into());
+                // The tests send one prompt again and again and must reach
+                // every key: no prompt-cache affinity.
+                c.routing.cache_affinity_secs = 0;
+            })
             .start()
     };
     let a = start("a").await;

@@ -77,6 +77,11 @@ base_url = "{}"
 keys = [
 {keys}]
 
+# The tests send one prompt again and again and must reach every key:
+# no prompt-cache affinity.
+[routing]
+cache_affinity_secs = 0
+
 [budget]
 utc_offset = "{}"
 limits = [{{ scope = "global", daily_usd = "{}" }}]

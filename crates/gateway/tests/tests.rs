@@ -12,6 +12,8 @@
 /// Configure, start, call, stop, restart: in process or as a real process.
 mod harness;
 
+/// Prompt-cache affinity: conversations kept on their keys.
+mod affinity;
 /// The dashboard in a real headless Chromium.
 mod browser;
 /// The command line as README shows it.

@@ -1,4 +1,5 @@
-//! acquire + report on large pools, for each strategy.
+//! acquire + report on large pools, for each strategy, and with a
+//! preferred key (prompt-cache affinity).
 //!
 //! Targets (issue: keypool-core): median at most 1 µs on 10 000 keys and at
 //! most 2 µs on 100 000 keys. `cargo xtask bench` runs this and copies the
@@ -9,7 +10,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use keypool_core::{KeyPool, NewKey, Outcome, PoolConfig, Strategy, Timestamp};
+use keypool_core::{AcquireOptions, KeyPool, NewKey, Outcome, PoolConfig, Strategy, Timestamp};
 
 fn pool(n: usize, strategy: Strategy) -> KeyPool {
     let mut pool = KeyPool::new(PoolConfig {
@@ -61,5 +62,36 @@ fn acquire_report(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, acquire_report);
+/// acquire + report with a preferred key (prompt-cache affinity): the
+/// strategy's pick is still made, to bound the preferred key's load.
+fn acquire_report_preferring(c: &mut Criterion) {
+    let mut group = c.benchmark_group("acquire_report_preferring");
+    group.warm_up_time(Duration::from_secs(1));
+    group.measurement_time(Duration::from_secs(3));
+    let n = 10_000usize;
+    let mut p = pool(n, Strategy::LeastUsed);
+    let keys: Vec<_> = p.key_ids().collect();
+    let mut now = Timestamp::from_unix_secs(1_795_322_452);
+    let outcome = Outcome::success(900, 300, Duration::from_millis(700));
+    let mut i = 0usize;
+    group.bench_function(BenchmarkId::new("least_used", n), |b| {
+        b.iter(|| {
+            now = now.saturating_add(Duration::from_micros(10));
+            // A different conversation's key each time.
+            i = (i + 7919) % keys.len();
+            let opts = AcquireOptions {
+                prefer: keys.get(i).copied(),
+                ..AcquireOptions::default()
+            };
+            let lease = p.acquire_with(black_box(now), &opts).unwrap();
+            black_box(p.report(lease, outcome, now));
+            while let Some(e) = p.poll_event() {
+                black_box(e);
+            }
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, acquire_report, acquire_report_preferring);
 criterion_main!(benches);

@@ -248,6 +248,12 @@ pub struct AcquireOptions<'a> {
     /// Only this key (a request pinned to the key that made an id it
     /// names): leased if it can serve, else none. `O(1)`.
     pub only: Option<KeyId>,
+    /// The key to lease while it can serve and is not far busier than the
+    /// key the strategy would pick (prompt-cache affinity: a conversation
+    /// kept on the key whose provider cache holds its prefix). See
+    /// [`AFFINITY_SLACK`](crate::AFFINITY_SLACK) for the bound. Ignored
+    /// when `only` is set.
+    pub prefer: Option<KeyId>,
 }
 
 /// A key's health, apart from limits. Cooling keys' end time is `Entry::until`.

@@ -101,7 +101,7 @@ pub use error::{AddKeyError, ConfigError, NoKeyAvailable, Unavailable, UnknownKe
 pub use event::Event;
 pub use key::{AcquireOptions, Lease, Limits, NewKey};
 pub use outcome::{Outcome, Usage};
-pub use pool::{KeyPool, Reported};
+pub use pool::{AFFINITY_SLACK, KeyPool, Reported};
 pub use secret::{KeyRule, Secret, redact};
 pub use snapshot::{KeySnapshot, PoolSnapshot, thousands};
 pub use state::{CooldownCause, DisableCause, KeyId, KeyState, LeaseId, LimitKind, SavedKey};

@@ -14,6 +14,12 @@ use crate::key::{
     LeaseRecord, Models, NewKey, WARNED,
 };
 use crate::outcome::Outcome;
+
+/// How much busier than the strategy's pick a preferred key may be and
+/// still be leased ([`AcquireOptions::prefer`]): its in-flight requests at
+/// most twice the pick's, plus this. Affinity saves a cache miss; it must
+/// not pile a hot conversation set onto one key while others idle.
+pub const AFFINITY_SLACK: u32 = 4;
 use crate::rng::SplitMix64;
 use crate::secret::Secret;
 use crate::state::{CooldownCause, DisableCause, KeyId, KeyState, LeaseId, LimitKind, SavedKey};
@@ -749,11 +755,8 @@ impl KeyPool {
     ) -> Result<Lease, NoKeyAvailable> {
         self.advance(now);
         let picked = match opts.only {
-            Some(id) => (self.entry(id).is_some()
-                && self.index.contains(id.slot)
-                && !self.skipped(id.slot, opts))
-            .then_some(id),
-            None => self.pick(opts).and_then(|slot| self.id_of_slot(slot)),
+            Some(id) => self.can_serve(id, opts).then_some(id),
+            None => self.pick_preferring(opts),
         };
         let Some(id) = picked else {
             return Err(self.no_key(opts));
@@ -799,6 +802,25 @@ impl KeyPool {
             });
         });
         lease.ok_or_else(|| self.no_key(opts))
+    }
+
+    /// Whether key `id` can serve now, as `opts` ask.
+    fn can_serve(&self, id: KeyId, opts: &AcquireOptions<'_>) -> bool {
+        self.entry(id).is_some() && self.index.contains(id.slot) && !self.skipped(id.slot, opts)
+    }
+
+    /// The strategy's pick, or the preferred key while it can serve and its
+    /// in-flight requests stay within the bound of the pick's.
+    fn pick_preferring(&mut self, opts: &AcquireOptions<'_>) -> Option<KeyId> {
+        let best = self.pick(opts).and_then(|slot| self.id_of_slot(slot));
+        let Some(preferred) = opts.prefer.filter(|&id| self.can_serve(id, opts)) else {
+            return best;
+        };
+        let load = |id: KeyId| self.entry(id).map_or(0, |e| e.in_flight);
+        match best {
+            Some(b) if load(preferred) > load(b).saturating_mul(2) + AFFINITY_SLACK => Some(b),
+            _ => Some(preferred),
+        }
     }
 
     /// Whether the caller's options rule this slot out.

@@ -461,3 +461,96 @@ fn during_a_rotation_the_key_serving_on_is_found_by_its_name() {
     assert_eq!(sim.pool.find_serving("prod"), Some(new));
     assert_eq!(sim.pool.find_serving("nobody"), None);
 }
+
+/// Leases with `opts` and returns the key.
+fn lease_key(sim: &mut Sim, opts: &AcquireOptions<'_>) -> KeyId {
+    let l = sim.pool.acquire_with(sim.now, opts).unwrap();
+    let key = l.key();
+    sim.report(l, ok(10, 1));
+    key
+}
+
+#[test]
+fn a_preferred_key_serves_while_it_can_whatever_the_strategy() {
+    for strategy in ALL {
+        let mut sim = sim(strategy);
+        let [_, b, _] = sim.keys(["A", "B", "C"]);
+        let prefer = AcquireOptions {
+            prefer: Some(b),
+            ..AcquireOptions::default()
+        };
+        for _ in 0..10 {
+            assert_eq!(lease_key(&mut sim, &prefer), b, "{strategy:?}");
+        }
+        // Without the preference the strategy spreads again.
+        let others: Vec<KeyId> = (0..6)
+            .map(|_| lease_key(&mut sim, &AcquireOptions::default()))
+            .collect();
+        assert!(others.iter().any(|k| *k != b), "{strategy:?}");
+    }
+}
+
+#[test]
+fn a_preferred_key_that_cannot_serve_gives_way_to_the_strategy() {
+    for strategy in ALL {
+        let mut sim = sim(strategy);
+        let [a, b] = sim.keys(["A", "B"]);
+        // Excluded (it just failed this request): the other key serves.
+        let opts = AcquireOptions {
+            prefer: Some(b),
+            exclude: &[b],
+            ..AcquireOptions::default()
+        };
+        assert_eq!(lease_key(&mut sim, &opts), a, "{strategy:?}");
+        // Cooling down after a 429: the other key serves.
+        let l = sim
+            .pool
+            .acquire_with(
+                sim.now,
+                &AcquireOptions {
+                    only: Some(b),
+                    ..AcquireOptions::default()
+                },
+            )
+            .unwrap();
+        sim.report(
+            l,
+            Outcome::RateLimited {
+                retry_after: Some(secs(30)),
+            },
+        );
+        let prefer = AcquireOptions {
+            prefer: Some(b),
+            ..AcquireOptions::default()
+        };
+        assert_eq!(lease_key(&mut sim, &prefer), a, "{strategy:?}");
+        // Once it has cooled down it is preferred again.
+        sim.advance(secs(31));
+        assert_eq!(lease_key(&mut sim, &prefer), b, "{strategy:?}");
+    }
+}
+
+#[test]
+fn a_preferred_key_far_busier_than_the_pick_gives_way() {
+    let mut sim = sim(Strategy::LeastUsed);
+    let [a, b] = sim.keys(["A", "B"]);
+    let prefer = AcquireOptions {
+        prefer: Some(b),
+        ..AcquireOptions::default()
+    };
+    // A idle: B keeps its conversations while it has at most
+    // 2 × 0 + AFFINITY_SLACK requests in flight.
+    let mut held = Vec::new();
+    for _ in 0..=keypool_core::AFFINITY_SLACK {
+        let l = sim.pool.acquire_with(sim.now, &prefer).unwrap();
+        assert_eq!(l.key(), b);
+        held.push(l);
+    }
+    let l = sim.pool.acquire_with(sim.now, &prefer).unwrap();
+    assert_eq!(l.key(), a, "B has 5 in flight against A's 0");
+    held.push(l);
+    for l in held {
+        sim.report(l, ok(1, 1));
+    }
+    assert_eq!(lease_key(&mut sim, &prefer), b);
+}

@@ -17,18 +17,7 @@ fn install() -> Result<()> {
     if Path::new(NGINX).exists() {
         return Ok(());
     }
-    eprintln!("$ apt-get install nginx (the benchmark's one-hop reference)");
-    for args in [&["update", "-qq"][..], &["install", "-y", "-qq", "nginx"]] {
-        let status = Command::new("apt-get")
-            .args(args)
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
-            .map_err(|e| format!("cannot run apt-get ({e}): install nginx"))?;
-        if !status.success() {
-            return Err(format!("apt-get {} failed: install nginx", args.join(" ")));
-        }
-    }
-    Ok(())
+    crate::apt_install(&["nginx"], "the benchmark's one-hop reference")
 }
 
 /// The configuration: two workers (one per core, as the gateway's runtime

@@ -71,6 +71,9 @@ enum Command {
         /// How many healthy keys.
         #[arg(long, default_value_t = 1)]
         keys: usize,
+        /// Give each key a prompt cache (answers report cached tokens).
+        #[arg(long)]
+        prompt_cache: bool,
     },
     /// Append `records` synthetic usage records to the SQLite store at `db`
     /// (for the usage-report benchmark).
@@ -195,7 +198,11 @@ async fn run(command: Command, loaded: Option<Config>) -> Result<()> {
             println!("{}", crate::auth::hash_key(&key));
             Ok(())
         }
-        Command::SimUpstream { listen, keys } => serve::sim_upstream(&listen, keys).await,
+        Command::SimUpstream {
+            listen,
+            keys,
+            prompt_cache,
+        } => serve::sim_upstream(&listen, keys, prompt_cache).await,
         Command::FillUsage { db, records } => check::fill_usage(&db, records).await,
     }
 }

@@ -44,13 +44,14 @@ pub(super) async fn serve(
     Ok(())
 }
 
-pub(super) async fn sim_upstream(listen: &str, keys: usize) -> Result<()> {
+pub(super) async fn sim_upstream(listen: &str, keys: usize, prompt_cache: bool) -> Result<()> {
     let secrets: Vec<String> = (0..keys).map(|i| format!("sk-bench-{i:016}")).collect();
     let spec: Vec<(&str, &str, crate::sim::Behavior)> = secrets
         .iter()
         .map(|s| ("bench", s.as_str(), crate::sim::Behavior::Healthy))
         .collect();
     let sim = crate::sim::start_on(listen, &spec).await?;
+    sim.set_prompt_cache(prompt_cache);
     println!("listening on {}", sim.addr);
     use std::io::Write as _;
     std::io::stdout().flush()?;

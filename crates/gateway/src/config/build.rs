@@ -62,7 +62,8 @@ fn providers(
     }
     let (fallbacks, lines) = config.routing.build(&catalogs)?;
     u.lines.extend(lines);
-    Ok(builder.fallbacks(fallbacks))
+    let affinity = std::time::Duration::from_secs(config.routing.cache_affinity_secs);
+    Ok(builder.fallbacks(fallbacks).cache_affinity(affinity))
 }
 
 /// Builds the client and the auth from `config`, reading secrets through

@@ -1,4 +1,5 @@
-//! `[routing]`: what to try when a model cannot be served.
+//! `[routing]`: what to try when a model cannot be served, and how long a
+//! conversation stays on the key that served it.
 
 use std::collections::BTreeMap;
 
@@ -8,13 +9,32 @@ use serde::Deserialize;
 use super::ConfigError;
 
 /// `[routing]`.
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RoutingConfig {
     /// Per model, the models to try in turn when no key of any provider
     /// can serve it (`{ "gpt-4.1" = ["deepseek-chat"] }`).
     #[serde(default)]
     pub fallbacks: BTreeMap<String, Vec<String>>,
+    /// How long after each request a conversation prefers the key that
+    /// served it, so that the provider's prompt cache for that key holds
+    /// its prefix (default 300; 0 turns affinity off).
+    #[serde(default = "default_cache_affinity_secs")]
+    pub cache_affinity_secs: u64,
+}
+
+/// Five minutes: about as long as providers keep a prompt prefix cached.
+fn default_cache_affinity_secs() -> u64 {
+    300
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            fallbacks: BTreeMap::new(),
+            cache_affinity_secs: default_cache_affinity_secs(),
+        }
+    }
 }
 
 impl RoutingConfig {
@@ -57,6 +77,12 @@ impl RoutingConfig {
                 then.join(", ")
             ));
             fallbacks = fallbacks.with(model.clone(), then.iter().cloned());
+        }
+        if self.cache_affinity_secs > 0 {
+            lines.push(format!(
+                "routing: a conversation prefers its last key for {} s (prompt-cache affinity)",
+                self.cache_affinity_secs
+            ));
         }
         Ok((fallbacks, lines))
     }

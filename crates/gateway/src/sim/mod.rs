@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures_util::StreamExt;
 
+mod cache;
 mod stateful;
 mod surfaces;
 
@@ -67,6 +68,8 @@ struct Sim {
     down: std::sync::Mutex<std::collections::HashSet<String>>,
     /// What each key made (responses, files): only that key can use it.
     owned: std::sync::Mutex<HashMap<String, stateful::Owned>>,
+    /// Each key's prompt cache (off unless turned on).
+    prompts: cache::PromptCache,
 }
 
 /// A running simulated upstream.
@@ -106,6 +109,13 @@ impl SimUpstream {
             set.remove(model);
         }
     }
+
+    /// Turns the keys' prompt caches on (or off): chat answers then report
+    /// as `prompt_tokens_details.cached_tokens` the leading messages the
+    /// same key saw within five minutes.
+    pub fn set_prompt_cache(&self, on: bool) {
+        self.sim.prompts.set(on);
+    }
 }
 
 impl Drop for SimUpstream {
@@ -131,6 +141,7 @@ pub async fn start_on(
             .collect(),
         down: std::sync::Mutex::default(),
         owned: std::sync::Mutex::default(),
+        prompts: cache::PromptCache::default(),
     });
     let app = Router::new()
         .route("/v1/chat/completions", post(chat))
@@ -252,6 +263,8 @@ const VERBOSE_TOKENS: u64 = 100_000;
 struct Asked {
     model: String,
     prompt_tokens: u64,
+    /// Of the prompt, what the key's cache held.
+    cached_tokens: u64,
     completion_tokens: u64,
     stream: bool,
 }
@@ -281,9 +294,20 @@ fn asked(req: &serde_json::Value, behavior: Option<Behavior>) -> Asked {
     Asked {
         model,
         prompt_tokens: (prompt / 4 + 8) as u64,
+        cached_tokens: 0,
         completion_tokens,
         stream: req.get("stream").and_then(serde_json::Value::as_bool) == Some(true),
     }
+}
+
+/// A chat answer's usage.
+fn usage(a: &Asked) -> serde_json::Value {
+    serde_json::json!({
+        "prompt_tokens": a.prompt_tokens,
+        "completion_tokens": a.completion_tokens,
+        "total_tokens": a.prompt_tokens + a.completion_tokens,
+        "prompt_tokens_details": {"cached_tokens": a.cached_tokens},
+    })
 }
 
 /// The answer as server-sent events; a `Stalls` key stops after the first.
@@ -295,7 +319,7 @@ fn stream(a: &Asked, answer: &str, stalls: bool) -> Response {
         .split_inclusive(' ')
         .map(|w| chunk(serde_json::json!({"content": w})))
         .collect();
-    events.push(serde_json::json!({"object": "chat.completion.chunk", "model": a.model, "choices": [], "usage": {"prompt_tokens": a.prompt_tokens, "completion_tokens": a.completion_tokens, "total_tokens": a.prompt_tokens + a.completion_tokens}}).to_string());
+    events.push(serde_json::json!({"object": "chat.completion.chunk", "model": a.model, "choices": [], "usage": usage(a)}).to_string());
     events.push("[DONE]".to_owned());
     let sse = |e: &String| bytes::Bytes::from(format!("data: {e}\n\n"));
     let body = if stalls {
@@ -321,7 +345,14 @@ async fn chat(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: bytes::Byte
         );
     };
     let behavior = behavior(&sim, &headers);
-    let a = asked(&req, behavior);
+    let mut a = asked(&req, behavior);
+    if let (Some(key), Some(messages)) = (
+        token(&headers),
+        req.get("messages").and_then(|m| m.as_array()),
+    ) {
+        let cached = sim.prompts.read(key, messages, std::time::Instant::now());
+        a.cached_tokens = (cached / 4) as u64;
+    }
     if let Some(r) = model_down(&sim, &a.model) {
         return r;
     }
@@ -334,7 +365,7 @@ async fn chat(State(sim): State<Arc<Sim>>, headers: HeaderMap, body: bytes::Byte
         "object": "chat.completion",
         "model": a.model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": answer}, "finish_reason": "stop"}],
-        "usage": {"prompt_tokens": a.prompt_tokens, "completion_tokens": a.completion_tokens, "total_tokens": a.prompt_tokens + a.completion_tokens}
+        "usage": usage(&a)
     }))
     .into_response()
 }
