@@ -69,7 +69,8 @@ fn pure_diet() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
             .into_iter()
             .collect(),
     );
-    m.insert("wire", ["bytes"].into_iter().collect());
+    // bytestring: the checked body as UTF-8 text over the same `Bytes`.
+    m.insert("wire", ["bytes", "bytestring"].into_iter().collect());
     m
 }
 
