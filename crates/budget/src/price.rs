@@ -99,6 +99,18 @@ impl ModelPrice {
         Money::from_micros(u64::try_from(pico.div_ceil(1_000_000)).unwrap_or(u64::MAX))
     }
 
+    /// What `cached` input tokens served from the upstream's cache saved
+    /// against the full input rate, rounded down to the micro-dollar (a
+    /// saving is never overstated).
+    pub fn cache_saving(&self, cached: u64) -> Money {
+        let rate = self
+            .input_per_mtok
+            .micros()
+            .saturating_sub(self.cached_input_per_mtok.micros());
+        let pico = u128::from(cached) * u128::from(rate);
+        Money::from_micros(u64::try_from(pico / 1_000_000).unwrap_or(u64::MAX))
+    }
+
     /// Input plus output price: how "expensive" a model is, for degradation.
     pub(crate) fn weight(&self) -> u64 {
         self.input_per_mtok
@@ -433,6 +445,31 @@ mod tests {
         // More written than there is input left is bounded by it.
         t.cache_write = 5_000;
         assert_eq!(split.cost(t), Money::from_micros(600 * 5 / 2 + 200 + 4_000));
+    }
+
+    #[test]
+    fn a_cache_saves_the_difference_between_the_rates_rounded_down() {
+        let split = ModelPrice {
+            input_per_mtok: Money::from_cents(15),
+            output_per_mtok: Money::from_cents(60),
+            cached_input_per_mtok: Money::from_micros(75_000),
+            cache_write_per_mtok: Money::from_cents(15),
+            context_window: None,
+            max_output_tokens: None,
+        };
+        // 1M cached tokens: $0.15 at the input rate, $0.075 at the cached one.
+        assert_eq!(split.cache_saving(1_000_000), Money::from_micros(75_000));
+        let full = split.cost(Tokens::new(10_000, 0));
+        let cached = split.cost(Tokens {
+            prompt: 10_000,
+            completion: 0,
+            cached: 10_000,
+            cache_write: 0,
+        });
+        assert_eq!(split.cache_saving(10_000), full.saturating_sub(cached));
+        assert_eq!(split.cache_saving(13), Money::ZERO, "0.975 µ$ rounds down");
+        let flat = ModelPrice::blended(Money::from_micros(420_000), None);
+        assert_eq!(flat.cache_saving(1_000_000), Money::ZERO, "no cached rate");
     }
 
     #[test]

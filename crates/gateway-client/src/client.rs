@@ -483,7 +483,7 @@ impl Client {
             .map_err(|e| pinned_error(e, work.pinned.as_ref()));
         if result.is_err() {
             self.cancel(work.reservation.take());
-            self.record(&work, false, None, 0);
+            self.record(&work, None, 0, None);
         }
         result
     }
@@ -1053,7 +1053,12 @@ impl Client {
                 let (input, output) = (work.input_estimate, work.max_output);
                 let cost = self.settle(&work.model, work.reservation.take(), usage, input, output);
                 let meta = self.meta(work, &provider, &key_name, usage.unwrap_or_default(), cost);
-                self.record(work, true, Some((&provider, &key_name)), cost.micros());
+                self.record(
+                    work,
+                    Some((&provider, &key_name)),
+                    cost.micros(),
+                    usage.as_ref(),
+                );
                 let raw = answer.body;
                 Ok(Step::Done(Sent::Answer(Box::new(ApiResponse {
                     raw,
@@ -1270,15 +1275,22 @@ impl Client {
         }
     }
 
-    fn record(&self, work: &Work, ok: bool, key: Option<(&str, &str)>, cost_micros: u64) {
+    fn record(
+        &self,
+        work: &Work,
+        key: Option<(&str, &str)>,
+        cost_micros: u64,
+        usage: Option<&Usage>,
+    ) {
         let finished = Finished {
-            ok,
+            ok: key.is_some(),
             attempts: work.attempts,
             latency: work.started.elapsed(),
             key,
             model: &work.model,
             arm: work.arm.as_ref().map(|a| (a.rollout.as_str(), a.arm)),
             cost_micros,
+            cache: self.cache_use(&work.model, usage),
         };
         lock(&self.inner.stats).record(&finished);
     }
@@ -1292,8 +1304,32 @@ impl Client {
             model: &meta.model_used,
             arm: meta.arm.as_ref().map(|a| (a.rollout.as_str(), a.arm)),
             cost_micros: meta.cost.micros(),
+            cache: self.cache_use(&meta.model_used, ok.then_some(&meta.usage)),
         };
         lock(&self.inner.stats).record(&finished);
+    }
+
+    /// What an answer's `usage` read from the upstream's cache, and what
+    /// that saved at `model`'s prices.
+    fn cache_use(&self, model: &str, usage: Option<&Usage>) -> crate::stats::CacheUse {
+        let Some(u) = usage else {
+            return crate::stats::CacheUse::default();
+        };
+        crate::stats::CacheUse {
+            prompt_tokens: u.prompt_tokens,
+            cached_tokens: u.cached_tokens,
+            saved_micros: self.cache_saving(model, u.cached_tokens).micros(),
+        }
+    }
+
+    /// What `cached` input tokens served from an upstream's cache saved
+    /// against `model`'s full input rate (zero for a model without a
+    /// price or without a cached rate).
+    pub fn cache_saving(&self, model: &str, cached: u64) -> budget::Money {
+        self.inner
+            .prices
+            .resolve(model)
+            .map_or(budget::Money::ZERO, |r| r.price.cache_saving(cached))
     }
 
     // ----- events --------------------------------------------------------

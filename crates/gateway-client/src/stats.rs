@@ -12,12 +12,25 @@ pub(crate) struct Counters {
     failures: u64,
     attempts: u64,
     latency: LatencyHistogram,
+    cache: CacheUse,
+}
+
+/// Of answered requests' input, what the upstream's cache served, and
+/// what that saved against the full input rate.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct CacheUse {
+    pub(crate) prompt_tokens: u64,
+    pub(crate) cached_tokens: u64,
+    pub(crate) saved_micros: u64,
 }
 
 impl Counters {
-    fn record(&mut self, ok: bool, attempts: u32, latency: Duration) {
+    fn record(&mut self, ok: bool, attempts: u32, latency: Duration, cache: CacheUse) {
         self.requests += 1;
         self.attempts += u64::from(attempts);
+        self.cache.prompt_tokens += cache.prompt_tokens;
+        self.cache.cached_tokens += cache.cached_tokens;
+        self.cache.saved_micros += cache.saved_micros;
         if ok {
             self.latency.record(latency);
         } else {
@@ -34,6 +47,9 @@ impl Counters {
             p50_ms: ms(0.50),
             p95_ms: ms(0.95),
             p99_ms: ms(0.99),
+            prompt_tokens: self.cache.prompt_tokens,
+            cached_tokens: self.cache.cached_tokens,
+            cache_saved_micros: self.cache.saved_micros,
         }
     }
 }
@@ -53,6 +69,13 @@ pub struct CounterSnapshot {
     pub p95_ms: Option<f64>,
     /// 99th percentile, in ms.
     pub p99_ms: Option<f64>,
+    /// Input tokens of the answered requests.
+    pub prompt_tokens: u64,
+    /// Of those, served from the upstream's prompt cache.
+    pub cached_tokens: u64,
+    /// What the cached tokens saved against the full input rate, in
+    /// micro-dollars (prompt-cache affinity's gain, per key and in total).
+    pub cache_saved_micros: u64,
 }
 
 /// All statistics at one moment.
@@ -102,6 +125,7 @@ pub(crate) struct Finished<'a> {
     pub(crate) model: &'a str,
     pub(crate) arm: Option<(&'a str, canary::Arm)>,
     pub(crate) cost_micros: u64,
+    pub(crate) cache: CacheUse,
 }
 
 fn arm_label(rollout: &str, arm: canary::Arm) -> String {
@@ -130,16 +154,17 @@ impl Stats {
     }
 
     pub(crate) fn record(&mut self, f: &Finished<'_>) {
-        self.total.record(f.ok, f.attempts, f.latency);
+        let (ok, attempts, latency, cache) = (f.ok, f.attempts, f.latency, f.cache);
+        self.total.record(ok, attempts, latency, cache);
         if let Some((provider, key)) = f.key {
-            entry(entry(&mut self.per_key, provider), key).record(f.ok, f.attempts, f.latency);
+            entry(entry(&mut self.per_key, provider), key).record(ok, attempts, latency, cache);
         }
-        entry(&mut self.per_model, f.model).record(f.ok, f.attempts, f.latency);
+        entry(&mut self.per_model, f.model).record(ok, attempts, latency, cache);
         if let Some((rollout, arm)) = f.arm {
             entry(&mut self.per_arm, rollout)
                 .entry(arm)
                 .or_default()
-                .record(f.ok, f.attempts, f.latency);
+                .record(ok, attempts, latency, cache);
             if let Some(s) = self
                 .arms
                 .iter_mut()

@@ -172,6 +172,14 @@ impl Metrics {
                 metrics::counter!("gateway_upstream_attempts_total", "provider" => provider.to_owned(), "key" => name.to_owned(), "outcome" => *outcome).absolute(*n);
             }
         }
+        for (key, c) in &snap.stats.per_key {
+            let (provider, name) = key.split_once('/').unwrap_or(("", key));
+            let labels = [("provider", provider.to_owned()), ("key", name.to_owned())];
+            metrics::counter!("gateway_prompt_tokens_total", &labels).absolute(c.prompt_tokens);
+            metrics::counter!("gateway_cached_tokens_total", &labels).absolute(c.cached_tokens);
+            metrics::counter!("gateway_cache_saved_micros_total", &labels)
+                .absolute(c.cache_saved_micros);
+        }
         let mut text = self.handle.render();
         write_gauges(&mut text, snap);
         text

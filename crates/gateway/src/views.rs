@@ -299,6 +299,8 @@ pub(crate) struct UsageLineView {
     total_tokens: u64,
     estimated_cost: DollarsView,
     estimated_cost_micros: u64,
+    /// What the cached tokens saved against the model's full input rate.
+    cache_saved_micros: u64,
 }
 
 /// `GET /v1/usage`: the lines and their total.
@@ -307,32 +309,56 @@ pub(crate) struct UsageView {
     usage: Vec<UsageLineView>,
     total_estimated_cost_usd: DollarsView,
     total_estimated_cost_micros: u64,
+    total_prompt_tokens: u64,
+    /// Of the prompt tokens, those served from a provider's cache.
+    total_cached_tokens: u64,
+    /// `total_cached_tokens` over `total_prompt_tokens` (0 without input).
+    cached_share: f64,
+    /// What the cached tokens saved against the full input rates.
+    total_cache_saved_usd: DollarsView,
+    total_cache_saved_micros: u64,
 }
 
 impl UsageView {
-    pub(crate) fn of(lines: Vec<UsageLine>) -> Self {
+    /// The lines, with what their cached tokens saved by `saving(model,
+    /// cached tokens)` in micro-dollars.
+    pub(crate) fn of(lines: Vec<UsageLine>, saving: impl Fn(&str, u64) -> u64) -> Self {
         let total: u64 = lines.iter().map(|l| l.totals.cost_micros).sum();
+        let prompt: u64 = lines.iter().map(|l| l.totals.prompt_tokens).sum();
+        let cached: u64 = lines.iter().map(|l| l.totals.cached_tokens).sum();
+        let usage: Vec<UsageLineView> = lines
+            .into_iter()
+            .map(|l| UsageLineView {
+                cache_saved_micros: saving(&l.model, l.totals.cached_tokens),
+                key_id: l.key_id,
+                key_name: l.key_name,
+                team: l.team,
+                model: l.model,
+                requests: l.totals.requests,
+                prompt_tokens: l.totals.prompt_tokens,
+                cached_tokens: l.totals.cached_tokens,
+                cache_write_tokens: l.totals.cache_write_tokens,
+                completion_tokens: l.totals.completion_tokens,
+                reasoning_tokens: l.totals.reasoning_tokens,
+                total_tokens: l.totals.prompt_tokens + l.totals.completion_tokens,
+                estimated_cost: DollarsView(Money::from_micros(l.totals.cost_micros)),
+                estimated_cost_micros: l.totals.cost_micros,
+            })
+            .collect();
+        let saved: u64 = usage.iter().map(|l| l.cache_saved_micros).sum();
         UsageView {
-            usage: lines
-                .into_iter()
-                .map(|l| UsageLineView {
-                    key_id: l.key_id,
-                    key_name: l.key_name,
-                    team: l.team,
-                    model: l.model,
-                    requests: l.totals.requests,
-                    prompt_tokens: l.totals.prompt_tokens,
-                    cached_tokens: l.totals.cached_tokens,
-                    cache_write_tokens: l.totals.cache_write_tokens,
-                    completion_tokens: l.totals.completion_tokens,
-                    reasoning_tokens: l.totals.reasoning_tokens,
-                    total_tokens: l.totals.prompt_tokens + l.totals.completion_tokens,
-                    estimated_cost: DollarsView(Money::from_micros(l.totals.cost_micros)),
-                    estimated_cost_micros: l.totals.cost_micros,
-                })
-                .collect(),
+            usage,
             total_estimated_cost_usd: DollarsView(Money::from_micros(total)),
             total_estimated_cost_micros: total,
+            total_prompt_tokens: prompt,
+            total_cached_tokens: cached,
+            cached_share: if prompt == 0 {
+                0.0
+            } else {
+                cached as f64 / prompt as f64
+            },
+            total_cache_saved_usd: DollarsView(Money::from_micros(saved)),
+            total_cache_saved_micros: saved,
         }
     }
 }
@@ -377,6 +403,12 @@ pub(crate) struct DashboardKeyView {
     provider: String,
     #[serde(flatten)]
     key: UpstreamKeyView,
+    /// Input tokens this key answered since the gateway started.
+    prompt_tokens: u64,
+    /// Of those, served from the provider's prompt cache.
+    cached_tokens: u64,
+    /// What the cached tokens saved against the full input rate.
+    cache_saved_micros: u64,
 }
 
 /// Requests answered and failed in one bucket of the dashboard's chart.
@@ -415,9 +447,15 @@ impl DashboardKeyView {
         snap.providers
             .iter()
             .flat_map(|p| {
-                p.pool.keys.iter().map(move |k| DashboardKeyView {
-                    provider: p.name.clone(),
-                    key: UpstreamKeyView::of(k, ids.id_of(&p.name, k.id)),
+                p.pool.keys.iter().map(move |k| {
+                    let stats = snap.stats.per_key.get(&format!("{}/{}", p.name, k.name));
+                    DashboardKeyView {
+                        provider: p.name.clone(),
+                        key: UpstreamKeyView::of(k, ids.id_of(&p.name, k.id)),
+                        prompt_tokens: stats.map_or(0, |c| c.prompt_tokens),
+                        cached_tokens: stats.map_or(0, |c| c.cached_tokens),
+                        cache_saved_micros: stats.map_or(0, |c| c.cache_saved_micros),
+                    }
                 })
             })
             .collect()

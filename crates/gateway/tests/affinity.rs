@@ -9,6 +9,8 @@ use std::collections::{HashMap, HashSet};
 use gateway::sim::Behavior;
 use serde_json::{Value, json};
 
+use reqwest::Method;
+
 use crate::harness::{Gateway, Setup, SimKey};
 
 const KEYS: [SimKey; 4] = [
@@ -67,6 +69,62 @@ async fn converse(gw: &Gateway, conversations: usize, turns: usize) -> Run {
     run
 }
 
+/// What the gateway reports of the cache after `requests` requests whose
+/// later turns read `cached` tokens from it: the usage report's totals, the
+/// dashboard's keys, the metrics.
+async fn reported(gw: &Gateway, cached: u64, requests: u64) {
+    let (status, usage) = gw.call(Method::GET, "/v1/usage", None, None).await;
+    assert_eq!(status, 200, "{usage}");
+    let total = usage["total_cached_tokens"].as_u64().unwrap();
+    assert!(total >= cached, "{usage}");
+    let saved = usage["total_cache_saved_micros"].as_u64().unwrap();
+    let lines: u64 = usage["usage"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["cache_saved_micros"].as_u64().unwrap())
+        .sum();
+    // gpt-4o-mini: $0.15 a million input tokens, $0.075 cached.
+    assert_eq!(saved, lines);
+    assert_eq!(saved, total * 75_000 / 1_000_000, "{usage}");
+    let share = usage["cached_share"].as_f64().unwrap();
+    assert!(share > 0.5 && share < 1.0, "{usage}");
+
+    let (_, board) = gw.call(Method::GET, "/dashboard.json", None, None).await;
+    let keys = board["keys"].as_array().unwrap();
+    let by_key: u64 = keys
+        .iter()
+        .map(|k| k["cached_tokens"].as_u64().unwrap())
+        .sum();
+    assert_eq!(by_key, total, "{board}");
+    let saved_by_key: u64 = keys
+        .iter()
+        .map(|k| k["cache_saved_micros"].as_u64().unwrap())
+        .sum();
+    // Each request's saving is rounded down on its own.
+    assert!(
+        saved_by_key <= saved && saved - saved_by_key < requests,
+        "{board}"
+    );
+
+    let metrics = gw
+        .http
+        .get(format!("{}/metrics", gw.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let counted: u64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("gateway_cached_tokens_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum();
+    assert_eq!(counted, total, "{metrics}");
+    assert!(metrics.contains("gateway_cache_saved_micros_total{"));
+}
+
 #[tokio::test]
 async fn a_conversation_stays_on_its_key_and_reads_its_history_from_the_cache() {
     let gw = Setup::new(&KEYS).start().await;
@@ -85,6 +143,7 @@ async fn a_conversation_stays_on_its_key_and_reads_its_history_from_the_cache() 
         on.cached,
         on.input
     );
+    reported(&gw, on.cached, 6 * 4).await;
 
     let off = Setup::new(&KEYS)
         .configure(|c| c.routing.cache_affinity_secs = 0)

@@ -48,7 +48,9 @@ pub(super) async fn usage(
         from: millis("from", p.from)?,
         to: millis("to", p.to)?,
     };
-    Ok(Json(UsageView::of(s.store.usage(&q).await?)))
+    let lines = s.store.usage(&q).await?;
+    let saving = |model: &str, cached: u64| s.client.cache_saving(model, cached).micros();
+    Ok(Json(UsageView::of(lines, saving)))
 }
 
 /// `?limit=` (default 100, at most 10 000).
