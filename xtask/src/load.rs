@@ -447,20 +447,33 @@ impl Rig {
 
     /// [`gateway`](Self::gateway), with `extra` sections in its file.
     fn gateway_with(&self, storage: Storage<'_>, extra: &str) -> Result<(Process, SocketAddr)> {
-        let addr = local(free_port()?)?;
-        let config = config_with_keys(&self.dir, self.upstream, addr, KEYS, storage)?;
-        if !extra.is_empty() {
-            let mut file = std::fs::OpenOptions::new()
-                .append(true)
-                .open(&config)
-                .map_err(|e| e.to_string())?;
-            file.write_all(extra.as_bytes())
-                .map_err(|e| e.to_string())?;
-        }
-        let gw = spawn_gateway(&self.bin, &config)?;
-        wait_until_up(addr)?;
-        Ok((gw, addr))
+        let upstream = (self.upstream, KEYS);
+        start_gateway(&self.bin, &self.dir, upstream, storage, extra)
     }
+}
+
+/// A gateway serving the first `keys` of `upstream`'s keys, its state kept
+/// as `storage` says, with `extra` sections in its file; ready to serve.
+fn start_gateway(
+    bin: &Path,
+    dir: &Path,
+    (upstream, keys): (SocketAddr, usize),
+    storage: Storage<'_>,
+    extra: &str,
+) -> Result<(Process, SocketAddr)> {
+    let addr = local(free_port()?)?;
+    let config = config_with_keys(dir, upstream, addr, keys, storage)?;
+    if !extra.is_empty() {
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&config)
+            .map_err(|e| e.to_string())?;
+        file.write_all(extra.as_bytes())
+            .map_err(|e| e.to_string())?;
+    }
+    let gw = spawn_gateway(bin, &config)?;
+    wait_until_up(addr)?;
+    Ok((gw, addr))
 }
 
 /// What a benchmark section is made of.

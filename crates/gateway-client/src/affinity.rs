@@ -118,30 +118,30 @@ pub(crate) fn token(request: &ApiRequest) -> Option<u64> {
             any = true;
         }
     }
-    if let Some(first) = first_turns(body.get("messages").or_else(|| body.get("input"))) {
-        first.hash(&mut h);
-        any = true;
-    }
+    any |= hash_first_turns(body.get("messages").or_else(|| body.get("input")), &mut h);
     any.then(|| h.finish())
 }
 
-/// The text of the messages up to and including the first user turn (all
-/// of a string input): the part of a conversation every later turn
-/// repeats.
-fn first_turns(input: Option<Raw<'_>>) -> Option<String> {
-    let input = input?;
+/// Hashes the text of the messages up to and including the first user
+/// turn (all of a string input): the part of a conversation every later
+/// turn repeats. Whether there was any.
+fn hash_first_turns(input: Option<Raw<'_>>, h: &mut DefaultHasher) -> bool {
+    let Some(input) = input else {
+        return false;
+    };
     if input.kind() != Kind::Array {
-        return Some(input.text().to_owned());
+        input.text().hash(h);
+        return true;
     }
-    let mut out = String::new();
+    let mut any = false;
     for item in input.items() {
-        out.push_str(item.text());
-        let role = item.get("role").and_then(|r| r.as_str());
-        if role.as_deref() == Some("user") {
+        item.text().hash(h);
+        any = true;
+        if item.get("role").and_then(|r| r.as_str()).as_deref() == Some("user") {
             break;
         }
     }
-    (!out.is_empty()).then_some(out)
+    any
 }
 
 #[cfg(test)]

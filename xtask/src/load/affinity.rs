@@ -13,10 +13,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use super::{
-    Process, Storage, config_with_keys, free_port, local, round_trip, spawn_gateway,
-    spawn_listening, wait_until_up,
-};
+use super::{Process, Storage, round_trip, spawn_listening, start_gateway, wait_until_up};
 use crate::Result;
 
 const CONVERSATIONS: usize = 50;
@@ -98,25 +95,6 @@ fn run(addr: SocketAddr) -> Result<Tokens> {
     Ok(total)
 }
 
-/// A gateway with the first `keys` of the simulated upstream's keys, and
-/// `extra` sections.
-fn gateway(
-    bin: &Path,
-    dir: &Path,
-    upstream: SocketAddr,
-    keys: usize,
-    extra: &str,
-) -> Result<(Process, SocketAddr)> {
-    let addr = local(free_port()?)?;
-    let path = config_with_keys(dir, upstream, addr, keys, Storage::Memory)?;
-    let mut text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
-    text.push_str(extra);
-    std::fs::write(&path, text).map_err(|e| e.to_string())?;
-    let gw = spawn_gateway(bin, &path)?;
-    wait_until_up(addr)?;
-    Ok((gw, addr))
-}
-
 /// The simulated upstream with `KEYS` keys, each with a prompt cache.
 fn upstream(bin: &Path) -> Result<(Process, SocketAddr)> {
     let (sim, addr) = spawn_listening(
@@ -148,7 +126,7 @@ pub(super) fn rows(bin: &Path, dir: &Path) -> Result<(Vec<String>, String)> {
     ] {
         // A fresh upstream each time: no cache left over from another run.
         let (sim, upstream) = upstream(bin)?;
-        let (gw, addr) = gateway(bin, dir, upstream, keys, extra)?;
+        let (gw, addr) = start_gateway(bin, dir, (upstream, keys), Storage::Memory, extra)?;
         let tokens = run(addr)?;
         drop((gw, sim));
         measured.push((target, tokens));
